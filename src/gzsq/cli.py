@@ -1,0 +1,186 @@
+"""Command line: `gzsq evaluate` and `gzsq distill` (SPEC §8).
+
+Errors the user can fix print one line `gzsq: error: …` and exit 2; progress
+bars go to stderr; with --json the last line of stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .errors import GzsqError
+
+EPILOG_EVALUATE = """examples:
+  gzsq evaluate --model cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th \\
+      --data ../shared/data/cifar10/test.npz --calib real --calib-data ../shared/data/cifar10/train-jpeg.tar
+  gzsq evaluate --model efficientnet-lite0 --data ../shared/data/imagenet-sample --calib gaussian --json
+"""
+
+
+def _bits(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bits must be an integer from 2 to 8, got {text!r}") from None
+    if not 2 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"bits must be from 2 to 8, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help="zoo name: cifar10-resnetN (N=6n+2, needs --weights), cifar10-resnet20-nf, "
+                        "efficientnet-lite0/1/2")
+    p.add_argument("--weights", metavar="PATH", help="checkpoint for the model (a state dict, loaded weights-only)")
+
+
+def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
+    from .sources import available_sources
+
+    p.add_argument("--calib", default="gzsq", choices=available_sources(),
+                   help="where calibration images come from: gzsq (distilled from the weights, the method), "
+                        "zeroq (distilled from BN statistics; bn setting only), gaussian / uniform noise, or "
+                        "real images from --calib-data (default: gzsq)")
+    p.add_argument("--preset", default="default", help="gzsq recipe: 'default' (best measured) or 'paper' "
+                                                       "(METHOD.md literally); default: default")
+    p.add_argument("--calib-data", metavar="PATH",
+                   help="dataset for --calib real (.npz, folder with labels.csv, or tar of class folders). "
+                        "If it is the evaluation set, two folds are used so no image is calibrated and evaluated")
+    p.add_argument("--n-calib", type=_positive, metavar="N",
+                   help=f"number of calibration images (default: {default_n})")
+    p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: 0)")
+    p.add_argument("--setting", choices=["bn", "bn-free"],
+                   help="what the calibration source may read: bn (BatchNorm statistics) or bn-free "
+                        "(only the folded network, as in an ONNX/TFLite export). Default: bn if the model has BN")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gzsq", description="Data-free quantization of trained CNNs (GZSQ).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ev = sub.add_parser("evaluate", help="quantize with a calibration source and measure accuracy vs FP32",
+                        description="Fold BN, calibrate activation ranges on images from --calib, simulate "
+                                    "W/A-bit quantization (SPEC §4) and report FP32 top-1, quantized top-1 and "
+                                    "top-1 agreement on --data.",
+                        epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_args(ev)
+    ev.add_argument("--data", required=True, metavar="PATH", help="labelled evaluation set (.npz, folder with "
+                                                                    "labels.csv, or tar of class folders)")
+    ev.add_argument("--w-bits", type=_bits, default=8, help="weight bits, 2-8 (default: 8)")
+    ev.add_argument("--a-bits", type=_bits, default=8, help="activation bits, 2-8 (default: 8)")
+    ev.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"],
+                    help="activation range rule (default: minmax; percentile = 0.01/99.99th)")
+    ev.add_argument("--per-tensor-weights", action="store_true", help="one weight scale per tensor, not per channel")
+    ev.add_argument("--weight-clip", default="maxabs", choices=["maxabs", "mse"],
+                    help="weight range: max-abs (default) or MSE-optimal clipping (helps at <= 6 bits)")
+    ev.add_argument("--first-last-8bit", action="store_true", help="keep the first and last layer at 8 bit")
+    _add_calib_args(ev, "256, or 64 for ImageNet-size models")
+    ev.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    ev.set_defaults(func=cmd_evaluate)
+
+    ds = sub.add_parser("distill", help="synthesize a calibration set and save it as .npz (+ a preview grid)",
+                        description="Make N calibration images with a source (default gzsq) and write them, "
+                                    "with their settings and loss curve, to an .npz file.")
+    ds.add_argument("model", metavar="MODEL", help="zoo name (see gzsq evaluate --help)")
+    ds.add_argument("--weights", metavar="PATH", help="checkpoint for the model")
+    ds.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the set")
+    ds.add_argument("--preview", metavar="GRID.png", help="also write a picture grid of the images")
+    _add_calib_args(ds, "256, or 64 for ImageNet-size models")
+    ds.set_defaults(func=cmd_distill)
+    return parser
+
+
+def _default_n(model) -> int:
+    return 64 if model.input_spec.size >= 128 else 256
+
+
+def cmd_evaluate(args) -> int:
+    from .config import QuantConfig
+    from .evaluate import default_setting, evaluate_quantization, load_eval_set
+    from .models import load_model
+
+    config = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, observer=args.observer,
+                         per_channel_weights=not args.per_tensor_weights, weight_clip=args.weight_clip,
+                         first_last_8bit=args.first_last_8bit)
+    t = time.perf_counter()
+    model = load_model(args.model, args.weights)
+    setting = args.setting or default_setting(model)
+    _check_source_applies(args.calib, model, setting)
+    eval_set = load_eval_set(model, args.data, progress=True)
+    load_seconds = time.perf_counter() - t
+    result = evaluate_quantization(model, eval_set, calib=args.calib, n_calib=args.n_calib or _default_n(model),
+                                   seed=args.seed, setting=setting, config=config, calib_data=args.calib_data,
+                                   preset=args.preset, progress=True)
+    result["seconds"] = {"load": round(load_seconds, 2), **result["seconds"]}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        s = result
+        print(f"model {s['model']}  setting {s['setting']}  calib {s['calib']} (n={s['n_calib']}, seed={s['seed']}"
+              f"{', 2 folds' if s['folds'] == 2 else ''})  W{s['w_bits']}A{s['a_bits']}  observer {s['observer']}")
+        print(f"  FP32 top-1      {s['fp32_top1']:6.2f} %")
+        print(f"  quantized top-1 {s['top1']:6.2f} %   ({s['top1'] - s['fp32_top1']:+.2f} pt)")
+        print(f"  agreement       {s['agreement']:6.2f} %  (quantized top-1 == FP32 top-1)")
+        print("  seconds         " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()))
+    return 0
+
+
+def _check_source_applies(calib: str, model, setting: str) -> None:
+    """Refuse before any slow work when the source cannot run (SPEC §3.2)."""
+    from .fold import has_batchnorm
+    from .errors import SourceNotApplicableError
+
+    if calib == "zeroq" and (setting == "bn-free" or not has_batchnorm(model)):
+        why = "the bn-free setting hides them" if has_batchnorm(model) else f"{model.gzsq_name} has none"
+        raise SourceNotApplicableError(f"zeroq needs BatchNorm running statistics; {why} (try --calib gzsq)")
+
+
+def cmd_distill(args) -> int:
+    from .distill.io import save_calibration, save_preview
+    from .evaluate import default_setting
+    from .fold import fold_bn
+    from .models import load_model
+    from .sources import SourceOptions, make_calibration
+
+    model = load_model(args.model, args.weights)
+    setting = args.setting or default_setting(model)
+    _check_source_applies(args.calib, model, setting)
+    seen = model if setting == "bn" else fold_bn(model)
+    options = SourceOptions(setting=setting, calib_data=args.calib_data, preset=args.preset, progress=True)
+    calibration = make_calibration(args.calib, seen, args.n_calib or _default_n(model), seed=args.seed,
+                                   options=options)
+    meta = {"model": args.model, "setting": setting, "preset": args.preset}
+    save_calibration(args.output, calibration, meta)
+    print(f"wrote {len(calibration.images)} images from {args.calib} to {args.output} "
+          f"({calibration.seconds:.1f} s)")
+    if args.preview:
+        save_preview(args.preview, calibration.images, model.input_spec)
+        print(f"wrote preview {args.preview}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except GzsqError as exc:
+        print(f"gzsq: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

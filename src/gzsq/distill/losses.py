@@ -1,0 +1,35 @@
+"""Distances between the statistics a batch produces and the target statistics (METHOD.md §3).
+
+Each takes the batch's per-channel (mean, std) and the target (mean, std), all
+vectors of equal length, and returns a scalar averaged over channels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+S = 1e-6
+
+
+def z_score(m: torch.Tensor, s: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """GZSQ's absolute Z-score: |m − μ| / sqrt((s + ε)² + (σ + ε)²); no direct pull on s."""
+    return ((m - mu).abs() / torch.sqrt((s + S) ** 2 + (sigma + S) ** 2)).mean()
+
+
+def l2(m: torch.Tensor, s: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """ZeroQ's distance: squared error on mean and on std (norms, averaged per channel)."""
+    return ((m - mu) ** 2).mean() + ((s - sigma) ** 2).mean()
+
+
+def kl(m: torch.Tensor, s: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(m, s²) ‖ N(μ, σ²)), per channel, averaged: pulls on means and spreads alike."""
+    s, sigma = s + S, sigma + S
+    return (torch.log(sigma / s) + (s**2 + (m - mu) ** 2) / (2 * sigma**2) - 0.5).mean()
+
+
+LOSSES = {"z": z_score, "l2": l2, "kl": kl}
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels: a smoothness prior on images."""
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()

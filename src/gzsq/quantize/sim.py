@@ -1,0 +1,186 @@
+"""The simulation model: the folded network with fake-quantizers in place (SPEC §4).
+
+`quantize(model, calib, config)` folds BN, traces the graph, quantizes every
+Conv2d/Linear weight, and inserts an activation quantizer on every tensor that a
+real integer runtime would hold in low precision: the network input, the input of
+every Conv2d/Linear, and every residual-add output (after the ReLU that alone reads
+it, where there is one: runtimes fuse add+ReLU). A tensor read by several
+layers gets one quantizer (as in an int8 runtime, it is stored once). The ranges
+come from running the calibration images through the float network.
+
+`print(sim)` lists the quantizers; `sim.encodings()` is the inspectable dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import QuantConfig
+from ..errors import UnsupportedModelError
+from ..fold import fold_bn
+from . import primitives as P
+from .observers import RangeCollector, get_observer
+
+WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+_ADDS = {operator.add, torch.add, operator.iadd}
+
+
+class ActQuantizer(nn.Module):
+    """Asymmetric per-tensor fake-quantizer; observes while `collector` is set."""
+
+    def __init__(self, bits: int, role: str):
+        super().__init__()
+        self.bits, self.role = bits, role
+        self.collector: RangeCollector | None = None
+        self.lo = self.hi = None
+        self.scale, self.zero_point = 1.0, 0
+
+    def set_range(self, lo: float, hi: float) -> None:
+        self.lo, self.hi = float(lo), float(hi)
+        self.scale, self.zero_point = P.act_qparams(lo, hi, self.bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.collector is not None:
+            self.collector.update(x)
+            return x
+        if self.lo is None:
+            raise RuntimeError("activation quantizer used before calibration")
+        return P.fake_quant_act_fast(x, self.scale, self.zero_point, self.bits)
+
+    def extra_repr(self) -> str:
+        if self.lo is None:
+            return f"bits={self.bits}, role={self.role}, uncalibrated"
+        return (f"bits={self.bits}, role={self.role}, range=[{self.lo:.4g}, {self.hi:.4g}], "
+                f"scale={self.scale:.4g}, zero_point={self.zero_point}")
+
+
+def _tensor_args(node: fx.Node) -> list[fx.Node]:
+    return [a for a in node.args if isinstance(a, fx.Node)]
+
+
+def _is_residual_add(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target in _ADDS and len(_tensor_args(node)) == 2
+
+
+_RELU_FUNCS = {torch.relu, F.relu, F.relu6, F.hardtanh}
+_RELU_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+
+
+def _fused_activation(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
+    """The node whose value an int8 runtime stores for `node`: a ReLU that alone reads it
+    is fused into it (add+ReLU is one integer kernel), so the quantizer goes after it."""
+    if len(node.users) != 1:
+        return node
+    (user,) = node.users
+    if user.op == "call_function" and user.target in _RELU_FUNCS:
+        return user
+    if user.op == "call_module" and isinstance(gm.get_submodule(user.target), _RELU_MODULES):
+        return user
+    return node
+
+
+def weight_layer_nodes(gm: fx.GraphModule) -> list[fx.Node]:
+    modules = dict(gm.named_modules())
+    return [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(modules[n.target], WEIGHT_LAYERS)]
+
+
+class SimModel(nn.Module):
+    """A quantized-simulation model: call it like the float one."""
+
+    def __init__(self, graph_module: fx.GraphModule, config: QuantConfig, weight_scales: dict):
+        super().__init__()
+        self.net = graph_module
+        self.config = config
+        self.weight_scales = weight_scales
+        self.input_spec = getattr(graph_module, "input_spec", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def act_quantizers(self) -> dict[str, ActQuantizer]:
+        return {n: m for n, m in self.net.named_modules() if isinstance(m, ActQuantizer)}
+
+    def encodings(self) -> dict:
+        """Every quantizer's parameters, as plain numbers (for reports and exporters)."""
+        acts = {n: {"bits": q.bits, "role": q.role, "min": q.lo, "max": q.hi,
+                    "scale": q.scale, "zero_point": q.zero_point} for n, q in self.act_quantizers().items()}
+        weights = {n: {"bits": b, "scale": s.tolist()} for n, (b, s) in self.weight_scales.items()}
+        return {"config": self.config.to_dict(), "activations": acts, "weights": weights}
+
+
+def _insert_act_quantizers(gm: fx.GraphModule, config: QuantConfig) -> None:
+    layers = weight_layer_nodes(gm)
+    if not layers:
+        raise UnsupportedModelError("the model has no Conv2d or Linear layer to quantize")
+    edge = {layers[0], layers[-1]} if config.first_last_8bit else set()
+    targets: dict[fx.Node, tuple[int, str]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            targets[node] = (config.input_bits, "input")
+    for node in layers:
+        src = node.args[0]
+        bits = 8 if node in edge else config.a_bits
+        if src not in targets:
+            targets[src] = (bits, "layer-input")
+        elif node in edge:
+            targets[src] = (max(targets[src][0], bits), targets[src][1])
+    for node in gm.graph.nodes:
+        if _is_residual_add(node):
+            out = _fused_activation(gm, node)
+            if out not in targets:
+                targets[out] = (config.a_bits, "residual-add")
+    for i, (node, (bits, role)) in enumerate(targets.items()):
+        name = f"act_quant_{i}"
+        gm.add_submodule(name, ActQuantizer(bits, role))
+        with gm.graph.inserting_after(node):
+            q = gm.graph.call_module(name, (node,))
+        node.replace_all_uses_with(q, delete_user_cb=lambda user, q=q: user is not q)
+    gm.graph.lint()
+    gm.recompile()
+
+
+@torch.no_grad()
+def _quantize_weights(gm: fx.GraphModule, config: QuantConfig) -> dict:
+    layers = weight_layer_nodes(gm)
+    edge = {layers[0].target, layers[-1].target} if config.first_last_8bit else set()
+    scales = {}
+    for node in layers:
+        layer = gm.get_submodule(node.target)
+        bits = 8 if node.target in edge else config.w_bits
+        if config.weight_clip == "mse":
+            scale = P.mse_weight_scale(layer.weight, bits, config.per_channel_weights)
+        else:
+            scale = P.weight_scale(layer.weight, bits, config.per_channel_weights)
+        layer.weight.copy_(P.fake_quant_weight(layer.weight, scale, bits))
+        scales[node.target] = (bits, scale)
+    return scales
+
+
+@torch.no_grad()
+def quantize(model: nn.Module, calib: torch.Tensor, config: QuantConfig | None = None, *,
+             batch_size: int = 128, progress: bool = False) -> SimModel:
+    """Fold, insert quantizers, calibrate activation ranges on `calib`, quantize weights."""
+    config = config or QuantConfig()
+    if not isinstance(calib, torch.Tensor) or calib.dim() != 4 or len(calib) == 0:
+        raise UnsupportedModelError("calibration data must be a non-empty N×C×H×W tensor")
+    gm = fold_bn(model)
+    _insert_act_quantizers(gm, config)
+    quantizers = [m for m in gm.modules() if isinstance(m, ActQuantizer)]
+    for i, q in enumerate(quantizers):
+        q.collector = RangeCollector(seed=i)
+    gm.eval()
+    for start in tqdm(range(0, len(calib), batch_size), desc="calibrate", disable=not progress, leave=False):
+        gm(calib[start:start + batch_size])
+    observer = get_observer(config.observer)
+    for q in quantizers:
+        q.set_range(*observer(q.collector, q.bits))
+        q.collector = None
+    scales = _quantize_weights(gm, config)
+    return SimModel(gm, config, scales)

@@ -1,0 +1,87 @@
+"""The registry of calibration sources and the objects they exchange."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+SETTINGS = ("bn", "bn-free")
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Everything a source may need besides the model, n and the seed."""
+
+    setting: str = "bn-free"  # what the source may read: "bn" (BN statistics) or "bn-free"
+    calib_data: str | None = None  # dataset path, for `real`
+    calib_indices: tuple[int, ...] | None = None  # restrict `real` to these rows (2-fold protocol)
+    preset: str = "default"  # for distilling sources (gzsq)
+    overrides: tuple[tuple[str, object], ...] = ()  # distillation settings that replace the preset's
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.setting not in SETTINGS:
+            raise ConfigError(f"setting must be one of {', '.join(SETTINGS)}, got {self.setting!r}")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """N×C×H×W images in the model's normalized input space, plus how they were made."""
+
+    images: torch.Tensor
+    source: str
+    seed: int
+    seconds: float
+    log: dict = field(default_factory=dict)  # e.g. loss curve, iterations, settings
+
+
+SourceFn = Callable[..., Calibration]
+_SOURCES: dict[str, SourceFn] = {}
+
+
+def register_source(name: str):
+    def wrap(fn: SourceFn) -> SourceFn:
+        _SOURCES[name] = fn
+        return fn
+
+    return wrap
+
+
+def available_sources() -> list[str]:
+    return sorted(_SOURCES)
+
+
+def get_source(name: str) -> SourceFn:
+    if name not in _SOURCES:
+        raise ConfigError(f"unknown calibration source {name!r}; choose one of {', '.join(available_sources())}")
+    return _SOURCES[name]
+
+
+def make_calibration(name: str, model: nn.Module, n: int, *, seed: int = 0,
+                     options: SourceOptions | None = None) -> Calibration:
+    """Run source `name`; checks n, times the call and validates what comes back."""
+    fn = get_source(name)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"number of calibration images must be a positive integer, got {n!r}")
+    start = time.perf_counter()
+    calib = fn(model, n, seed=seed, options=options or SourceOptions())
+    seconds = time.perf_counter() - start
+    spec = getattr(model, "input_spec", None)
+    if spec is not None and tuple(calib.images.shape[1:]) != spec.shape:
+        raise RuntimeError(f"source {name} returned images of shape {tuple(calib.images.shape)}")
+    if not torch.isfinite(calib.images).all():
+        raise RuntimeError(f"source {name} returned non-finite images")
+    return Calibration(calib.images.detach().float().contiguous(), name, seed, seconds, calib.log)
+
+
+def input_shape(model: nn.Module) -> tuple[int, int, int]:
+    spec = getattr(model, "input_spec", None)
+    if spec is None:
+        raise ConfigError("the model carries no input_spec; load it with gzsq.models.load_model")
+    return spec.shape

@@ -1,0 +1,195 @@
+"""Substitute activation statistics from the weights alone (METHOD.md, stages 1–2).
+
+`weight_targets(model, ...)` walks the folded network's data-flow graph and
+assigns every tensor a (mean, std) vector per channel, starting from N(0, 1)
+at the input; every Conv2d/Linear output (before its activation) becomes a
+target for distillation. Two propagation rules:
+
+- `paper`: METHOD.md's recursion, μ(n) = μ_W(n) + μ(n−1) + b_n and
+  σ(n) = sqrt(σ_W(n)² + σ(n−1)²), with μ_W, σ_W the mean/std of each output
+  channel's weights, and ESA filling entries when channel counts change.
+- `moments`: the moments a linear layer actually maps (inputs assumed independent):
+  E[y_c] = Σ_i (Σ_k W_cik) E[x_i] + b_c and Var[y_c] = Σ_i (Σ_k W_cik²) Var[x_i].
+  Still weights only; no channel-count adjustment is needed since every output
+  channel sums over its real inputs. `coherence` ρ interpolates the variance
+  between independent pixels (ρ=0) and pixels constant over the kernel window
+  (ρ=1, Var = Σ_i (Σ_k W_cik)² Var[x_i]): real images are smooth, so ρ=0
+  underestimates spreads.
+
+Branches follow the real data flow: a residual add sums means and variances,
+a concatenation concatenates, a channel zero-pad (CIFAR option-A shortcut)
+appends zero-statistics channels. ReLU/ReLU6 pass statistics unchanged in the
+literal reading; `relu_aware=True` uses the rectified-Gaussian moments instead.
+`order="sequential"` reproduces the naive reading in which layer n's input is
+layer n−1's output in module order, whatever the graph says.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+from .fold import fold_bn
+
+ESA_CANDIDATES = ("min", "mean-min", "mean+min", "mean", "max-mean", "max+mean", "max")
+_RELUS = {F.relu, torch.relu, F.relu6, F.hardtanh}
+_CAT = {torch.cat, torch.concat}
+_ADD = {operator.add, torch.add, operator.iadd}
+
+
+@dataclass
+class Stat:
+    mean: torch.Tensor  # (C,)
+    std: torch.Tensor  # (C,)
+
+
+@dataclass
+class Targets:
+    """Per weight layer (module path → Stat of its output), in forward order."""
+
+    layers: dict[str, Stat] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        rows = [f"{k}: C={len(v.mean)} mean≈{v.mean.mean():.3g} std≈{v.std.mean():.3g}" for k, v in self.layers.items()]
+        return "Targets(\n  " + "\n  ".join(rows) + "\n)"
+
+
+def esa_statistic(v: torch.Tensor, rule: str) -> torch.Tensor:
+    """One of METHOD.md's candidate fill values for a vector whose length must change."""
+    lo, hi, mid = v.min(), v.max(), v.mean()
+    table = {"min": lo, "mean-min": mid - lo, "mean+min": mid + lo, "mean": mid,
+             "max-mean": hi - mid, "max+mean": hi + mid, "max": hi}
+    if rule not in table:
+        raise ConfigError(f"unknown ESA rule {rule!r}; choose one of {', '.join(ESA_CANDIDATES)}")
+    return table[rule]
+
+
+def adjust(stat: Stat, channels: int, rule: str) -> Stat:
+    """ESA: truncate when shrinking, fill extra entries with a statistic when growing."""
+    c = len(stat.mean)
+    if c == channels:
+        return stat
+    if c > channels:
+        return Stat(stat.mean[:channels], stat.std[:channels])
+    if c == 1:
+        return Stat(stat.mean.expand(channels).clone(), stat.std.expand(channels).clone())
+    extra = channels - c
+    fill_m = esa_statistic(stat.mean, rule).expand(extra)
+    fill_s = esa_statistic(stat.std, rule).abs().expand(extra)
+    return Stat(torch.cat([stat.mean, fill_m]), torch.cat([stat.std, fill_s]))
+
+
+def _rectify(stat: Stat, cap: float | None) -> Stat:
+    """Mean and std of max(0, X) (optionally min(·, cap)) for X ~ N(mean, std²)."""
+    m, s = stat.mean, stat.std.clamp_min(1e-8)
+    a = m / s
+    cdf = 0.5 * (1 + torch.erf(a / math.sqrt(2)))
+    pdf = torch.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+    mean = m * cdf + s * pdf
+    second = (m * m + s * s) * cdf + m * s * pdf
+    if cap is not None:
+        mean = mean.clamp(max=cap)
+        second = second.clamp(max=cap * cap)
+    return Stat(mean, (second - mean * mean).clamp_min(0).sqrt())
+
+
+def _layer_paper(layer: nn.Module, x: Stat, per_channel: bool, esa: str) -> Stat:
+    w = layer.weight.detach().reshape(layer.weight.shape[0], -1)
+    bias = layer.bias.detach() if layer.bias is not None else torch.zeros(w.shape[0])
+    if per_channel:
+        mu_w, sd_w = w.mean(1), w.std(1, unbiased=False)
+        x = adjust(x, w.shape[0], esa)
+        return Stat(mu_w + x.mean + bias, torch.sqrt(sd_w**2 + x.std**2))
+    mu = w.mean() + x.mean.mean() + bias.mean()
+    sd = torch.sqrt(w.std(unbiased=False) ** 2 + (x.std**2).mean())
+    return Stat(mu.reshape(1), sd.reshape(1))
+
+
+def _layer_moments(layer: nn.Module, x: Stat, coherence: float = 0.0) -> Stat:
+    w = layer.weight.detach()
+    groups = getattr(layer, "groups", 1)
+    cout = w.shape[0]
+    w = w.reshape(cout, w.shape[1], -1)  # (C_out, C_in/groups, k)
+    sum_w, sum_w2 = w.sum(-1), (w**2).sum(-1)
+    cin_g = w.shape[1]
+    # input channels seen by each output channel under grouping
+    idx = torch.arange(cout).div(cout // groups, rounding_mode="floor").unsqueeze(1) * cin_g + torch.arange(cin_g)
+    xm, xv = x.mean[idx], (x.std**2)[idx]
+    bias = layer.bias.detach() if layer.bias is not None else torch.zeros(cout)
+    # coherence ρ: 0 = pixels independent within the kernel window, 1 = constant over it (smooth images)
+    gain = (1 - coherence) * sum_w2 + coherence * sum_w**2
+    return Stat((sum_w * xm).sum(1) + bias, ((gain * xv).sum(1)).clamp_min(0).sqrt())
+
+
+def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool = True, esa: str = "mean+min",
+                   relu_aware: bool = False, order: str = "dataflow", coherence: float = 0.0) -> Targets:
+    """Targets for every Conv2d/Linear output of the (folded) model; see the module docstring."""
+    if rule not in ("paper", "moments"):
+        raise ConfigError(f"unknown propagation rule {rule!r} (paper or moments)")
+    if order not in ("dataflow", "sequential"):
+        raise ConfigError(f"unknown order {order!r} (dataflow or sequential)")
+    gm = fold_bn(model)
+    modules = dict(gm.named_modules())
+    stats: dict[fx.Node, Stat] = {}
+    out = Targets(settings=dict(rule=rule, per_channel=per_channel, esa=esa, relu_aware=relu_aware, order=order,
+                                 coherence=coherence))
+    previous_layer: Stat | None = None
+    for node in gm.graph.nodes:
+        args = [a for a in node.args if isinstance(a, fx.Node)]
+        first = stats.get(args[0]) if args else None
+        if node.op == "placeholder":
+            stats[node] = Stat(torch.zeros(3), torch.ones(3))
+        elif node.op == "call_module" and isinstance(modules[node.target], (nn.Conv2d, nn.Linear)):
+            x = previous_layer if (order == "sequential" and previous_layer is not None) else first
+            layer = modules[node.target]
+            s = _layer_paper(layer, x, per_channel, esa) if rule == "paper" else _layer_moments(layer, adjust(x, layer.weight.shape[1] * getattr(layer, "groups", 1), esa), coherence)
+            stats[node] = previous_layer = s
+            out.layers[node.target] = s
+        elif _is_relu(node, modules):
+            cap = 6.0 if _is_relu6(node, modules) else None
+            stats[node] = _rectify(first, cap) if relu_aware else first
+        elif node.op == "call_function" and node.target in _ADD and len(args) == 2:
+            a, b = stats[args[0]], stats[args[1]]
+            c = max(len(a.mean), len(b.mean))
+            a, b = adjust(a, c, esa), adjust(b, c, esa)
+            stats[node] = Stat(a.mean + b.mean, torch.sqrt(a.std**2 + b.std**2))
+        elif node.op == "call_function" and node.target in _CAT:
+            parts = [stats[a] for a in node.args[0]]
+            stats[node] = Stat(torch.cat([p.mean for p in parts]), torch.cat([p.std for p in parts]))
+        elif node.op == "call_function" and node.target is F.pad and _channel_pad(node):
+            before, after = _channel_pad(node)
+            z0, z1 = torch.zeros(before), torch.zeros(after)
+            stats[node] = Stat(torch.cat([z0, first.mean, z1]), torch.cat([z0, first.std, z1]))
+        elif node.op == "output":
+            break
+        elif first is not None:
+            stats[node] = first  # pooling, flatten, slicing, spatial padding, dropout: statistics kept
+    return out
+
+
+def _is_relu(node: fx.Node, modules: dict) -> bool:
+    if node.op == "call_function":
+        return node.target in _RELUS
+    return node.op == "call_module" and isinstance(modules[node.target], (nn.ReLU, nn.ReLU6, nn.Hardtanh))
+
+
+def _is_relu6(node: fx.Node, modules: dict) -> bool:
+    if node.op == "call_function":
+        return node.target in (F.relu6, F.hardtanh)
+    return node.op == "call_module" and isinstance(modules[node.target], (nn.ReLU6, nn.Hardtanh))
+
+
+def _channel_pad(node: fx.Node) -> tuple[int, int] | None:
+    pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+    if isinstance(pad, (tuple, list)) and len(pad) >= 6 and all(isinstance(p, int) for p in pad):
+        if pad[4] or pad[5]:
+            return pad[4], pad[5]
+    return None
