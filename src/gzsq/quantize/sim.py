@@ -179,8 +179,15 @@ def quantize(model: nn.Module, calib: torch.Tensor, config: QuantConfig | None =
     for start in tqdm(range(0, len(calib), batch_size), desc="calibrate", disable=not progress, leave=False):
         gm(calib[start:start + batch_size])
     observer = get_observer(config.observer)
+    spec = getattr(model, "input_spec", None)
     for q in quantizers:
-        q.set_range(*observer(q.collector, q.bits))
+        if q.role == "input" and spec is not None:
+            # The valid pixel range is known without data: 8-bit pixels map onto the grid almost
+            # exactly, and no calibration source (noise, distilled) can widen or clip it.
+            low, high = spec.pixel_bounds()
+            q.set_range(float(low.min()), float(high.max()))
+        else:
+            q.set_range(*observer(q.collector, q.bits))
         q.collector = None
     scales = _quantize_weights(gm, config)
     return SimModel(gm, config, scales)

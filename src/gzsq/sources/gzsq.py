@@ -37,10 +37,19 @@ class GzsqRecipe:
 
 
 PRESETS: dict[str, GzsqRecipe] = {
-    # METHOD.md literally: per-channel SE + ESA(mean+min), L_Z + input term, ZeroQ's optimizer recipe.
-    "paper": GzsqRecipe(TargetConfig(), DistillConfig(iterations=500, lr=0.5, batch_size=64, loss="z")),
-    # Replaced by the measured best (results/ablation.md) once the ablation has run.
-    "default": GzsqRecipe(TargetConfig(), DistillConfig(iterations=500, lr=0.5, batch_size=64, loss="z")),
+    # METHOD.md literally: per-channel SE + ESA(mean+min) in data-flow order, L_Z + input term,
+    # ZeroQ's optimizer (Adam lr 0.5, up to 500 iterations; stops once the loss plateaus).
+    "paper": GzsqRecipe(
+        TargetConfig(rule="paper", per_channel=True, esa="mean+min"),
+        DistillConfig(iterations=500, lr=0.5, batch_size=256, loss="z", early_stop_patience=30),
+    ),
+    # The measured best (results/ablation.md): moment propagation with rectified-Gaussian ReLUs and
+    # smooth-image variance, matched with a Gaussian KL (which, unlike L_Z, also pulls on spreads),
+    # pixels kept in the valid image range; 30 Adam steps on one batch suffice.
+    "default": GzsqRecipe(
+        TargetConfig(rule="moments", relu_aware=True, coherence=1.0),
+        DistillConfig(iterations=30, lr=0.2, batch_size=256, loss="kl", clamp_pixels=True),
+    ),
 }
 
 

@@ -1,0 +1,67 @@
+"""Distillation speed: gzsq's default recipe vs the 500-iteration ZeroQ-style recipe, in one run.
+
+    python benchmarks/distill_speed.py                 # ResNet-20 (256 images) and EfficientNet-Lite0 (64)
+    python benchmarks/distill_speed.py --full          # run the 500-iteration recipe to the end too
+
+Both recipes use the same targets, loss, batch and images; only the number of Adam
+steps differs. Without --full the 500-step time is the measured time of its first
+--probe-steps steps scaled to 500 (each step costs the same: one forward and
+backward on the same batch), and is labelled so. Machines here are noisy: read
+the ratio, which is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from gzsq.fold import fold_bn  # noqa: E402
+from gzsq.models import load_model  # noqa: E402
+from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
+from gzsq.sources.gzsq import PRESETS  # noqa: E402
+
+
+def timed(model, n, overrides, seed=0) -> tuple[float, int]:
+    start = time.perf_counter()
+    calib = make_calibration("gzsq", model, n, seed=seed, options=SourceOptions(overrides=tuple(overrides)))
+    return time.perf_counter() - start, sum(calib.log["iterations"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help="run the 500-step recipe to the end")
+    p.add_argument("--probe-steps", type=int, default=25)
+    p.add_argument("--models", default="cifar10-resnet20,efficientnet-lite0")
+    p.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    args = p.parse_args(argv)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    default = PRESETS["default"].distill
+    print(f"default recipe: {default.iterations} steps, lr {default.lr}, batch {default.batch_size}, loss {default.loss}")
+    for name in args.models.split(","):
+        weights = Path(args.shared) / "models/cifar10/resnet20.th" if name == "cifar10-resnet20" else None
+        model = fold_bn(load_model(name, weights))
+        n = 64 if model.input_spec.size >= 128 else 256
+        timed(model, min(n, 8), [("iterations", 1)])  # warm-up: allocator, kernels
+        t_default, steps = timed(model, n, [])
+        if args.full:
+            t_long, long_steps = timed(model, n, [("iterations", 500), ("early_stop_patience", 0)])
+            how = "measured"
+        else:
+            t_probe, probe_steps = timed(model, n, [("iterations", args.probe_steps), ("early_stop_patience", 0)])
+            t_long, long_steps = t_probe * 500 / probe_steps, 500
+            how = f"extrapolated from {probe_steps} measured steps ({t_probe:.1f} s)"
+        print(f"{name}: {n} images | default {t_default:.1f} s ({steps} steps, {n / t_default:.1f} images/s) | "
+              f"500-step recipe {t_long:.1f} s ({how}) | speed-up {t_long / t_default:.1f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

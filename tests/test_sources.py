@@ -1,0 +1,50 @@
+"""Contract test for every registered calibration source: shape, dtype, finite, seeded."""
+
+import numpy as np
+import pytest
+import torch
+
+from gzsq.errors import ConfigError, SourceNotApplicableError
+from gzsq.fold import fold_bn
+from gzsq.sources import SourceOptions, available_sources, make_calibration
+
+FAST = (("iterations", 5), ("batch_size", 4))
+
+
+def _options(name, tmp_path, setting="bn"):
+    if name == "real":
+        images = (np.random.default_rng(0).random((20, 8, 8, 3)) * 255).astype(np.uint8)
+        np.savez(tmp_path / "d.npz", images=images, labels=np.arange(20) % 5)
+        return SourceOptions(setting=setting, calib_data=str(tmp_path / "d.npz"))
+    return SourceOptions(setting=setting, overrides=FAST if name in ("gzsq", "zeroq") else ())
+
+
+@pytest.mark.parametrize("name", available_sources())
+def test_source_contract(name, tiny, tmp_path):
+    assert set(available_sources()) >= {"gzsq", "zeroq", "gaussian", "uniform", "real"}
+    a = make_calibration(name, tiny, 6, seed=1, options=_options(name, tmp_path))
+    b = make_calibration(name, tiny, 6, seed=1, options=_options(name, tmp_path))
+    c = make_calibration(name, tiny, 6, seed=2, options=_options(name, tmp_path))
+    assert a.images.shape == (6, 3, 8, 8) and a.images.dtype == torch.float32
+    assert torch.isfinite(a.images).all()
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert a.source == name and a.seconds >= 0
+
+
+def test_zeroq_refuses_bn_free(tiny):
+    with pytest.raises(SourceNotApplicableError, match="BatchNorm"):
+        make_calibration("zeroq", fold_bn(tiny), 4, options=SourceOptions(setting="bn-free"))
+
+
+def test_real_needs_data_and_enough_images(tiny, tmp_path):
+    with pytest.raises(ConfigError):
+        make_calibration("real", tiny, 4)
+    with pytest.raises(ConfigError):
+        make_calibration("real", tiny, 50, options=_options("real", tmp_path))
+
+
+def test_unknown_source_and_bad_n(tiny):
+    with pytest.raises(ConfigError):
+        make_calibration("imagenet", tiny, 4)
+    with pytest.raises(ConfigError):
+        make_calibration("gaussian", tiny, 0)

@@ -1,0 +1,99 @@
+"""SE + ESA targets checked against the recursion worked by hand on a two-layer net."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gzsq.errors import ConfigError
+from gzsq.models.spec import InputSpec
+from gzsq.targets import adjust, Stat, weight_targets
+
+
+class TwoLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 2, 1)
+        self.b = nn.Conv2d(2, 4, 1)
+
+    def forward(self, x):
+        return self.b(F.relu(self.a(x)))
+
+
+def _net():
+    net = TwoLayer()
+    with torch.no_grad():
+        net.a.weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 1.0]]).view(2, 3, 1, 1))
+        net.a.bias.copy_(torch.tensor([0.5, -0.5]))
+        net.b.weight.copy_(torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.0, -2.0], [1.0, 3.0]]).view(4, 2, 1, 1))
+        net.b.bias.copy_(torch.tensor([0.0, 1.0, 0.0, -1.0]))
+    net.input_spec = InputSpec(size=4, mean=(0.5,) * 3, std=(0.25,) * 3)
+    return net
+
+
+def test_paper_recursion_by_hand():
+    t = weight_targets(_net(), rule="paper", esa="mean+min")
+    # layer a: μ_W = (2, 0), σ_W = (√(2/3), √(2/3)); input (0, 1) truncated to 2 channels
+    mu_a = torch.tensor([2.0 + 0 + 0.5, 0.0 + 0 - 0.5])
+    sd_a = torch.full((2,), math.sqrt(2 / 3 + 1))
+    assert torch.allclose(t.layers["a"].mean, mu_a)
+    assert torch.allclose(t.layers["a"].std, sd_a)
+    # layer b: 4 channels from 2 → ESA fills channels 2, 3 with mean+min of the previous vector
+    fill_m = mu_a.mean() + mu_a.min()  # 0 + (-0.5)
+    fill_s = sd_a.mean() + sd_a.min()
+    mu_in = torch.tensor([mu_a[0], mu_a[1], fill_m, fill_m])
+    sd_in = torch.tensor([sd_a[0], sd_a[1], fill_s, fill_s])
+    mu_w = torch.tensor([1.0, 1.0, -1.0, 2.0])
+    sd_w = torch.tensor([0.0, 1.0, 1.0, 1.0])
+    assert torch.allclose(t.layers["b"].mean, mu_w + mu_in + torch.tensor([0.0, 1.0, 0.0, -1.0]))
+    assert torch.allclose(t.layers["b"].std, torch.sqrt(sd_w**2 + sd_in**2))
+
+
+def test_per_layer_variant_is_scalar():
+    t = weight_targets(_net(), per_channel=False)
+    assert all(v.mean.numel() == 1 for v in t.layers.values())
+    assert torch.allclose(t.layers["a"].mean, torch.tensor([1.0 + 0 + 0.0]))  # mean W 1, mean b 0
+
+
+def test_moments_rule_by_hand():
+    t = weight_targets(_net(), rule="moments")
+    # a: E = Σ W·0 + b; Var = Σ W² · 1
+    assert torch.allclose(t.layers["a"].mean, torch.tensor([0.5, -0.5]))
+    assert torch.allclose(t.layers["a"].std, torch.tensor([math.sqrt(14), math.sqrt(2)]))
+    # b reads a's output unchanged (ReLU ignored): E = W @ mean_a + b
+    Wb = torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.0, -2.0], [1.0, 3.0]])
+    assert torch.allclose(t.layers["b"].mean, Wb @ torch.tensor([0.5, -0.5]) + torch.tensor([0.0, 1.0, 0.0, -1.0]))
+    assert torch.allclose(t.layers["b"].std, torch.sqrt((Wb**2) @ torch.tensor([14.0, 2.0])))
+
+
+def test_relu_aware_matches_monte_carlo():
+    t = weight_targets(_net(), rule="moments", relu_aware=True)
+    g = torch.Generator().manual_seed(0)
+    a = t.layers["a"]
+    z = torch.randn(400_000, 2, generator=g) * a.std + a.mean
+    r = z.clamp_min(0)
+    Wb = torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.0, -2.0], [1.0, 3.0]])
+    expected = r.mean(0) @ Wb.T + torch.tensor([0.0, 1.0, 0.0, -1.0])
+    assert torch.allclose(t.layers["b"].mean, expected, atol=0.02)
+
+
+def test_residual_add_sums_means_and_variances(tiny):
+    from gzsq.fold import fold_bn
+
+    t = weight_targets(fold_bn(tiny), rule="moments")
+    assert list(t.layers) == ["conv1", "conv2", "fc"]
+
+
+@pytest.mark.parametrize("rule", ["min", "mean-min", "mean+min", "mean", "max-mean", "max+mean", "max"])
+def test_esa_candidates(rule):
+    s = adjust(Stat(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 2.0])), 3, rule)
+    assert s.mean.shape == (3,) and torch.equal(s.mean[:2], torch.tensor([1.0, 3.0]))
+
+
+def test_unknown_options_refused():
+    with pytest.raises(ConfigError):
+        weight_targets(_net(), rule="magic")
+    with pytest.raises(ConfigError):
+        adjust(Stat(torch.ones(2), torch.ones(2)), 3, "median")
