@@ -1,6 +1,6 @@
 """BN folding: no BatchNorm left, outputs equal to the original (SPEC §4)."""
 
-import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,15 +46,18 @@ def _check_zoo_model(model, real):
             assert _rel_err(model(x), folded(x)) < 1e-5
 
 
-def test_fold_cifar_resnet20_random_and_real():
-    model = load_model("cifar10-resnet20", needs(RESNET20))
+@pytest.mark.parametrize("name", ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet20-nf"])
+def test_fold_cifar_zoo_models_random_and_real(name):
+    weights = needs(RESNET20.parent / f"resnet{name.removeprefix('cifar10-resnet')}.th") if name != "cifar10-resnet20-nf" else None
+    model = load_model(name, weights)
     data = load_dataset(needs(CIFAR_TEST))
     real = model.input_spec.to_tensor(data.images(range(16)))
     _check_zoo_model(model, real)
 
 
-def test_fold_efficientnet_lite0_random_and_real():
-    model = load_model("efficientnet-lite0")
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
+def test_fold_efficientnet_lite_random_and_real(name):
+    model = load_model(name)
     data = load_dataset(needs(IMAGENET))
     real = model.input_spec.to_tensor(data.images([0, 101, 377]))
     _check_zoo_model(model, real)

@@ -1,0 +1,55 @@
+"""The zoo: names, checkpoints, preprocessing, and one-line errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from gzsq.data import load_dataset
+from gzsq.errors import ModelLoadError
+from gzsq.models import available_models, load_model
+
+from .conftest import CIFAR_TEST, RESNET20, needs
+
+
+def test_resnet20_fp32_on_real_images():
+    model = load_model("cifar10-resnet20", needs(RESNET20))
+    data = load_dataset(needs(CIFAR_TEST))
+    rows = np.arange(0, 10000, 10)
+    with torch.no_grad():
+        pred = model(model.input_spec.to_tensor(data.images(rows))).argmax(1).numpy()
+    assert 0.76 < (pred == data.labels[rows]).mean() < 0.86  # 81.03 % on all 10 000
+
+
+def test_bnfree_net_ships_and_has_no_batchnorm():
+    model = load_model("cifar10-resnet20-nf")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert "cifar10-resnet20-nf" in available_models()
+
+
+@pytest.mark.parametrize("name,weights,match", [
+    ("cifar10-resnet21", RESNET20, "6n\\+2"),
+    ("cifar10-resnet32", RESNET20, "does not match"),
+    ("cifar10-resnet20", None, "needs --weights"),
+    ("cifar10-resnet20", "/nonexistent.th", "does not exist"),
+    ("vgg16", None, "unknown model"),
+])
+def test_load_errors_are_one_line(name, weights, match):
+    with pytest.raises(ModelLoadError, match=match) as err:
+        load_model(name, weights)
+    assert "\n" not in str(err.value)
+
+
+def test_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "bad.th"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="cannot read checkpoint"):
+        load_model("cifar10-resnet20", bad)
+
+
+def test_nan_weights_refused(tmp_path):
+    state = torch.load(needs(RESNET20), map_location="cpu", weights_only=True)["state_dict"]
+    state["module.conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "nan.th"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(ModelLoadError, match="NaN"):
+        load_model("cifar10-resnet20", path)
