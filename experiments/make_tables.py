@@ -90,7 +90,7 @@ def summarize(rows: list[dict]) -> tuple[str, str]:
                         cells.append(cell([float(r["top1"]) for r in g]))
                         secs += [float(r["seconds"]) for r in g]
                     md.append(f"| {c} | " + " | ".join(cells) + f" | {statistics.mean(secs):.1f} |")
-                    if observer == "minmax":
+                    if observer == "minmax" and (setting == "bn-free" or c == "zeroq"):
                         readme.append(f"| {model} | {setting} | {c} | " + " | ".join(cells) + " |")
                 md.append("")
                 if setting == "bn-free" and observer == "minmax":

@@ -28,6 +28,9 @@ class TargetConfig:
     relu_aware: bool = False
     order: str = "dataflow"  # dataflow | sequential (module order, the naive reading)
     coherence: float = 0.0  # moments rule only: 0 independent pixels … 1 smooth over the kernel
+    # Floor on target stds, as a fraction of the layer's median: channels the propagation predicts
+    # as (nearly) constant, e.g. dead after a ReLU, would otherwise dominate a KL loss (σ → 0).
+    std_floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ PRESETS: dict[str, GzsqRecipe] = {
     # smooth-image variance, matched with a Gaussian KL (which, unlike L_Z, also pulls on spreads),
     # pixels kept in the valid image range; 30 Adam steps on one batch suffice.
     "default": GzsqRecipe(
-        TargetConfig(rule="moments", relu_aware=True, coherence=1.0),
+        TargetConfig(rule="moments", relu_aware=True, coherence=1.0, std_floor=0.1),
         DistillConfig(iterations=30, lr=0.2, batch_size=256, loss="kl", clamp_pixels=True),
     ),
 }
@@ -77,7 +80,8 @@ def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     t = recipe.targets
     targets = weight_targets(folded, rule=t.rule, per_channel=t.per_channel, esa=t.esa,
                              relu_aware=t.relu_aware, order=t.order, coherence=t.coherence)
-    objective = Objective({k: (v.mean, v.std) for k, v in targets.layers.items()})
+    objective = Objective({k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median())))
+                           for k, v in targets.layers.items()})
     num_classes = list(targets.layers.values())[-1].mean.numel()
     images, log = distill_images(folded, objective, n, input_shape(model), recipe.distill, seed=seed,
                                  pixel_bounds=model.input_spec.pixel_bounds(), num_classes=num_classes,
