@@ -22,6 +22,7 @@ case "${1:-}" in
   bnfree)   # after experiments/train_bnfree_resnet.py --epochs 8 --seed 0 --threads 1
     O="--out results/parts/bnfree.csv"
     $R $O --models cifar10-resnet20-nf --calibs real,gaussian,gzsq-default --seeds 0
+    $R $O --models cifar10-resnet20-nf --calibs gaussian,gzsq-default,real --seeds 1,2
     ;;
   ablation)
     $PY experiments/ablation.py --models cifar10-resnet20 --threads 1
