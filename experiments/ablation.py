@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from gzsq.config import QuantConfig  # noqa: E402
 from gzsq.evaluate import calibration_folds, evaluate_folds, load_eval_set, predict  # noqa: E402
 from gzsq.models import load_model  # noqa: E402
-from run_accuracy import model_table  # noqa: E402
+from run_accuracy import model_table, read_rows, write_rows  # noqa: E402
 
 BITS = [(6, 6), (4, 8), (4, 4)]
 # name → (source, preset, overrides, what it tests)
@@ -69,19 +69,11 @@ COLUMNS = ["model", "variant", "w_bits", "a_bits", "seed", "fp32_top1", "top1", 
 
 
 def read(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_rows(path)
 
 
 def write(path: Path, rows: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    write_rows(path, rows, COLUMNS)
 
 
 def render(rows: list[dict]) -> str:
