@@ -111,6 +111,7 @@ def cmd_evaluate(args) -> int:
     from .config import QuantConfig
     from .evaluate import default_setting, evaluate_quantization, load_eval_set
     from .models import load_model
+    from .sources import check_source
 
     config = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, observer=args.observer,
                          per_channel_weights=not args.per_tensor_weights, weight_clip=args.weight_clip,
@@ -118,7 +119,7 @@ def cmd_evaluate(args) -> int:
     t = time.perf_counter()
     model = load_model(args.model, args.weights)
     setting = args.setting or default_setting(model)
-    _check_source_applies(args.calib, model, setting)
+    check_source(args.calib, model, setting)
     eval_set = load_eval_set(model, args.data, progress=True)
     load_seconds = time.perf_counter() - t
     result = evaluate_quantization(model, eval_set, calib=args.calib, n_calib=args.n_calib or _default_n(model),
@@ -138,26 +139,16 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _check_source_applies(calib: str, model, setting: str) -> None:
-    """Refuse before any slow work when the source cannot run (SPEC §3.2)."""
-    from .fold import has_batchnorm
-    from .errors import SourceNotApplicableError
-
-    if calib == "zeroq" and (setting == "bn-free" or not has_batchnorm(model)):
-        why = "the bn-free setting hides them" if has_batchnorm(model) else f"{model.gzsq_name} has none"
-        raise SourceNotApplicableError(f"zeroq needs BatchNorm running statistics; {why} (try --calib gzsq)")
-
-
 def cmd_distill(args) -> int:
     from .distill.io import save_calibration, save_preview
     from .evaluate import default_setting
     from .fold import fold_bn
     from .models import load_model
-    from .sources import SourceOptions, make_calibration
+    from .sources import SourceOptions, check_source, make_calibration
 
     model = load_model(args.model, args.weights)
     setting = args.setting or default_setting(model)
-    _check_source_applies(args.calib, model, setting)
+    check_source(args.calib, model, setting)
     seen = model if setting == "bn" else fold_bn(model)
     options = SourceOptions(setting=setting, calib_data=args.calib_data, preset=args.preset, progress=True)
     calibration = make_calibration(args.calib, seen, args.n_calib or _default_n(model), seed=args.seed,

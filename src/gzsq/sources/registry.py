@@ -43,14 +43,25 @@ class Calibration:
 
 SourceFn = Callable[..., Calibration]
 _SOURCES: dict[str, SourceFn] = {}
+_CHECKS: dict[str, Callable[[nn.Module, str], None]] = {}
 
 
-def register_source(name: str):
+def register_source(name: str, check: Callable[[nn.Module, str], None] | None = None):
+    """Register a source; `check(model, setting)` raises SourceNotApplicableError before any work."""
     def wrap(fn: SourceFn) -> SourceFn:
         _SOURCES[name] = fn
+        if check is not None:
+            _CHECKS[name] = check
         return fn
 
     return wrap
+
+
+def check_source(name: str, model: nn.Module, setting: str) -> None:
+    """Refuse early (one line) when source `name` cannot run on this model in this setting."""
+    get_source(name)
+    if name in _CHECKS:
+        _CHECKS[name](model, setting)
 
 
 def available_sources() -> list[str]:

@@ -21,14 +21,22 @@ from .registry import Calibration, SourceOptions, input_shape, register_source
 ZEROQ_RECIPE = DistillConfig(iterations=500, lr=0.5, batch_size=256, loss="l2", early_stop_patience=30)
 
 
-@register_source("zeroq")
-def zeroq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
-    bns = {name: m for name, m in model.named_modules()
-           if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.running_mean is not None}
-    name = getattr(model, "gzsq_name", type(model).__name__)
-    if options.setting == "bn-free" or not bns:
-        why = "the bn-free setting hides them" if bns else f"{name} has none"
+def _batchnorms(model) -> dict[str, nn.Module]:
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.running_mean is not None}
+
+
+def check_zeroq(model, setting: str) -> None:
+    if setting == "bn-free" or not _batchnorms(model):
+        name = getattr(model, "gzsq_name", type(model).__name__)
+        why = "the bn-free setting hides them" if _batchnorms(model) else f"{name} has none"
         raise SourceNotApplicableError(f"zeroq needs BatchNorm running statistics; {why} (try --calib gzsq)")
+
+
+@register_source("zeroq", check=check_zeroq)
+def zeroq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
+    check_zeroq(model, options.setting)
+    bns = _batchnorms(model)
     targets = {k: (m.running_mean.detach().clone(), (m.running_var.detach() + m.eps).sqrt()) for k, m in bns.items()}
     config = replace(ZEROQ_RECIPE, **dict(options.overrides)) if options.overrides else ZEROQ_RECIPE
     last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
