@@ -1,4 +1,4 @@
-"""Command line: `gzsq evaluate` and `gzsq distill` (SPEC §8).
+"""Command line: `gzsq quantize` (the main job), `gzsq evaluate` and `gzsq distill` (SPEC §8).
 
 Errors the user can fix print one line `gzsq: error: …` and exit 2; progress
 bars go to stderr; with --json the last line of stdout is one JSON object.
@@ -40,11 +40,49 @@ def _positive(text: str) -> int:
     return value
 
 
+MODEL_HELP = ("zoo name — cifar10-resnetN (N=6n+2, needs --weights), cifar10-resnet20-nf, efficientnet-lite0/1/2 — "
+              "or an .onnx classifier file (state its preprocessing with the --input-* flags)")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="NAME",
-                   help="zoo name: cifar10-resnetN (N=6n+2, needs --weights), cifar10-resnet20-nf, "
-                        "efficientnet-lite0/1/2")
+    p.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--weights", metavar="PATH", help="checkpoint for the model (a state dict, loaded weights-only)")
+    _add_onnx_input_args(p)
+
+
+def _three_floats(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 0.485,0.456,0.406, got {text!r}") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected one or three numbers, got {text!r}")
+    return values
+
+
+def _add_onnx_input_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("ONNX input (only for MODEL.onnx: how the file wants its image)")
+    g.add_argument("--input-layout", choices=["nchw", "nhwc"],
+                   help="tensor layout of the input (default: from its shape: 3 in dim 1 → nchw, in dim 3 → nhwc)")
+    g.add_argument("--input-scale", type=float, default=1.0, metavar="S",
+                   help="pixel range the mean/std are given in: 1 for 0..1 pixels (default), 255 for 0..255")
+    g.add_argument("--input-mean", type=_three_floats, default=(0.485, 0.456, 0.406), metavar="M",
+                   help="per-channel mean subtracted, in model channel order (default: ImageNet 0.485,0.456,0.406)")
+    g.add_argument("--input-std", type=_three_floats, default=(0.229, 0.224, 0.225), metavar="S",
+                   help="per-channel std divided by (default: ImageNet 0.229,0.224,0.225; 1 for mean-only models)")
+    g.add_argument("--bgr", action="store_true", help="the model wants BGR channel order (Caffe-style)")
+    g.add_argument("--input-resize", type=_positive, metavar="N",
+                   help="resize the shorter side to N before center-cropping evaluation images (default: size/0.875)")
+
+
+def _onnx_options(args):
+    from .models.onnx_import import OnnxInputOptions
+
+    return OnnxInputOptions(layout=args.input_layout, mean=args.input_mean, std=args.input_std,
+                            scale=args.input_scale, channel_order="bgr" if args.bgr else "rgb",
+                            resize=args.input_resize)
 
 
 def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
@@ -67,9 +105,43 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                         "(only the folded network, as in an ONNX/TFLite export). Default: bn if the model has BN")
 
 
+EPILOG_QUANTIZE = """examples:
+  gzsq quantize efficientnet-lite0 -o lite0-int8.onnx
+  gzsq quantize efficientnet-lite0 -o lite0-int8.onnx --eval-data ../shared/data/imagenet-sample --json
+  gzsq quantize cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th -o r20-int8.onnx
+  gzsq quantize open_nsfw.onnx -o nsfw-int8.onnx --input-layout nhwc --bgr --input-scale 255 \\
+      --input-mean 104,117,123 --input-std 1 --input-resize 256
+
+Writes OUT (int8 QDQ ONNX, runs in ONNX Runtime) and OUT.report.md / OUT.report.json beside it:
+seconds per stage, every activation range, and with --eval-data FP32 vs int8 top-1 and agreement
+measured with ONNX Runtime on both models.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gzsq", description="Data-free quantization of trained CNNs (GZSQ).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    qz = sub.add_parser("quantize", help="the main job: model in → int8 ONNX model out, with no data",
+                        description="Distill calibration images from the model's weights (or another --calib "
+                                    "source), export FP32 ONNX, quantize it to int8 with ONNX Runtime, and "
+                                    "write a report.",
+                        epilog=EPILOG_QUANTIZE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    qz.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    qz.add_argument("--weights", metavar="PATH", help="checkpoint for a zoo model (a state dict, loaded weights-only)")
+    qz.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the int8 model")
+    qz.add_argument("--bits", type=int, default=8, choices=[8],
+                    help="bit-width of the ONNX model: 8 (ONNX Runtime's integer kernels are 8-bit; use "
+                         "`gzsq evaluate --w-bits/--a-bits` to simulate 6 or 4 bits)")
+    qz.add_argument("--eval-data", metavar="PATH", help="labelled images to measure FP32 vs int8 on with ONNX "
+                                                        "Runtime (.npz, folder with labels.csv, or tar)")
+    qz.add_argument("--keep-fp32", action="store_true", help="also write the FP32 ONNX export as OUT.fp32.onnx")
+    qz.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for --eval-data (0: all cores)")
+    qz.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    qz.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
+    _add_calib_args(qz, "256, or 64 for ImageNet-size models")
+    _add_onnx_input_args(qz)
+    qz.set_defaults(func=cmd_quantize)
 
     ev = sub.add_parser("evaluate", help="quantize with a calibration source and measure accuracy vs FP32",
                         description="Fold BN, calibrate activation ranges on images from --calib, simulate "
@@ -103,6 +175,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_quantize(args) -> int:
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .models import load_model
+    from .pipeline import quantize_to_onnx
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".onnx":
+        raise ConfigError(f"the output must end in .onnx, got {out}")
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out} already exists; pass --force to overwrite it")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: {out.parent} is not a directory")
+    model = load_model(args.model, args.weights, _onnx_options(args))
+    report = quantize_to_onnx(model, out, calib=args.calib, preset=args.preset, n_calib=args.n_calib,
+                              seed=args.seed, setting=args.setting, calib_data=args.calib_data,
+                              eval_data=args.eval_data, keep_fp32=args.keep_fp32, threads=args.threads,
+                              progress=True)
+    if args.json:
+        slim = {k: v for k, v in report.items() if k != "activation_ranges"}
+        slim["activation_ranges"] = len(report["activation_ranges"])
+        print(json.dumps(slim))
+    else:
+        from .pipeline import report_paths
+
+        print(f"wrote {out} (int8 QDQ ONNX) and {report_paths(out)[1]}")
+        print("  seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
+        e = report["evaluation"]
+        if e:
+            if "fp32_top1" in e:
+                print(f"  ONNX Runtime on {e['images']} images: FP32 top-1 {e['fp32_top1']:.2f} %, int8 top-1 "
+                      f"{e['int8_top1']:.2f} % ({e['int8_top1'] - e['fp32_top1']:+.2f} pt)")
+            print(f"  agreement (int8 top-1 == FP32 top-1): {e['agreement']:.2f} %")
+    return 0
+
+
 def _default_n(model) -> int:
     return 64 if model.input_spec.size >= 128 else 256
 
@@ -117,7 +226,7 @@ def cmd_evaluate(args) -> int:
                          per_channel_weights=not args.per_tensor_weights, weight_clip=args.weight_clip,
                          first_last_8bit=args.first_last_8bit)
     t = time.perf_counter()
-    model = load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights, _onnx_options(args))
     setting = args.setting or default_setting(model)
     check_source(args.calib, model, setting)
     eval_set = load_eval_set(model, args.data, progress=True)

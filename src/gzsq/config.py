@@ -20,6 +20,11 @@ class QuantConfig:
     observer: str = "minmax"  # activation range rule: minmax | percentile | mse
     input_bits: int = 8  # the network input is an 8-bit image whatever a_bits says
     first_last_8bit: bool = False  # keep the first and last weight layer (and their inputs) at 8 bit
+    # Where activations are quantized. "spec": SPEC §4 (network input, every Conv/Linear input, residual-add
+    # outputs) — the reference for every published accuracy. "runtime": every tensor an int8 runtime stores,
+    # as ONNX Runtime's QDQ graphs do (also Conv/Linear outputs, pooled, padded and sliced tensors, logits);
+    # use it to predict what the exported int8 model will do.
+    placement: str = "spec"
 
     def __post_init__(self):
         check_bits(self.w_bits, "w_bits")
@@ -27,6 +32,8 @@ class QuantConfig:
         check_bits(self.input_bits, "input_bits")
         if self.observer not in OBSERVERS:
             raise ConfigError(f"unknown observer {self.observer!r}; choose one of {', '.join(OBSERVERS)}")
+        if self.placement not in ("spec", "runtime"):
+            raise ConfigError(f"placement must be 'spec' or 'runtime', got {self.placement!r}")
         if self.weight_clip not in ("maxabs", "mse"):
             raise ConfigError(f"weight_clip must be 'maxabs' or 'mse', got {self.weight_clip!r}")
 

@@ -23,6 +23,7 @@ class InputSpec:
     std: tuple[float, float, float]
     resize_shorter: int | None = None  # resize so the shorter side is this (bicubic)
     center_crop: int | None = None  # then crop a centered square of this side
+    channel_order: str = "rgb"  # "bgr" for Caffe-style models: channels are reversed before normalizing
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -49,6 +50,8 @@ class InputSpec:
         """uint8 HWC images (a list or an N×H×W×C array) → normalized N×C×H×W float32."""
         arrays = [self._geometry(np.asarray(im)) for im in images]
         batch = np.stack(arrays).astype(np.float32) / 255.0  # N,H,W,C
+        if self.channel_order == "bgr":
+            batch = batch[..., ::-1]
         if batch.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"images are {batch.shape[1:]} after preprocessing, model wants {(self.size, self.size, 3)}")
         mean = np.asarray(self.mean, np.float32)
@@ -67,4 +70,6 @@ class InputSpec:
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         pixels = (x.detach().cpu() * std + mean).clamp(0, 1) * 255
+        if self.channel_order == "bgr":
+            pixels = pixels.flip(1)
         return pixels.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

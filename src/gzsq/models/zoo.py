@@ -80,8 +80,15 @@ def _finish(model: nn.Module, name: str, spec: InputSpec) -> nn.Module:
     return model
 
 
-def load_model(name: str, weights: str | Path | None = None) -> nn.Module:
-    """Build a zoo model by name and load its weights; errors are one-line ModelLoadErrors."""
+def load_model(name: str, weights: str | Path | None = None, onnx_options=None) -> nn.Module:
+    """Build a zoo model by name and load its weights, or convert an `.onnx` file (its preprocessing
+    stated by `onnx_options`, an `OnnxInputOptions`); errors are one-line ModelLoadErrors."""
+    if str(name).lower().endswith(".onnx"):
+        from .onnx_import import load_onnx_model
+
+        if weights is not None:
+            raise ModelLoadError("an ONNX file carries its own weights; drop --weights")
+        return load_onnx_model(name, onnx_options)
     m = _RESNET.match(name)
     if m:
         depth = int(m.group(1))

@@ -86,6 +86,33 @@ def _fused_activation(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
     return node
 
 
+# Ops whose output an int8 runtime stores on a grid of its own (calibrated): adds and average pools.
+# Data movement (slice, pad, flatten, max-pool, concat) reuses its input's grid, so needs no quantizer.
+_REQUANTIZING_FUNCS = {F.adaptive_avg_pool2d, F.avg_pool2d, torch.mean}
+_REQUANTIZING_MODULES = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
+
+
+def _stored_tensors(gm: fx.GraphModule) -> list[fx.Node]:
+    """Every activation an int8 runtime (ONNX Runtime QDQ) requantizes, after the ReLU fused into it.
+
+    Measured against ONNX Runtime's QDQ graphs: it quantizes every Conv/Gemm output (logits
+    included), add and average-pool output, and gives slices, pads and flattens their input's
+    scale and zero point unchanged."""
+    modules = dict(gm.named_modules())
+    fused_relus = {_fused_activation(gm, n) for n in gm.graph.nodes if n.op != "output"}
+    out = []
+    for node in gm.graph.nodes:
+        is_module = node.op == "call_module"
+        requantizes = ((is_module and isinstance(modules[node.target], WEIGHT_LAYERS + _REQUANTIZING_MODULES))
+                       or (node.op == "call_function" and node.target in _REQUANTIZING_FUNCS | _ADDS)
+                       or (node.op == "call_method" and node.target == "mean"))
+        is_relu = ((node.op == "call_function" and node.target in _RELU_FUNCS) or
+                   (is_module and isinstance(modules[node.target], _RELU_MODULES)))
+        if requantizes or (is_relu and node not in fused_relus):
+            out.append(_fused_activation(gm, node))
+    return out
+
+
 def weight_layer_nodes(gm: fx.GraphModule) -> list[fx.Node]:
     modules = dict(gm.named_modules())
     return [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(modules[n.target], WEIGHT_LAYERS)]
@@ -136,6 +163,10 @@ def _insert_act_quantizers(gm: fx.GraphModule, config: QuantConfig) -> None:
             out = _fused_activation(gm, node)
             if out not in targets:
                 targets[out] = (config.a_bits, "residual-add")
+    if config.placement == "runtime":
+        for node in _stored_tensors(gm):
+            if node not in targets:
+                targets[node] = (8 if node in edge else config.a_bits, "stored")
     for i, (node, (bits, role)) in enumerate(targets.items()):
         name = f"act_quant_{i}"
         gm.add_submodule(name, ActQuantizer(bits, role))

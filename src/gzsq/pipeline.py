@@ -1,0 +1,148 @@
+"""The main job, `gzsq quantize`: model in → calibration images from no data → int8 ONNX out + report.
+
+Stages, each timed: calibration images (a registered source, gzsq by default)
+→ FP32 ONNX (exported from a zoo model, or the user's own ONNX file as it is)
+→ ONNX Runtime static int8 quantization calibrated on those images →
+optionally FP32-vs-int8 top-1 and agreement measured *with ONNX Runtime* on a
+labelled set. The report (`OUT.report.json` + `.md`) holds all of it plus every
+activation range the int8 file encodes.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from .atomic import write_text_atomic
+from .evaluate import calib_label, default_setting, load_eval_set
+from .export import OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
+from .fold import fold_bn
+from .sources import SourceOptions, check_source, make_calibration
+
+
+def report_paths(out: str | Path) -> tuple[Path, Path]:
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix == ".onnx" else out
+    return Path(f"{stem}.report.json"), Path(f"{stem}.report.md")
+
+
+def default_n_calib(model: nn.Module) -> int:
+    return 64 if model.input_spec.size >= 128 else 256
+
+
+def quantize_to_onnx(model: nn.Module, out: str | Path, *, calib: str = "gzsq", preset: str = "default",
+                     n_calib: int | None = None, seed: int = 0, setting: str | None = None,
+                     calib_data: str | None = None, eval_data: str | None = None, keep_fp32: bool = False,
+                     threads: int = 0, progress: bool = False) -> dict:
+    """Write an int8 QDQ ONNX model of `model` to `out` and return the report (also written beside it)."""
+    out = Path(out)
+    seconds: dict[str, float] = {}
+    setting = setting or default_setting(model)
+    check_source(calib, model, setting)
+    n_calib = n_calib or default_n_calib(model)
+    layout = getattr(model, "onnx_layout", "nchw")
+
+    t = time.perf_counter()
+    seen = model if setting == "bn" else fold_bn(model)
+    options = SourceOptions(setting=setting, calib_data=calib_data, preset=preset, progress=progress)
+    calibration = make_calibration(calib, seen, n_calib, seed=seed, options=options)
+    seconds["calibration_data"] = time.perf_counter() - t
+
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as work:
+        t = time.perf_counter()
+        if getattr(model, "onnx_path", None):
+            fp32_path = Path(model.onnx_path)
+        else:
+            fp32_path = export_fp32_onnx(model, Path(work) / "fp32.onnx")
+        seconds["export_fp32"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        low, high = model.input_spec.pixel_bounds()
+        export_onnx_int8(fp32_path, out, calibration.images.numpy(), layout=layout,
+                         input_range=(float(low.min()), float(high.max())))
+        seconds["quantize_int8"] = time.perf_counter() - t
+        if keep_fp32 and not getattr(model, "onnx_path", None):
+            fp32_copy = out.with_name(out.stem + ".fp32.onnx")
+            fp32_copy.write_bytes(Path(fp32_path).read_bytes())
+
+        evaluation = None
+        if eval_data is not None:
+            t = time.perf_counter()
+            evaluation = _evaluate_onnx(model, fp32_path, out, eval_data, layout, threads, progress)
+            seconds["evaluate"] = time.perf_counter() - t
+
+    ranges = activation_ranges(out)
+    report = {
+        "model": getattr(model, "gzsq_name", type(model).__name__),
+        "output": str(out),
+        "format": "ONNX QDQ: int8 weights (symmetric, per output channel), int8 activations (asymmetric, "
+                  "per tensor), min/max ranges",
+        "input": {"layout": layout, "size": model.input_spec.size, "mean_0to1": list(model.input_spec.mean),
+                  "std_0to1": list(model.input_spec.std), "channel_order": model.input_spec.channel_order},
+        "setting": setting,
+        "calib": calib_label(calib, preset),
+        "n_calib": n_calib,
+        "seed": seed,
+        "distill": {k: calibration.log[k] for k in ("iterations", "final_loss", "stopped_early")
+                    if k in calibration.log},
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "activation_ranges": {name: [round(lo, 6), round(hi, 6)] for name, (lo, hi) in ranges.items()},
+        "evaluation": evaluation,
+    }
+    json_path, md_path = report_paths(out)
+    write_text_atomic(json_path, json.dumps(report, indent=1) + "\n")
+    write_text_atomic(md_path, render_report(report))
+    return report
+
+
+def _evaluate_onnx(model, fp32_path, int8_path, eval_data, layout, threads, progress) -> dict:
+    eval_set = load_eval_set(model, eval_data, progress=progress)
+    images = eval_set.images.numpy()
+    fp32_logits = OnnxClassifier(fp32_path, layout=layout, threads=threads).logits(
+        images, progress=progress, desc="fp32 (onnxruntime)")
+    int8 = OnnxClassifier(int8_path, layout=layout, threads=threads).predict(
+        images, progress=progress, desc="int8 (onnxruntime)")
+    fp32 = fp32_logits.argmax(1)
+    result = {"data": str(eval_data), "images": int(len(images)),
+              "agreement": round(float((fp32 == int8).mean() * 100), 2)}
+    labels = eval_set.labels
+    if len(labels) and int(labels.max()) < fp32_logits.shape[1]:
+        result["fp32_top1"] = round(float((fp32 == labels).mean() * 100), 2)
+        result["int8_top1"] = round(float((int8 == labels).mean() * 100), 2)
+    else:  # e.g. a 2-class model evaluated on ImageNet images: only agreement means something
+        result["note"] = (f"the labels (up to {int(labels.max())}) do not index this model's "
+                          f"{fp32_logits.shape[1]} outputs: agreement only")
+    return result
+
+
+def render_report(r: dict) -> str:
+    lines = [f"# gzsq quantize report: {r['model']}", "",
+             f"- output: `{r['output']}` ({r['format']})",
+             f"- input: {r['input']['layout'].upper()}, {r['input']['size']}×{r['input']['size']}, "
+             f"{r['input']['channel_order'].upper()}, (pixel/255 − {_fmt(r['input']['mean_0to1'])}) / "
+             f"{_fmt(r['input']['std_0to1'])}",
+             f"- calibration: {r['n_calib']} images from `{r['calib']}` (setting {r['setting']}, seed {r['seed']})"
+             + (f", distillation {r['distill']}" if r["distill"] else ""),
+             "- seconds: " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()), ""]
+    e = r.get("evaluation")
+    if e:
+        lines += ["## Accuracy (ONNX Runtime, FP32 model vs int8 model)", "",
+                  f"on `{e['data']}` ({e['images']} images)", "", "| | value |", "| --- | --- |"]
+        if "fp32_top1" in e:
+            lines += [f"| FP32 top-1 | {e['fp32_top1']:.2f} % |", f"| int8 top-1 | {e['int8_top1']:.2f} % |",
+                      f"| Δ | {e['int8_top1'] - e['fp32_top1']:+.2f} pt |"]
+        lines += [f"| top-1 agreement | {e['agreement']:.2f} % |", ""]
+        if "note" in e:
+            lines += [e["note"], ""]
+    lines += ["## Activation ranges in the int8 model", "", "| tensor | min | max |", "| --- | --- | --- |"]
+    lines += [f"| `{name}` | {lo:.4g} | {hi:.4g} |" for name, (lo, hi) in r["activation_ranges"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
