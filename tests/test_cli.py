@@ -89,3 +89,43 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_quantize_writes_an_int8_onnx_model_and_its_report(small_test_set, tmp_path, capsys):
+    out = tmp_path / "nf-int8.onnx"
+    code = main(["quantize", "cifar10-resnet20-nf", "-o", str(out), "--n-calib", "16",
+                 "--eval-data", str(small_test_set), "--json"])
+    stdout, _ = capsys.readouterr()
+    assert code == 0
+    report = json.loads(stdout.strip().splitlines()[-1])
+    assert report["calib"] == "gzsq-default" and report["setting"] == "bn-free" and report["n_calib"] == 16
+    e = report["evaluation"]
+    assert e["images"] == 400 and abs(e["int8_top1"] - e["fp32_top1"]) < 3 and e["agreement"] > 90
+    import onnxruntime as ort
+
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # loads in the real runtime
+    full = json.loads((tmp_path / "nf-int8.report.json").read_text())
+    assert full["activation_ranges"]["input"][0] < 0 < full["activation_ranges"]["input"][1]
+    assert "FP32 top-1" in (tmp_path / "nf-int8.report.md").read_text()
+    # a second run does not overwrite the model unless asked to
+    before = out.read_bytes()
+    assert main(["quantize", "cifar10-resnet20-nf", "-o", str(out), "--calib", "gaussian"]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def test_quantize_and_evaluate_take_an_onnx_file(tmp_path, capsys):
+    from gzsq.export import export_fp32_onnx
+
+    from .conftest import make_tiny
+
+    src = export_fp32_onnx(make_tiny(), tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    data = tmp_path / "tiny-data.npz"
+    np.savez(data, images=rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8), labels=rng.integers(0, 5, 20))
+    out = tmp_path / "tiny-int8.onnx"
+    assert main(["quantize", str(src), "-o", str(out), "--calib", "gaussian", "--n-calib", "8",
+                 "--input-mean", "0.5", "--input-std", "0.25", "--input-resize", "8", "--eval-data", str(data)]) == 0
+    assert "agreement" in capsys.readouterr().out and out.exists()
+    assert main(["evaluate", "--model", str(src), "--data", str(data), "--calib", "uniform", "--n-calib", "8",
+                 "--input-mean", "0.5", "--input-std", "0.25", "--input-resize", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == "tiny.onnx"

@@ -29,10 +29,18 @@ def trace(model: nn.Module) -> fx.GraphModule:
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UnsupportedModelError(f"cannot trace {type(model).__name__} into a static graph: {first}") from None
-    for attr in ("input_spec", "gzsq_name"):
-        if hasattr(model, attr):
-            setattr(graph_module, attr, getattr(model, attr))
+    _carry_attributes(model, graph_module)
     return graph_module
+
+
+# What a loaded model knows about itself (models/zoo.py, models/onnx_import.py); every copy keeps it.
+CARRIED_ATTRIBUTES = ("input_spec", "gzsq_name", "onnx_path", "onnx_layout")
+
+
+def _carry_attributes(src: nn.Module, dst: nn.Module) -> None:
+    for attr in CARRIED_ATTRIBUTES:
+        if hasattr(src, attr):
+            setattr(dst, attr, getattr(src, attr))
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -55,6 +63,7 @@ def _fold_pair(layer: nn.Module, bn: nn.Module) -> nn.Module:
 def fold_bn(model: nn.Module) -> fx.GraphModule:
     """Return a new traced model with every BatchNorm folded away; the input is untouched."""
     gm = trace(copy.deepcopy(model).eval())
+    _carry_attributes(model, gm)  # deepcopy of a GraphModule drops attributes it does not know
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], _BN):

