@@ -129,3 +129,12 @@ def test_quantize_and_evaluate_take_an_onnx_file(tmp_path, capsys):
     assert main(["evaluate", "--model", str(src), "--data", str(data), "--calib", "uniform", "--n-calib", "8",
                  "--input-mean", "0.5", "--input-std", "0.25", "--input-resize", "8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == "tiny.onnx"
+
+
+def test_quantize_to_pt2e(small_test_set, tmp_path, capsys):
+    out = tmp_path / "nf-int8.pt2"
+    assert main(["quantize", "cifar10-resnet20-nf", "-o", str(out), "--calib", "gaussian", "--n-calib", "32",
+                 "--eval-data", str(small_test_set), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["backend"] == "pt2e" and out.exists()
+    assert abs(report["evaluation"]["int8_top1"] - report["evaluation"]["fp32_top1"]) < 3

@@ -109,12 +109,13 @@ EPILOG_QUANTIZE = """examples:
   gzsq quantize efficientnet-lite0 -o lite0-int8.onnx
   gzsq quantize efficientnet-lite0 -o lite0-int8.onnx --eval-data ../shared/data/imagenet-sample --json
   gzsq quantize cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th -o r20-int8.onnx
+  gzsq quantize cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th -o r20-int8.pt2   # PT2E
   gzsq quantize open_nsfw.onnx -o nsfw-int8.onnx --input-layout nhwc --bgr --input-scale 255 \\
       --input-mean 104,117,123 --input-std 1 --input-resize 256
 
-Writes OUT (int8 QDQ ONNX, runs in ONNX Runtime) and OUT.report.md / OUT.report.json beside it:
-seconds per stage, every activation range, and with --eval-data FP32 vs int8 top-1 and agreement
-measured with ONNX Runtime on both models.
+Writes OUT (int8 QDQ ONNX for ONNX Runtime, or a .pt2 PT2E program) and OUT.report.md / .json
+beside it: seconds per stage, every activation range, and with --eval-data FP32 vs int8 top-1 and
+agreement measured on the backend's own FP32 and int8 models.
 """
 
 
@@ -129,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=EPILOG_QUANTIZE, formatter_class=argparse.RawDescriptionHelpFormatter)
     qz.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     qz.add_argument("--weights", metavar="PATH", help="checkpoint for a zoo model (a state dict, loaded weights-only)")
-    qz.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the int8 model")
+    qz.add_argument("-o", "--output", required=True, metavar="OUT",
+                    help="where to write the int8 model; the suffix picks the backend: .onnx (ONNX Runtime QDQ) "
+                         "or .pt2 (PyTorch PT2E via torchao, an optional extra)")
     qz.add_argument("--bits", type=int, default=8, choices=[8],
                     help="bit-width of the ONNX model: 8 (ONNX Runtime's integer kernels are 8-bit; use "
                          "`gzsq evaluate --w-bits/--a-bits` to simulate 6 or 4 bits)")
@@ -180,17 +183,17 @@ def cmd_quantize(args) -> int:
 
     from .errors import ConfigError
     from .models import load_model
-    from .pipeline import quantize_to_onnx
+    from .pipeline import BACKENDS, quantize_model
 
     out = Path(args.output)
-    if out.suffix.lower() != ".onnx":
-        raise ConfigError(f"the output must end in .onnx, got {out}")
+    if out.suffix.lower() not in BACKENDS:
+        raise ConfigError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PyTorch PT2E), got {out.name}")
     if out.exists() and not args.force:
         raise ConfigError(f"{out} already exists; pass --force to overwrite it")
     if out.parent.exists() and not out.parent.is_dir():
         raise ConfigError(f"cannot write {out}: {out.parent} is not a directory")
     model = load_model(args.model, args.weights, _onnx_options(args))
-    report = quantize_to_onnx(model, out, calib=args.calib, preset=args.preset, n_calib=args.n_calib,
+    report = quantize_model(model, out, calib=args.calib, preset=args.preset, n_calib=args.n_calib,
                               seed=args.seed, setting=args.setting, calib_data=args.calib_data,
                               eval_data=args.eval_data, keep_fp32=args.keep_fp32, threads=args.threads,
                               progress=True)
@@ -201,12 +204,12 @@ def cmd_quantize(args) -> int:
     else:
         from .pipeline import report_paths
 
-        print(f"wrote {out} (int8 QDQ ONNX) and {report_paths(out)[1]}")
+        print(f"wrote {out} ({report['backend']} int8) and {report_paths(out)[1]}")
         print("  seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
         e = report["evaluation"]
         if e:
             if "fp32_top1" in e:
-                print(f"  ONNX Runtime on {e['images']} images: FP32 top-1 {e['fp32_top1']:.2f} %, int8 top-1 "
+                print(f"  {report['backend']} on {e['images']} images: FP32 top-1 {e['fp32_top1']:.2f} %, int8 top-1 "
                       f"{e['int8_top1']:.2f} % ({e['int8_top1'] - e['fp32_top1']:+.2f} pt)")
             print(f"  agreement (int8 top-1 == FP32 top-1): {e['agreement']:.2f} %")
     return 0

@@ -1,11 +1,17 @@
-"""The main job, `gzsq quantize`: model in → calibration images from no data → int8 ONNX out + report.
+"""The main job, `gzsq quantize`: model in → calibration images from no data → int8 model out + report.
 
-Stages, each timed: calibration images (a registered source, gzsq by default)
-→ FP32 ONNX (exported from a zoo model, or the user's own ONNX file as it is)
-→ ONNX Runtime static int8 quantization calibrated on those images →
-optionally FP32-vs-int8 top-1 and agreement measured *with ONNX Runtime* on a
-labelled set. The report (`OUT.report.json` + `.md`) holds all of it plus every
-activation range the int8 file encodes.
+Stages, each timed: calibration images (a registered source, gzsq by default),
+then one of two backends, picked by the output's suffix:
+
+- `.onnx`: FP32 ONNX (exported from a zoo model, or the user's own ONNX file as
+  it is) → ONNX Runtime static int8 quantization calibrated on those images;
+  evaluation runs both files in ONNX Runtime;
+- `.pt2`: torchao's PT2E with X86InductorQuantizer (optional extra), saved with
+  torch.export; evaluation runs the FP32 module and the converted program.
+
+With a labelled set, FP32-vs-int8 top-1 and agreement are measured on the
+backend's own models. The report (`OUT.report.json` + `.md`) holds all of it,
+plus every activation range the int8 ONNX file encodes.
 """
 
 from __future__ import annotations
@@ -19,15 +25,19 @@ import numpy as np
 from torch import nn
 
 from .atomic import write_text_atomic
+from .errors import ConfigError
 from .evaluate import calib_label, default_setting, load_eval_set
 from .export import OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
 from .fold import fold_bn
 from .sources import SourceOptions, check_source, make_calibration
 
 
+BACKENDS = {".onnx": "onnxruntime", ".pt2": "pt2e"}
+
+
 def report_paths(out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
-    stem = out.with_suffix("") if out.suffix == ".onnx" else out
+    stem = out.with_suffix("") if out.suffix.lower() in BACKENDS else out
     return Path(f"{stem}.report.json"), Path(f"{stem}.report.md")
 
 
@@ -35,12 +45,15 @@ def default_n_calib(model: nn.Module) -> int:
     return 64 if model.input_spec.size >= 128 else 256
 
 
-def quantize_to_onnx(model: nn.Module, out: str | Path, *, calib: str = "gzsq", preset: str = "default",
-                     n_calib: int | None = None, seed: int = 0, setting: str | None = None,
-                     calib_data: str | None = None, eval_data: str | None = None, keep_fp32: bool = False,
-                     threads: int = 0, progress: bool = False) -> dict:
-    """Write an int8 QDQ ONNX model of `model` to `out` and return the report (also written beside it)."""
+def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", preset: str = "default",
+                   n_calib: int | None = None, seed: int = 0, setting: str | None = None,
+                   calib_data: str | None = None, eval_data: str | None = None, keep_fp32: bool = False,
+                   threads: int = 0, progress: bool = False) -> dict:
+    """Write an int8 model of `model` to `out` (.onnx or .pt2) and return the report (also written beside it)."""
     out = Path(out)
+    backend = BACKENDS.get(out.suffix.lower())
+    if backend is None:
+        raise ConfigError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PT2E), got {out.name}")
     seconds: dict[str, float] = {}
     setting = setting or default_setting(model)
     check_source(calib, model, setting)
@@ -53,6 +66,9 @@ def quantize_to_onnx(model: nn.Module, out: str | Path, *, calib: str = "gzsq", 
     calibration = make_calibration(calib, seen, n_calib, seed=seed, options=options)
     seconds["calibration_data"] = time.perf_counter() - t
 
+    if backend == "pt2e":
+        return _finish(model, out, _run_pt2e(model, out, calibration, eval_data, seconds, progress), calibration,
+                       seconds, setting=setting, calib=calib, preset=preset, n_calib=n_calib, seed=seed, layout="nchw")
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as work:
         t = time.perf_counter()
         if getattr(model, "onnx_path", None):
@@ -76,12 +92,44 @@ def quantize_to_onnx(model: nn.Module, out: str | Path, *, calib: str = "gzsq", 
             evaluation = _evaluate_onnx(model, fp32_path, out, eval_data, layout, threads, progress)
             seconds["evaluate"] = time.perf_counter() - t
 
-    ranges = activation_ranges(out)
+    return _finish(model, out, evaluation, calibration, seconds, setting=setting, calib=calib, preset=preset,
+                   n_calib=n_calib, seed=seed, layout=layout)
+
+
+FORMATS = {
+    "onnxruntime": "ONNX QDQ: int8 weights (symmetric, per output channel), int8 activations (asymmetric, "
+                   "per tensor), min/max ranges; runs in ONNX Runtime",
+    "pt2e": "torch.export program from torchao PT2E (X86InductorQuantizer defaults: int8 weights per channel, "
+            "uint8 activations per tensor); load with torch.export.load, run int8 kernels with torch.compile",
+}
+
+
+def _run_pt2e(model, out, calibration, eval_data, seconds, progress):
+    from .evaluate import predict
+    from .export.pt2e import quantize_pt2e, save_pt2e
+
+    t = time.perf_counter()
+    converted = quantize_pt2e(model, calibration.images)
+    save_pt2e(converted, calibration.images, out)
+    seconds["quantize_int8"] = time.perf_counter() - t
+    if eval_data is None:
+        return None
+    t = time.perf_counter()
+    eval_set = load_eval_set(model, eval_data, progress=progress)
+    fp32 = predict(fold_bn(model), eval_set.images, progress=progress, desc="fp32 (torch)")
+    int8 = predict(converted, eval_set.images, progress=progress, desc="int8 (pt2e, eager)")
+    seconds["evaluate"] = time.perf_counter() - t
+    return _metrics(eval_data, fp32, int8, eval_set.labels, n_outputs=None)
+
+
+def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, preset, n_calib, seed, layout) -> dict:
+    backend = BACKENDS[out.suffix.lower()]
+    ranges = activation_ranges(out) if backend == "onnxruntime" else {}
     report = {
         "model": getattr(model, "gzsq_name", type(model).__name__),
         "output": str(out),
-        "format": "ONNX QDQ: int8 weights (symmetric, per output channel), int8 activations (asymmetric, "
-                  "per tensor), min/max ranges",
+        "backend": backend,
+        "format": FORMATS[backend],
         "input": {"layout": layout, "size": model.input_spec.size, "mean_0to1": list(model.input_spec.mean),
                   "std_0to1": list(model.input_spec.std), "channel_order": model.input_spec.channel_order},
         "setting": setting,
@@ -107,16 +155,18 @@ def _evaluate_onnx(model, fp32_path, int8_path, eval_data, layout, threads, prog
         images, progress=progress, desc="fp32 (onnxruntime)")
     int8 = OnnxClassifier(int8_path, layout=layout, threads=threads).predict(
         images, progress=progress, desc="int8 (onnxruntime)")
-    fp32 = fp32_logits.argmax(1)
-    result = {"data": str(eval_data), "images": int(len(images)),
+    return _metrics(eval_data, fp32_logits.argmax(1), int8, eval_set.labels, n_outputs=fp32_logits.shape[1])
+
+
+def _metrics(eval_data, fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray, n_outputs: int | None) -> dict:
+    result = {"data": str(eval_data), "images": int(len(fp32)),
               "agreement": round(float((fp32 == int8).mean() * 100), 2)}
-    labels = eval_set.labels
-    if len(labels) and int(labels.max()) < fp32_logits.shape[1]:
+    if len(labels) and (n_outputs is None or int(labels.max()) < n_outputs):
         result["fp32_top1"] = round(float((fp32 == labels).mean() * 100), 2)
         result["int8_top1"] = round(float((int8 == labels).mean() * 100), 2)
     else:  # e.g. a 2-class model evaluated on ImageNet images: only agreement means something
         result["note"] = (f"the labels (up to {int(labels.max())}) do not index this model's "
-                          f"{fp32_logits.shape[1]} outputs: agreement only")
+                          f"{n_outputs} outputs: agreement only")
     return result
 
 
@@ -131,7 +181,8 @@ def render_report(r: dict) -> str:
              "- seconds: " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()), ""]
     e = r.get("evaluation")
     if e:
-        lines += ["## Accuracy (ONNX Runtime, FP32 model vs int8 model)", "",
+        runtime = "ONNX Runtime" if r["backend"] == "onnxruntime" else "PyTorch, PT2E program run eagerly"
+        lines += [f"## Accuracy ({runtime}: FP32 model vs int8 model)", "",
                   f"on `{e['data']}` ({e['images']} images)", "", "| | value |", "| --- | --- |"]
         if "fp32_top1" in e:
             lines += [f"| FP32 top-1 | {e['fp32_top1']:.2f} % |", f"| int8 top-1 | {e['int8_top1']:.2f} % |",
@@ -139,6 +190,8 @@ def render_report(r: dict) -> str:
         lines += [f"| top-1 agreement | {e['agreement']:.2f} % |", ""]
         if "note" in e:
             lines += [e["note"], ""]
+    if not r["activation_ranges"]:
+        return "\n".join(lines) + "\n"
     lines += ["## Activation ranges in the int8 model", "", "| tensor | min | max |", "| --- | --- | --- |"]
     lines += [f"| `{name}` | {lo:.4g} | {hi:.4g} |" for name, (lo, hi) in r["activation_ranges"].items()]
     return "\n".join(lines) + "\n"
