@@ -62,6 +62,13 @@ VARIANTS = {
     "paper/l2": ("gzsq", "paper", P30 + (("loss", "l2"),), "L2 on mean and std instead of L_Z"),
     "paper": ("gzsq", "paper", (), "the paper preset as shipped: lr 0.5, up to 500 steps, early stop"),
     "default/100-steps": ("gzsq", "default", (("iterations", 100),), "more steps"),
+    # speed levers (issue 3 item 7): fewer optimized images, expanded by flips/shifts, and fewer steps
+    "default/20-steps": ("gzsq", "default", (("iterations", 20),), "20 steps instead of 30"),
+    "default/128-distilled": ("gzsq", "default", (("distill_images", 128),), "distill 128, expand by flips/shifts"),
+    "default/16-distilled-20-steps": ("gzsq", "default", (("distill_images", 16), ("iterations", 20)),
+                                      "distill 16 for 20 steps, expand by flips/shifts"),
+    "default/32-distilled-20-steps": ("gzsq", "default", (("distill_images", 32), ("iterations", 20)),
+                                      "distill 32 for 20 steps, expand by flips/shifts"),
 }
 LITE_VARIANTS = ["real", "gaussian", "default", "paper/30-steps", "default/loss=z", "default/no-relu-aware"]
 COLUMNS = ["model", "variant", "w_bits", "a_bits", "seed", "fp32_top1", "top1", "agreement", "distill_seconds",

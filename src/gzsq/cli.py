@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "Runtime (.npz, folder with labels.csv, or tar)")
     qz.add_argument("--keep-fp32", action="store_true", help="also write the FP32 ONNX export as OUT.fp32.onnx")
     qz.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for --eval-data (0: all cores)")
+    qz.add_argument("--full-range-weights", action="store_true",
+                    help="int8 weights on the full [-127, 127] grid instead of ONNX Runtime's reduce_range "
+                         "[-64, 64]; only for CPUs with VNNI / ARM dot-product (elsewhere int8 kernels saturate)")
     qz.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     qz.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     _add_calib_args(qz, "256, or 64 for ImageNet-size models")
@@ -196,7 +199,7 @@ def cmd_quantize(args) -> int:
     report = quantize_model(model, out, calib=args.calib, preset=args.preset, n_calib=args.n_calib,
                               seed=args.seed, setting=args.setting, calib_data=args.calib_data,
                               eval_data=args.eval_data, keep_fp32=args.keep_fp32, threads=args.threads,
-                              progress=True)
+                              full_range_weights=args.full_range_weights, progress=True)
     if args.json:
         slim = {k: v for k, v in report.items() if k != "activation_ranges"}
         slim["activation_ranges"] = len(report["activation_ranges"])

@@ -48,7 +48,7 @@ def default_n_calib(model: nn.Module) -> int:
 def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", preset: str = "default",
                    n_calib: int | None = None, seed: int = 0, setting: str | None = None,
                    calib_data: str | None = None, eval_data: str | None = None, keep_fp32: bool = False,
-                   threads: int = 0, progress: bool = False) -> dict:
+                   threads: int = 0, full_range_weights: bool = False, progress: bool = False) -> dict:
     """Write an int8 model of `model` to `out` (.onnx or .pt2) and return the report (also written beside it)."""
     out = Path(out)
     backend = BACKENDS.get(out.suffix.lower())
@@ -80,7 +80,7 @@ def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", pr
         t = time.perf_counter()
         low, high = model.input_spec.pixel_bounds()
         export_onnx_int8(fp32_path, out, calibration.images.numpy(), layout=layout,
-                         input_range=(float(low.min()), float(high.max())))
+                         input_range=(float(low.min()), float(high.max())), reduce_range=not full_range_weights)
         seconds["quantize_int8"] = time.perf_counter() - t
         if keep_fp32 and not getattr(model, "onnx_path", None):
             fp32_copy = out.with_name(out.stem + ".fp32.onnx")
@@ -93,12 +93,12 @@ def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", pr
             seconds["evaluate"] = time.perf_counter() - t
 
     return _finish(model, out, evaluation, calibration, seconds, setting=setting, calib=calib, preset=preset,
-                   n_calib=n_calib, seed=seed, layout=layout)
+                   n_calib=n_calib, seed=seed, layout=layout, full_range=full_range_weights)
 
 
 FORMATS = {
     "onnxruntime": "ONNX QDQ: int8 weights (symmetric, per output channel), int8 activations (asymmetric, "
-                   "per tensor), min/max ranges; runs in ONNX Runtime",
+                   "per tensor), min/max ranges, float logits; runs in ONNX Runtime",
     "pt2e": "torch.export program from torchao PT2E (X86InductorQuantizer defaults: int8 weights per channel, "
             "uint8 activations per tensor); load with torch.export.load, run int8 kernels with torch.compile",
 }
@@ -122,14 +122,19 @@ def _run_pt2e(model, out, calibration, eval_data, seconds, progress):
     return _metrics(eval_data, fp32, int8, eval_set.labels, n_outputs=None)
 
 
-def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, preset, n_calib, seed, layout) -> dict:
+def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, preset, n_calib, seed, layout,
+            full_range=False) -> dict:
     backend = BACKENDS[out.suffix.lower()]
+    fmt = FORMATS[backend]
+    if backend == "onnxruntime":
+        fmt += ("; weights on the full [-127, 127] grid" if full_range else
+                "; weights on ONNX Runtime's reduce_range grid [-64, 64] (no 16-bit saturation on CPUs without VNNI)")
     ranges = activation_ranges(out) if backend == "onnxruntime" else {}
     report = {
         "model": getattr(model, "gzsq_name", type(model).__name__),
         "output": str(out),
         "backend": backend,
-        "format": FORMATS[backend],
+        "format": fmt,
         "input": {"layout": layout, "size": model.input_spec.size, "mean_0to1": list(model.input_spec.mean),
                   "std_0to1": list(model.input_spec.std), "channel_order": model.input_spec.channel_order},
         "setting": setting,

@@ -95,13 +95,15 @@ _REQUANTIZING_MODULES = (nn.AdaptiveAvgPool2d, nn.AvgPool2d)
 def _stored_tensors(gm: fx.GraphModule) -> list[fx.Node]:
     """Every activation an int8 runtime (ONNX Runtime QDQ) requantizes, after the ReLU fused into it.
 
-    Measured against ONNX Runtime's QDQ graphs: it quantizes every Conv/Gemm output (logits
-    included), add and average-pool output, and gives slices, pads and flattens their input's
-    scale and zero point unchanged."""
+    Measured against ONNX Runtime's QDQ graphs: it quantizes every Conv/Gemm output (but gzsq's
+    export keeps the logits float), add and average-pool output, and gives slices, pads and
+    flattens their input's scale and zero point unchanged."""
     modules = dict(gm.named_modules())
     fused_relus = {_fused_activation(gm, n) for n in gm.graph.nodes if n.op != "output"}
     out = []
     for node in gm.graph.nodes:
+        if any(user.op == "output" for user in node.users):
+            continue  # the logits stay float (export/onnx_int8.py: int8 logits flip a 1000-way top-1)
         is_module = node.op == "call_module"
         requantizes = ((is_module and isinstance(modules[node.target], WEIGHT_LAYERS + _REQUANTIZING_MODULES))
                        or (node.op == "call_function" and node.target in _REQUANTIZING_FUNCS | _ADDS)
