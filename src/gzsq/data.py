@@ -127,11 +127,11 @@ def _load_folder(path: Path) -> Dataset:
         raise DataError(f"{path} is a folder without labels.csv (columns file,label)")
     rows = _read_table(table)
     root = Path(os.path.normpath(path.absolute()))
-    files = [_row_file(r, i + 2, path, root) for i, r in enumerate(rows)]  # line 1 is the header
+    labels = np.array([_row_label(r, i + 2, table) for i, r in enumerate(rows)], dtype=np.int64)  # line 1: header
+    files = [_row_file(r, i + 2, path, root) for i, r in enumerate(rows)]
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise DataError(f"{table} names {len(missing)} missing files, e.g. {missing[0]}")
-    labels = np.array([_row_label(r, i + 2, table) for i, r in enumerate(rows)], dtype=np.int64)
     return Dataset(str(path), labels, lambda idx: [_decode(files[i], str(files[i])) for i in idx])
 
 

@@ -39,7 +39,8 @@ def available_models() -> list[str]:
             "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
 
 
-_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# torch names the callable a refused pickle wanted in one of two phrasings
+_UNSAFE_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
 _UNSAFE_OP = re.compile(r"Unsupported operand (\d+)")
 
 
@@ -125,6 +126,11 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> N
         k = bad[0]
         raise ModelLoadError(f"{what}: checkpoint does not match the architecture "
                              f"({k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+    kinds = [k for k in state if own[k].is_floating_point() != state[k].is_floating_point() or state[k].is_complex()]
+    if kinds:
+        k = kinds[0]
+        raise ModelLoadError(f"{what}: checkpoint does not match the architecture ({k} holds {state[k].dtype}, "
+                             f"the model needs {own[k].dtype})")
     for k, v in state.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise ModelLoadError(f"{what}: weights hold NaN/Inf in {k}")
