@@ -104,7 +104,7 @@ def ensure_output_path(path: str | Path, *, force: bool = False, flag: str = "-o
     parent = path.parent
     existing = _nearest_existing(parent)
     if existing.exists() and not existing.is_dir():
-        raise OutputError(f"cannot write {path}: {existing} is a file, not a folder")
+        raise OutputError(f"cannot write {path}: {existing} is a file, not a folder (choose another {flag})")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=parent, prefix=f".{path.name}.probe."):

@@ -237,11 +237,18 @@ def _check_distill_outputs(args) -> Path:
     partial = partial_path(args.output)
     if partial.exists() and not (args.resume or args.force):
         raise OutputError(f"{partial} holds an interrupted run: pass --resume to continue it or --force to start over")
-    if args.resume and not partial.exists():
-        _note(args, f"--resume: no {partial} to continue; starting from the beginning")
-    elif partial.exists() and args.force and not args.resume:
-        _note(args, f"--force: starting over; the old {partial} will be replaced")
     return partial
+
+
+def _resume_note(args, partial: Path, existed: bool) -> str | None:
+    """What happened to an old checkpoint, told once the run succeeded (an error must stay the only line)."""
+    if args.force and existed:
+        return f"--force: started over; the interrupted run in {partial} was discarded"
+    if args.resume and existed:
+        return f"resumed the interrupted run saved in {partial}"
+    if args.resume:
+        return f"--resume: there was no {partial}; ran from the beginning"
+    return None
 
 
 def cmd_distill(args) -> int:
@@ -264,8 +271,7 @@ def cmd_distill(args) -> int:
                       "preset": args.preset, "calib_data": args.calib_data}, sort_keys=True)
     checkpoint = Checkpoint(str(partial), every=args.checkpoint_every, resume=args.resume and not args.force,
                             key=run)
-    if checkpoint.resume and partial.exists():
-        _note(args, f"resuming from {partial}")
+    note = _resume_note(args, partial, partial.exists())
     options = SourceOptions(setting=setting, calib_data=args.calib_data, preset=args.preset,
                             progress=_progress(args), checkpoint=checkpoint)
     try:
@@ -285,6 +291,8 @@ def cmd_distill(args) -> int:
             with atomic_path(args.preview) as tmp_preview:
                 save_preview(tmp_preview, calibration.images, model.input_spec)
     partial.unlink(missing_ok=True)
+    if note:
+        _note(args, note)
     print(f"wrote {len(calibration.images)} images from {args.calib} to {args.output} "
           f"({calibration.seconds:.1f} s)")
     if args.preview:

@@ -113,9 +113,9 @@ def _load_checkpoint(checkpoint: Checkpoint, key: str) -> dict | None:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
         ok = isinstance(state, dict) and state.get("format") == _CHECKPOINT_FORMAT
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise ConfigError(f"cannot resume from {path}: {first}; delete it to start over") from None
+    except Exception:
+        raise ConfigError(f"cannot resume from {path}: it is damaged or not a gzsq distillation checkpoint; "
+                          "delete it to start over") from None
     if not ok:
         raise ConfigError(f"cannot resume from {path}: not a gzsq distillation checkpoint; delete it to start over")
     if state["key"] != key:
