@@ -15,12 +15,13 @@ import csv
 import io
 import os
 import tarfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
 
@@ -48,11 +49,14 @@ def _first_line(exc: BaseException) -> str:
 
 def _decode(raw: bytes | Path, what: str) -> np.ndarray:
     try:
-        if isinstance(raw, Path):
-            with Image.open(raw) as pil:
+        with warnings.catch_warnings():
+            # PIL only warns between 89 and 179 megapixels, then decodes; an image that size in a
+            # calibration set is a decompression bomb or a mistake, so it is an error here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(raw if isinstance(raw, Path) else io.BytesIO(raw)) as pil:
                 return np.asarray(pil.convert("RGB"))
-        with Image.open(io.BytesIO(raw)) as pil:
-            return np.asarray(pil.convert("RGB"))
+    except UnidentifiedImageError:
+        raise DataError(f"cannot decode image {what}: not an image format PIL can read") from None
     except Exception as exc:  # PIL raises many types for bad files
         raise DataError(f"cannot decode image {what}: {_first_line(exc)}") from None
 
@@ -185,4 +189,6 @@ def load_dataset(path: str | Path) -> Dataset:
         return _load_npz(path)
     if _is_tar(path):
         return _load_tar(path)
+    if path.name.lower().endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+        raise DataError(f"cannot read tar {path}: not a tar archive, or a damaged one")
     raise DataError(f"{path}: unknown dataset format (expected .npz, a folder with labels.csv, or a tar of class folders)")

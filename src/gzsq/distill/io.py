@@ -55,7 +55,11 @@ def load_calibration(path: str | Path) -> Calibration:
     """Read a set written by `save_calibration`; anything else is a one-line DataError."""
     try:
         with np.load(path, allow_pickle=False) as z:
+            if not {"images", "info"} <= set(z.files):
+                raise DataError(f"{path} lacks the arrays 'images' and 'info'; not a set written by gzsq distill")
             images, info = z["images"], json.loads(str(z["info"]))
+    except DataError:
+        raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(f"cannot read calibration set {path}: {first}") from None

@@ -114,14 +114,63 @@ def _load_checkpoint(checkpoint: Checkpoint, key: str) -> dict | None:
             state = torch.load(path, map_location="cpu", weights_only=True)
         ok = isinstance(state, dict) and state.get("format") == _CHECKPOINT_FORMAT
     except Exception:
-        raise ConfigError(f"cannot resume from {path}: it is damaged or not a gzsq distillation checkpoint; "
-                          "delete it to start over") from None
+        raise _damaged(path) from None
     if not ok:
-        raise ConfigError(f"cannot resume from {path}: not a gzsq distillation checkpoint; delete it to start over")
-    if state["key"] != key:
+        raise _damaged(path)
+    if state.get("key") != key:
         raise ConfigError(f"{path} is the checkpoint of a different run (model, weights, settings, n or seed "
                           "differ); delete it, or resume with the same command")
     return state
+
+
+def _damaged(path) -> ConfigError:
+    return ConfigError(f"cannot resume from {path}: it is damaged or not a gzsq distillation checkpoint; "
+                       "delete it to start over")
+
+
+def _check_state(state: dict, sizes: list[int], kept: list[int], shape, iterations: int, path) -> None:
+    """A checkpoint whose key matches can still be damaged; check every field before trusting it.
+
+    sizes[b]: images optimized in batch b; kept[b]: how many of them the batch contributes.
+    """
+    def tensor(t, dims, dtype=torch.float32):
+        return isinstance(t, torch.Tensor) and t.dtype == dtype and tuple(t.shape) == tuple(dims)
+
+    def numbers(xs, length):
+        return isinstance(xs, list) and len(xs) == length and all(isinstance(v, float) for v in xs)
+
+    try:
+        b, it = state["batch"], state["it"]
+        ok = (type(b) is int and type(it) is int and 0 <= b < len(sizes) and 0 <= it < iterations
+              and isinstance(state["batches"], list) and len(state["batches"]) == b
+              and all(tensor(t, (kept[i],) + tuple(shape)) for i, t in enumerate(state["batches"]))
+              and isinstance(state["curves"], list) and len(state["curves"]) == b
+              and all(isinstance(c, list) and 1 <= len(c) <= iterations and numbers(c, len(c))
+                      for c in state["curves"])
+              and state["iters_run"] == [len(c) for c in state["curves"]]
+              and isinstance(state["gen"], torch.Tensor) and state["gen"].dtype == torch.uint8
+              and isinstance(state["seconds"], float))
+        if ok and state["x"] is None:
+            ok = it == 0 and all(state[k] is None for k in ("labels", "opt", "sched", "best", "since_best", "curve"))
+        elif ok:
+            ok = (tensor(state["x"], (sizes[b],) + tuple(shape)) and tensor(state["labels"], (sizes[b],), torch.int64)
+                  and isinstance(state["opt"], dict) and isinstance(state["sched"], dict)
+                  and isinstance(state["best"], float) and type(state["since_best"]) is int
+                  and numbers(state["curve"], it) and it > 0)
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise _damaged(path)
+
+
+def _check_adam(opt: torch.optim.Optimizer, x: torch.Tensor) -> None:
+    """Adam's restored moments must match the images they belong to (load_state_dict does not check)."""
+    state = opt.state[x] if x in opt.state else {}
+    for k in ("exp_avg", "exp_avg_sq"):
+        if k in state and (not isinstance(state[k], torch.Tensor) or state[k].shape != x.shape):
+            raise ValueError(k)
+    if "step" in state and not (isinstance(state["step"], torch.Tensor) and state["step"].numel() == 1):
+        raise ValueError("step")
 
 
 def _save_checkpoint(checkpoint: Checkpoint, state: dict) -> None:
@@ -155,9 +204,14 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     batches, curves, iters_run = [], [], []
     first_batch, earlier_seconds = 0, 0.0
     if saved is not None:
+        kept = [min(config.batch_size, n_opt - b0) for b0 in batch_starts]
+        _check_state(saved, [max(2, k) for k in kept], kept, shape, config.iterations, checkpoint.path)
         batches, curves, iters_run = list(saved["batches"]), list(saved["curves"]), list(saved["iters_run"])
         first_batch, earlier_seconds = saved["batch"], saved["seconds"]
-        gen.set_state(saved["gen"])
+        try:
+            gen.set_state(saved["gen"])
+        except RuntimeError:
+            raise _damaged(checkpoint.path) from None
     start = time.perf_counter()
     done = first_batch * config.iterations + (saved["it"] if saved is not None else 0)
     handles = [modules[k].register_forward_hook(hook(k)) for k in objective.targets]
@@ -188,8 +242,12 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=20, min_lr=1e-4)
             best, since_best, curve, it0 = float("inf"), 0, [], 0
             if resuming:
-                opt.load_state_dict(saved["opt"])
-                sched.load_state_dict(saved["sched"])
+                try:
+                    opt.load_state_dict(saved["opt"])
+                    sched.load_state_dict(saved["sched"])
+                    _check_adam(opt, x)
+                except (KeyError, TypeError, ValueError, RuntimeError, IndexError):
+                    raise _damaged(checkpoint.path) from None
                 best, since_best, curve, it0 = saved["best"], saved["since_best"], list(saved["curve"]), saved["it"]
             for it in range(it0, config.iterations):
                 opt.zero_grad(set_to_none=True)
