@@ -1,11 +1,13 @@
 """Command line: `gzsq evaluate` and `gzsq distill` (SPEC §8).
 
-Errors the user can fix — bad flags included — print one line `gzsq: error: …`
-to stderr and exit 2; Ctrl-C prints one line and exits 130; anything else is a
-bug and keeps its traceback. Results go to stdout (with --json the last line is
-one JSON object); progress bars (when stderr is a terminal) and notes go to
-stderr; `-q` silences both, `-v` adds notes. Output files are written
-atomically, never over an existing file without --force.
+Errors the user can fix print one line `gzsq: error: …` and exit 2; progress
+bars go to stderr; with --json the last line of stdout is one JSON object.
+
+Bad flags are such errors too (one line, exit 2); Ctrl-C prints one line and
+exits 130; anything else is a bug and keeps its traceback. Results go to
+stdout; progress bars (when stderr is a terminal) and notes go to stderr: `-q`
+silences both, `-v` adds notes. Output files are written atomically, never
+over an existing file without --force.
 """
 
 from __future__ import annotations
@@ -33,16 +35,6 @@ def _bits(text: str) -> int:
         raise argparse.ArgumentTypeError(f"bits must be an integer from 2 to 8, got {text!r}") from None
     if not 2 <= value <= 8:
         raise argparse.ArgumentTypeError(f"bits must be from 2 to 8, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
 
 
@@ -86,6 +78,16 @@ def _add_verbosity_args(p: argparse.ArgumentParser, *, top: bool) -> None:
                    "stderr is not a terminal)", **({"default": 0} if top else default))
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no notes; errors and "
                    "results only", **({"default": False} if top else default))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
