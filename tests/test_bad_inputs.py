@@ -384,7 +384,8 @@ def test_images_of_a_size_the_model_does_not_take(tmp_path):
                                           ("file,label\n../outside.png,1\n", "outside the dataset folder"),
                                           ("file,label\n/etc/hostname,1\n", "outside the dataset folder"),
                                           ("file,label\nmissing.png,1\n", "missing files"),
-                                          ("file,label\n", "at least one row")])
+                                          ("file,label\n", "at least one row"),
+                                          ("file,label\na.png,999999999999999999999\n", "plausible class index")])
 def test_folder_with_a_bad_labels_csv(tmp_path, csv, fragment):
     folder = tmp_path / "data"
     folder.mkdir()

@@ -43,6 +43,9 @@ class Dataset:
         return self._load(indices)
 
 
+MAX_LABEL = 2**31 - 1  # class indices are stored as int64, compared with a model's class count
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -111,6 +114,9 @@ def _row_label(row: dict, line: int, table: Path) -> int:
         raise DataError(f"{table} line {line}: label {text!r} is not an integer class index") from None
     if label < 0:
         raise DataError(f"{table} line {line}: label {label} is negative; labels are class indices >= 0")
+    if label > MAX_LABEL:
+        raise DataError(f"{table} line {line}: label {str(label)[:20]} is not a plausible class index "
+                        f"(at most {MAX_LABEL})")
     return label
 
 
