@@ -269,8 +269,10 @@ def cmd_distill(args) -> int:
     check_source(args.calib, model, setting)
     seen = model if setting == "bn" else fold_bn(model)
     n = args.n_calib or _default_n(model)
-    run = json.dumps({"model": args.model, "weights": args.weights, "setting": setting, "calib": args.calib,
-                      "preset": args.preset, "calib_data": args.calib_data}, sort_keys=True)
+    # The weights themselves are in the checkpoint's key (a hash of the targets they give), so the
+    # same file reached by another path, or from another folder, still resumes.
+    run = json.dumps({"model": args.model, "setting": setting, "calib": args.calib, "preset": args.preset},
+                     sort_keys=True)
     checkpoint = Checkpoint(str(partial), every=args.checkpoint_every, resume=args.resume and not args.force,
                             key=run)
     note = _resume_note(args, partial, partial.exists())
