@@ -12,15 +12,6 @@ from .cli_tools import assert_nothing_at, assert_one_line_error, run_cli
 from .conftest import RESNET20, needs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine torch's second thread mostly spins (10× slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _distill(out, *extra, n=8, seed=1):
     return run_cli(["distill", "cifar10-resnet20", "--weights", needs(RESNET20), "-o", out, "--n-calib", n,
                     "--seed", seed, *extra])
