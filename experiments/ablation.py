@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "experiments"))
 
+from gzsq.atomic import atomic_write_text  # noqa: E402
 from gzsq.config import QuantConfig  # noqa: E402
 from gzsq.evaluate import calibration_folds, evaluate_folds, load_eval_set, predict  # noqa: E402
 from gzsq.models import load_model  # noqa: E402
@@ -164,10 +163,7 @@ def main(argv=None) -> int:
                               flush=True)
                     write(out, rows)
     text = render(rows)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, ROOT / "results/ablation.md")
+    atomic_write_text(ROOT / "results/ablation.md", text)
     return 0
 
 

@@ -11,15 +11,15 @@ the Markdown comes from the CSV; nothing is typed by hand.
 from __future__ import annotations
 
 import csv
-import os
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
+sys.path.insert(0, str(ROOT / "src"))
+from gzsq.atomic import atomic_path, atomic_write_text  # noqa: E402
 from run_accuracy import COLUMNS, key_of, read_rows, write_rows  # noqa: E402
 
 BITS = [(8, 8), (6, 6), (4, 8), (4, 4)]
@@ -145,10 +145,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
 
 
 def replace_block(path: Path, marker: str, text: str) -> None:
@@ -158,20 +156,14 @@ def replace_block(path: Path, marker: str, text: str) -> None:
         return
     head, rest = content.split(start, 1)
     _, tail = rest.split(end, 1)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write(head + start + "\n" + text + "\n" + end + tail)
-    os.replace(tmp, path)
+    atomic_write_text(path, head + start + "\n" + text + "\n" + end + tail)
 
 
 def main() -> int:
     results = ROOT / "results"
     rows = merge(results / "accuracy.csv", sorted((results / "parts").glob("*.csv")))
     md, readme = summarize(rows)
-    fd, tmp = tempfile.mkstemp(dir=results, suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write(md)
-    os.replace(tmp, results / "accuracy.md")
+    atomic_write_text(results / "accuracy.md", md)
     plot(rows, results / "accuracy.png")
     replace_block(ROOT / "README.md", "results", readme)
     print(f"{len(rows)} rows → results/accuracy.md, results/accuracy.png, README.md")

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from gzsq.atomic import atomic_open  # noqa: E402
 from gzsq.config import QuantConfig  # noqa: E402
 from gzsq.evaluate import calib_label, calibration_folds, evaluate_folds, load_eval_set, predict  # noqa: E402
 from gzsq.fold import has_batchnorm  # noqa: E402
@@ -58,13 +57,10 @@ def read_rows(path: Path) -> list[dict]:
 
 def write_rows(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> None:
     """Atomic: a temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def key_of(row: dict) -> tuple:

@@ -11,9 +11,7 @@ A reading of the targets only; no quantization involved.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from gzsq.atomic import atomic_write_text  # noqa: E402
 from gzsq.data import load_dataset  # noqa: E402
 from gzsq.fold import fold_bn  # noqa: E402
 from gzsq.models import load_model  # noqa: E402
@@ -83,10 +82,7 @@ def main() -> int:
                          f"{med(ratio[-third:]):.2f} |")
         lines.append("")
     out = ROOT / "results/target_fidelity.md"
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, out)
+    atomic_write_text(out, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

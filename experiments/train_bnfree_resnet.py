@@ -34,10 +34,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +47,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from gzsq.atomic import atomic_write_bytes  # noqa: E402
 from gzsq.data import load_dataset  # noqa: E402
 from gzsq.models.resnet_cifar import BasicBlock, CifarResNet  # noqa: E402
 from gzsq.models.zoo import BNFREE_CHECKPOINT, CIFAR_SPEC  # noqa: E402
@@ -72,22 +71,6 @@ def fixup_init(model: CifarResNet) -> None:
         nn.init.zeros_(b.conv2.weight)
     nn.init.zeros_(model.linear.weight)
     nn.init.zeros_(model.linear.bias)
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the shipped files should be world-readable
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_state(model: nn.Module, path: Path) -> None:

@@ -62,3 +62,14 @@ def needs(path: Path):
     """Shared assets are part of the test environment; their absence is a failure, not a skip."""
     assert path.exists(), f"missing shared asset {path} (tests read ../shared beside the repo)"
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The suite runs torch on one intra-op thread. On the shared 2-core machine, with other jobs
+    running, torch's second thread mostly spins: the whole suite took 8 min with two threads and
+    1 min 42 s with one (same commit, same load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

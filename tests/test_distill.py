@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from gzsq.distill.io import load_calibration, save_calibration, save_preview
-from gzsq.distill.loop import DistillConfig, Objective, distill_images
+from gzsq.distill import loop as distill_loop
+from gzsq.distill.loop import Checkpoint, DistillConfig, Objective, distill_images
 from gzsq.errors import ConfigError, DistillationDivergedError
 from gzsq.fold import fold_bn
 from gzsq.sources import Calibration
@@ -57,3 +58,46 @@ def test_save_load_roundtrip_and_preview(tmp_path, tiny):
     save_preview(tmp_path / "grid.png", images, tiny.input_spec)
     assert (tmp_path / "grid.png").stat().st_size > 0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+@pytest.mark.parametrize("stop_after", [13, 45])  # inside batch 1 / inside batch 2 (after a batch boundary)
+def test_interrupted_run_resumes_to_the_same_images(tiny, tmp_path, monkeypatch, stop_after):
+    """Adam, scheduler and RNG states are checkpointed: resuming equals never stopping, bit for bit."""
+    net = fold_bn(tiny)
+    cfg = DistillConfig(iterations=25, lr=0.1, batch_size=4, loss="kl", ce_weight=0.1, distill_images=8,
+                        early_stop_patience=18)
+    args = (net, _objective(net), 12, (3, 8, 8), cfg)
+    reference, ref_log = distill_images(*args, seed=3, num_classes=5)
+    checkpoint = Checkpoint(str(tmp_path / "run.partial"), every=7, resume=True, key="tiny")
+    kl, calls = distill_loop.LOSSES["kl"], {"n": 0}
+
+    def stop(*a):
+        calls["n"] += 1
+        if calls["n"] == stop_after * 4:  # 3 targets + the input term per iteration
+            raise KeyboardInterrupt
+        return kl(*a)
+
+    monkeypatch.setitem(distill_loop.LOSSES, "kl", stop)
+    with pytest.raises(KeyboardInterrupt):
+        distill_images(*args, seed=3, num_classes=5, checkpoint=checkpoint)
+    monkeypatch.setitem(distill_loop.LOSSES, "kl", kl)
+    resumed, log = distill_images(*args, seed=3, num_classes=5, checkpoint=checkpoint)
+    assert torch.equal(resumed, reference)
+    assert log["loss_curve"] == ref_log["loss_curve"] and log["iterations"] == ref_log["iterations"]
+
+
+def test_checkpoint_of_another_run_or_garbage_is_refused(tiny, tmp_path):
+    net = fold_bn(tiny)
+    cfg = DistillConfig(iterations=4, batch_size=4)
+    path = tmp_path / "c.partial"
+    distill_images(net, _objective(net), 8, (3, 8, 8), cfg, seed=0, checkpoint=Checkpoint(str(path), every=2))
+    assert path.exists()  # batch boundary saved; the caller removes it when done
+    with pytest.raises(ConfigError, match="different run"):
+        distill_images(net, _objective(net), 8, (3, 8, 8), cfg, seed=1,
+                       checkpoint=Checkpoint(str(path), every=2, resume=True))
+    path.write_bytes(b"junk")
+    with pytest.raises(ConfigError, match="delete it"):
+        distill_images(net, _objective(net), 8, (3, 8, 8), cfg, seed=0,
+                       checkpoint=Checkpoint(str(path), every=2, resume=True))
+    with pytest.raises(ConfigError, match="positive"):
+        Checkpoint(str(path), every=0)

@@ -2,6 +2,12 @@
 
 Errors the user can fix print one line `gzsq: error: …` and exit 2; progress
 bars go to stderr; with --json the last line of stdout is one JSON object.
+
+Bad flags are such errors too (one line, exit 2); Ctrl-C prints one line and
+exits 130; anything else is a bug and keeps its traceback. Results go to
+stdout; progress bars (when stderr is a terminal) and notes go to stderr: `-q`
+silences both, `-v` adds notes. Output files are written atomically, never
+over an existing file without --force.
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
-from .errors import GzsqError
+from .errors import GzsqError, OutputError, RunInterrupted
+from .sources.registry import MAX_CALIBRATION_IMAGES, MAX_SEED
 
 EPILOG_EVALUATE = """examples:
   gzsq evaluate --model cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th \\
@@ -28,6 +36,48 @@ def _bits(text: str) -> int:
     if not 2 <= value <= 8:
         raise argparse.ArgumentTypeError(f"bits must be from 2 to 8, got {value}")
     return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be an integer from 0 to {MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must be from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
+def _n_calib(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_CALIBRATION_IMAGES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CALIBRATION_IMAGES} calibration images, got {value} "
+                                         "(256 is the usual choice)")
+    return value
+
+
+class UsageError(GzsqError):
+    """A command line argparse rejected; main() prints it as one line, exit 2."""
+
+
+class GzsqArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one `gzsq: error:` line (not usage + message) and never exits by itself.
+
+    Subparsers inherit the class, so `gzsq evaluate --w-bits 9` behaves the same.
+    """
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _add_verbosity_args(p: argparse.ArgumentParser, *, top: bool) -> None:
+    # Accepted before and after the command name; the subcommand's copies default to SUPPRESS so they
+    # do not overwrite a flag given before it.
+    default = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("-v", "--verbose", action="count", help="more notes on stderr (progress bars even when "
+                   "stderr is not a terminal)", **({"default": 0} if top else default))
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no notes; errors and "
+                   "results only", **({"default": False} if top else default))
 
 
 def _positive(text: str) -> int:
@@ -97,9 +147,9 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
     p.add_argument("--calib-data", metavar="PATH",
                    help="dataset for --calib real (.npz, folder with labels.csv, or tar of class folders). "
                         "If it is the evaluation set, two folds are used so no image is calibrated and evaluated")
-    p.add_argument("--n-calib", type=_positive, metavar="N",
-                   help=f"number of calibration images (default: {default_n})")
-    p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: 0)")
+    p.add_argument("--n-calib", type=_n_calib, metavar="N",
+                   help=f"number of calibration images, 1 to {MAX_CALIBRATION_IMAGES} (default: {default_n})")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for every random choice (default: 0)")
     p.add_argument("--setting", choices=["bn", "bn-free"],
                    help="what the calibration source may read: bn (BatchNorm statistics) or bn-free "
                         "(only the folded network, as in an ONNX/TFLite export). Default: bn if the model has BN")
@@ -120,7 +170,8 @@ agreement measured on the backend's own FP32 and int8 models.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gzsq", description="Data-free quantization of trained CNNs (GZSQ).")
+    parser = GzsqArgumentParser(prog="gzsq", description="Data-free quantization of trained CNNs (GZSQ).")
+    _add_verbosity_args(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     qz = sub.add_parser("quantize", help="the main job: model in → int8 ONNX model out, with no data",
@@ -147,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     _add_calib_args(qz, "256, or 64 for ImageNet-size models")
     _add_onnx_input_args(qz)
+    _add_verbosity_args(qz, top=False)
     qz.set_defaults(func=cmd_quantize)
 
     ev = sub.add_parser("evaluate", help="quantize with a calibration source and measure accuracy vs FP32",
@@ -154,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "W/A-bit quantization (SPEC §4) and report FP32 top-1, quantized top-1 and "
                                     "top-1 agreement on --data.",
                         epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_verbosity_args(ev, top=False)
     _add_model_args(ev)
     ev.add_argument("--data", required=True, metavar="PATH", help="labelled evaluation set (.npz, folder with "
                                                                     "labels.csv, or tar of class folders)")
@@ -171,42 +224,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     ds = sub.add_parser("distill", help="synthesize a calibration set and save it as .npz (+ a preview grid)",
                         description="Make N calibration images with a source (default gzsq) and write them, "
-                                    "with their settings and loss curve, to an .npz file.")
+                                    "with their settings and loss curve, to an .npz file. The same seed and "
+                                    "inputs give a byte-identical file. Ctrl-C keeps OUT.npz.partial: rerun "
+                                    "with --resume to continue.")
+    _add_verbosity_args(ds, top=False)
     ds.add_argument("model", metavar="MODEL", help="zoo name (see gzsq evaluate --help)")
     ds.add_argument("--weights", metavar="PATH", help="checkpoint for the model")
     ds.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the set")
     ds.add_argument("--preview", metavar="GRID.png", help="also write a picture grid of the images")
+    ds.add_argument("--force", action="store_true", help="overwrite existing output files (and start over "
+                                                         "instead of refusing an old OUT.npz.partial)")
+    ds.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run from OUT.npz.partial (the same command and flags); the "
+                         "result is the same as an uninterrupted run's")
+    ds.add_argument("--checkpoint-every", type=_positive, default=10, metavar="K",
+                    help="save the distillation state to OUT.npz.partial every K iterations (default: 10); "
+                         "the file is removed once OUT.npz is written")
     _add_calib_args(ds, "256, or 64 for ImageNet-size models")
     ds.set_defaults(func=cmd_distill)
     return parser
 
 
 def cmd_quantize(args) -> int:
-    from pathlib import Path
-
-    from .errors import ConfigError
+    from .atomic import ensure_output_path
     from .models import load_model
-    from .pipeline import BACKENDS, quantize_model
+    from .pipeline import BACKENDS, quantize_model, report_paths
 
     out = Path(args.output)
     if out.suffix.lower() not in BACKENDS:
-        raise ConfigError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PyTorch PT2E), got {out.name}")
-    if out.exists() and not args.force:
-        raise ConfigError(f"{out} already exists; pass --force to overwrite it")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise ConfigError(f"cannot write {out}: {out.parent} is not a directory")
+        raise OutputError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PyTorch PT2E), got {out.name}")
+    for path in (out, *report_paths(out)):  # all three are refused before any work, not half-way
+        ensure_output_path(path, force=args.force)
     model = load_model(args.model, args.weights, _onnx_options(args))
     report = quantize_model(model, out, calib=args.calib, preset=args.preset, n_calib=args.n_calib,
-                              seed=args.seed, setting=args.setting, calib_data=args.calib_data,
-                              eval_data=args.eval_data, keep_fp32=args.keep_fp32, threads=args.threads,
-                              full_range_weights=args.full_range_weights, progress=True)
+                            seed=args.seed, setting=args.setting, calib_data=args.calib_data,
+                            eval_data=args.eval_data, keep_fp32=args.keep_fp32, threads=args.threads,
+                            full_range_weights=args.full_range_weights, progress=_progress(args))
     if args.json:
         slim = {k: v for k, v in report.items() if k != "activation_ranges"}
         slim["activation_ranges"] = len(report["activation_ranges"])
         print(json.dumps(slim))
     else:
-        from .pipeline import report_paths
-
         print(f"wrote {out} ({report['backend']} int8) and {report_paths(out)[1]}")
         print("  seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
         e = report["evaluation"]
@@ -222,6 +280,23 @@ def _default_n(model) -> int:
     return 64 if model.input_spec.size >= 128 else 256
 
 
+def _verbosity(args) -> int:
+    """-1 quiet, 0 normal, 1+ verbose."""
+    return -1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0) or 0
+
+
+def _progress(args) -> bool:
+    """Progress bars (tqdm: rate and ETA) when stderr is a terminal, or always with -v; never with -q."""
+    v = _verbosity(args)
+    return v >= 1 or (v == 0 and sys.stderr.isatty())
+
+
+def _note(args, message: str, level: int = 0) -> None:
+    """A note for the user on stderr (stdout is for results); level 1 notes need -v, -q silences all."""
+    if _verbosity(args) >= level:
+        print(f"gzsq: {message}", file=sys.stderr)
+
+
 def cmd_evaluate(args) -> int:
     from .config import QuantConfig
     from .evaluate import default_setting, evaluate_quantization, load_eval_set
@@ -231,15 +306,18 @@ def cmd_evaluate(args) -> int:
     config = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, observer=args.observer,
                          per_channel_weights=not args.per_tensor_weights, weight_clip=args.weight_clip,
                          first_last_8bit=args.first_last_8bit)
+    progress = _progress(args)
     t = time.perf_counter()
     model = load_model(args.model, args.weights, _onnx_options(args))
     setting = args.setting or default_setting(model)
     check_source(args.calib, model, setting)
-    eval_set = load_eval_set(model, args.data, progress=True)
+    _note(args, f"loaded {args.model} (setting {setting}) in {time.perf_counter() - t:.1f} s", 1)
+    eval_set = load_eval_set(model, args.data, progress=progress)
+    _note(args, f"{len(eval_set.labels)} evaluation images from {args.data}", 1)
     load_seconds = time.perf_counter() - t
     result = evaluate_quantization(model, eval_set, calib=args.calib, n_calib=args.n_calib or _default_n(model),
                                    seed=args.seed, setting=setting, config=config, calib_data=args.calib_data,
-                                   preset=args.preset, progress=True)
+                                   preset=args.preset, progress=progress)
     result["seconds"] = {"load": round(load_seconds, 2), **result["seconds"]}
     if args.json:
         print(json.dumps(result))
@@ -254,37 +332,107 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def partial_path(output: str | Path) -> Path:
+    """Where `gzsq distill -o OUT` keeps its resumable state while it runs."""
+    return Path(f"{output}.partial")
+
+
+def _check_distill_outputs(args) -> Path:
+    """Before any work: outputs writable and not already there (unless --force); an old .partial needs a decision."""
+    from .atomic import ensure_output_path
+
+    ensure_output_path(args.output, force=args.force)
+    if args.preview:
+        ensure_output_path(args.preview, force=args.force, flag="--preview")
+        if Path(args.preview).absolute() == Path(args.output).absolute():
+            raise OutputError("--preview and -o name the same file; give the preview its own .png name")
+    partial = partial_path(args.output)
+    if partial.exists() and not (args.resume or args.force):
+        raise OutputError(f"{partial} holds an interrupted run: pass --resume to continue it or --force to start over")
+    return partial
+
+
+def _resume_note(args, partial: Path, existed: bool) -> str | None:
+    """What happened to an old checkpoint, told once the run succeeded (an error must stay the only line)."""
+    if args.force and existed:
+        return f"--force: started over; the interrupted run in {partial} was discarded"
+    if args.resume and existed:
+        return f"resumed the interrupted run saved in {partial}"
+    if args.resume:
+        return f"--resume: there was no {partial}; ran from the beginning"
+    return None
+
+
 def cmd_distill(args) -> int:
+    from .atomic import atomic_path
     from .distill.io import save_calibration, save_preview
+    from .distill.loop import Checkpoint
+    from .errors import DistillationDivergedError
     from .evaluate import default_setting
     from .fold import fold_bn
     from .models import load_model
     from .sources import SourceOptions, check_source, make_calibration
 
+    partial = _check_distill_outputs(args)
     model = load_model(args.model, args.weights)
     setting = args.setting or default_setting(model)
     check_source(args.calib, model, setting)
     seen = model if setting == "bn" else fold_bn(model)
-    options = SourceOptions(setting=setting, calib_data=args.calib_data, preset=args.preset, progress=True)
-    calibration = make_calibration(args.calib, seen, args.n_calib or _default_n(model), seed=args.seed,
-                                   options=options)
+    n = args.n_calib or _default_n(model)
+    # The weights themselves are in the checkpoint's key (a hash of the targets they give), so the
+    # same file reached by another path, or from another folder, still resumes.
+    run = json.dumps({"model": args.model, "setting": setting, "calib": args.calib, "preset": args.preset},
+                     sort_keys=True)
+    checkpoint = Checkpoint(str(partial), every=args.checkpoint_every, resume=args.resume and not args.force,
+                            key=run)
+    note = _resume_note(args, partial, partial.exists())
+    options = SourceOptions(setting=setting, calib_data=args.calib_data, preset=args.preset,
+                            progress=_progress(args), checkpoint=checkpoint)
+    try:
+        calibration = make_calibration(args.calib, seen, n, seed=args.seed, options=options)
+    except KeyboardInterrupt:
+        kept = (f"{partial} keeps the progress: rerun the same command with --resume to continue"
+                if partial.exists() else "nothing was written; rerun to start again")
+        raise RunInterrupted(f"interrupted (Ctrl-C) before {args.output} was written; {kept}") from None
+    except DistillationDivergedError:
+        partial.unlink(missing_ok=True)  # resuming would diverge again
+        raise
     meta = {"model": args.model, "setting": setting, "preset": args.preset}
-    save_calibration(args.output, calibration, meta)
+    # Both files appear together or not at all: each is renamed into place only after both are complete.
+    with atomic_path(args.output) as tmp_out:
+        save_calibration(tmp_out, calibration, meta)
+        if args.preview:
+            with atomic_path(args.preview) as tmp_preview:
+                save_preview(tmp_preview, calibration.images, model.input_spec)
+    partial.unlink(missing_ok=True)
+    if note:
+        _note(args, note)
     print(f"wrote {len(calibration.images)} images from {args.calib} to {args.output} "
           f"({calibration.seconds:.1f} s)")
     if args.preview:
-        save_preview(args.preview, calibration.images, model.input_spec)
         print(f"wrote preview {args.preview}")
     return 0
 
 
+def _one_line(message: object) -> str:
+    """Errors are one line, whatever a message (or a path inside it) holds."""
+    return " ".join(str(message).split()) or "unknown error"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; → exit status: 0 done, 2 a problem the user can fix, 130 interrupted."""
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         return args.func(args)
+    except RunInterrupted as exc:
+        print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("gzsq: error: interrupted (Ctrl-C); no output was written", file=sys.stderr)
+        return 130
     except GzsqError as exc:
-        print(f"gzsq: error: {exc}", file=sys.stderr)
+        print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

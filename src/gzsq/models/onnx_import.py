@@ -523,4 +523,7 @@ def load_onnx_model(path: str | Path, options: OnnxInputOptions | None = None) -
     model.gzsq_name = Path(path).name
     model.onnx_path = str(path)
     model.onnx_layout = layout
+    from .validate import validate_model
+
+    validate_model(model)
     return model

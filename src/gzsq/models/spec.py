@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import DataError
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -49,11 +51,14 @@ class InputSpec:
     def to_tensor(self, images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
         """uint8 HWC images (a list or an N×H×W×C array) → normalized N×C×H×W float32."""
         arrays = [self._geometry(np.asarray(im)) for im in images]
+        wanted = (self.size, self.size, 3)
+        odd = next((a.shape for a in arrays if a.shape != wanted), None)
+        if odd is not None:
+            raise DataError(f"images are {'×'.join(map(str, odd))} (H×W×C) after preprocessing but the model takes "
+                            f"{'×'.join(map(str, wanted))}: use a dataset made for this model")
         batch = np.stack(arrays).astype(np.float32) / 255.0  # N,H,W,C
         if self.channel_order == "bgr":
             batch = batch[..., ::-1]
-        if batch.shape[1:] != (self.size, self.size, 3):
-            raise ValueError(f"images are {batch.shape[1:]} after preprocessing, model wants {(self.size, self.size, 3)}")
         mean = np.asarray(self.mean, np.float32)
         std = np.asarray(self.std, np.float32)
         batch = (batch - mean) / std

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..config import QuantConfig
 from ..errors import UnsupportedModelError
 from ..fold import fold_bn
+from ..models.validate import check_finite, check_weight_layers
 from . import primitives as P
 from .observers import RangeCollector, get_observer
 
@@ -203,6 +204,14 @@ def quantize(model: nn.Module, calib: torch.Tensor, config: QuantConfig | None =
     config = config or QuantConfig()
     if not isinstance(calib, torch.Tensor) or calib.dim() != 4 or len(calib) == 0:
         raise UnsupportedModelError("calibration data must be a non-empty N×C×H×W tensor")
+    if not torch.isfinite(calib).all():
+        raise UnsupportedModelError("calibration data hold NaN/Inf")
+    check_weight_layers(model)
+    check_finite(model)
+    spec = getattr(model, "input_spec", None)
+    if spec is not None and tuple(calib.shape[1:]) != spec.shape:
+        raise UnsupportedModelError(f"calibration images are {'×'.join(map(str, calib.shape[1:]))} but the model "
+                                    f"takes {'×'.join(map(str, spec.shape))}")
     gm = fold_bn(model)
     _insert_act_quantizers(gm, config)
     quantizers = [m for m in gm.modules() if isinstance(m, ActQuantizer)]
@@ -212,7 +221,6 @@ def quantize(model: nn.Module, calib: torch.Tensor, config: QuantConfig | None =
     for start in tqdm(range(0, len(calib), batch_size), desc="calibrate", disable=not progress, leave=False):
         gm(calib[start:start + batch_size])
     observer = get_observer(config.observer)
-    spec = getattr(model, "input_spec", None)
     for q in quantizers:
         if q.role == "input" and spec is not None:
             # The valid pixel range is known without data: 8-bit pixels map onto the grid almost

@@ -85,6 +85,7 @@ def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     num_classes = list(targets.layers.values())[-1].mean.numel()
     images, log = distill_images(folded, objective, n, input_shape(model), recipe.distill, seed=seed,
                                  pixel_bounds=model.input_spec.pixel_bounds(), num_classes=num_classes,
-                                 progress=options.progress, desc=f"gzsq[{options.preset}]")
+                                 progress=options.progress, desc=f"gzsq[{options.preset}]",
+                                 checkpoint=options.checkpoint)
     log["recipe"] = {"targets": t.__dict__, "distill": recipe.distill.__dict__}
     return Calibration(images, "gzsq", seed, 0.0, log)

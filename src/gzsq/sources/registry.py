@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -10,8 +11,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.validate import validate_model
 
 SETTINGS = ("bn", "bn-free")
+# More calibration images than this is a typo, not a plan: ranges settle after a few hundred, and
+# 100 000 ImageNet-size images would need ~60 GB of memory.
+MAX_CALIBRATION_IMAGES = 100_000
+MAX_SEED = 2**32 - 1  # what every RNG gzsq seeds (torch, numpy) accepts
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,7 @@ class SourceOptions:
     preset: str = "default"  # for distilling sources (gzsq)
     overrides: tuple[tuple[str, object], ...] = ()  # distillation settings that replace the preset's
     progress: bool = False
+    checkpoint: object | None = None  # a distill.loop.Checkpoint: where distilling sources save/resume state
 
     def __post_init__(self):
         if self.setting not in SETTINGS:
@@ -78,8 +85,8 @@ def make_calibration(name: str, model: nn.Module, n: int, *, seed: int = 0,
                      options: SourceOptions | None = None) -> Calibration:
     """Run source `name`; checks n, times the call and validates what comes back."""
     fn = get_source(name)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"number of calibration images must be a positive integer, got {n!r}")
+    n, seed = check_n_calib(n), check_seed(seed)
+    validate_model(model)
     start = time.perf_counter()
     calib = fn(model, n, seed=seed, options=options or SourceOptions())
     seconds = time.perf_counter() - start
@@ -89,6 +96,22 @@ def make_calibration(name: str, model: nn.Module, n: int, *, seed: int = 0,
     if not torch.isfinite(calib.images).all():
         raise RuntimeError(f"source {name} returned non-finite images")
     return Calibration(calib.images.detach().float().contiguous(), name, seed, seconds, calib.log)
+
+
+def check_n_calib(n) -> int:
+    """The number of calibration images: an integer from 1 to MAX_CALIBRATION_IMAGES."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ConfigError(f"number of calibration images must be a positive integer, got {n!r}")
+    if n > MAX_CALIBRATION_IMAGES:
+        raise ConfigError(f"{n} calibration images is too many (at most {MAX_CALIBRATION_IMAGES:,}; "
+                          "256 is the usual choice)")
+    return int(n)
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
 
 
 def input_shape(model: nn.Module) -> tuple[int, int, int]:

@@ -42,5 +42,5 @@ def zeroq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
     images, log = distill_images(model, Objective(targets, read_input=True), n, input_shape(model), config,
                                  seed=seed, num_classes=last.weight.shape[0], progress=options.progress,
-                                 desc="zeroq")
+                                 desc="zeroq", checkpoint=options.checkpoint)
     return Calibration(images, "zeroq", seed, 0.0, log)
