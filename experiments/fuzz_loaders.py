@@ -31,7 +31,7 @@ from tests.fuzz_harness import TARGETS, outcome  # noqa: E402
 
 # share of the inputs per loader: the checkpoint reader faces the internet, so it gets the most
 SHARES = {"checkpoint": 3, "dataset-npz": 2, "dataset-labels.csv": 1.5, "dataset-tar": 2, "calibration-set-npz": 1,
-          "distill-checkpoint": 0.7}
+          "distill-checkpoint": 0.7, "onnx": 2}
 
 
 def fuzz(target: str, n: int, crash_dir: Path) -> dict:

@@ -458,6 +458,96 @@ def run_resume(data: bytes, work: Path):
     return _resume(path)
 
 
+# ---------------------------------------------------------------- ONNX files (models/onnx_import.py)
+
+
+@functools.lru_cache(maxsize=1)
+def onnx_seeds() -> list[bytes]:
+    """A real exported CNN (tiny conv-BN-ReLU-residual net) and a hand-built NHWC graph with a decomposed BN."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from gzsq.export import export_fp32_onnx
+
+    from .conftest import make_tiny
+
+    with tempfile.TemporaryDirectory() as work:
+        exported = export_fp32_onnx(make_tiny(), Path(work) / "tiny.onnx").read_bytes()
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=(1, 1, 1, 4)).astype(np.float32), "m"),
+             numpy_helper.from_array(rng.normal(size=(4, 2)).astype(np.float32), "fc")]
+    nodes = [helper.make_node("Transpose", ["x"], ["t0"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t0", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["c"], ["t1"], perm=[0, 2, 3, 1]),
+             helper.make_node("Sub", ["t1", "m"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("ReduceMean", ["r"], ["p"], axes=[1, 2], keepdims=0),
+             helper.make_node("MatMul", ["p", "fc"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 8, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return [exported, proto.SerializeToString()]
+
+
+_ONNX_OPS = ["Conv", "Relu", "Add", "Sub", "Mul", "Div", "Gemm", "MatMul", "Transpose", "Reshape", "Flatten",
+             "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Pad", "Concat", "Softmax", "Clip",
+             "Erf", "Loop", "Identity", "Shape", "Gather"]
+
+
+@st.composite
+def onnx_structured(draw) -> bytes:
+    """A seed graph with 1-3 semantic edits: an op renamed, an input or initializer dropped, an attribute or
+    initializer's shape changed, the graph input's shape replaced."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.ModelProto.FromString(draw(st.sampled_from(onnx_seeds())))
+    g = proto.graph
+    for edit in draw(st.lists(st.sampled_from(["op", "drop_input", "drop_init", "attr", "init_shape", "in_shape"]),
+                              min_size=1, max_size=3)):
+        if edit == "op" and g.node:
+            g.node[draw(st.integers(0, len(g.node) - 1))].op_type = draw(st.sampled_from(_ONNX_OPS))
+        elif edit == "drop_input" and g.node:
+            node = g.node[draw(st.integers(0, len(g.node) - 1))]
+            if node.input:
+                del node.input[draw(st.integers(0, len(node.input) - 1))]
+        elif edit == "drop_init" and g.initializer:
+            del g.initializer[draw(st.integers(0, len(g.initializer) - 1))]
+        elif edit == "attr" and g.node:
+            node = g.node[draw(st.integers(0, len(g.node) - 1))]
+            for a in node.attribute:
+                if a.ints:
+                    a.ints[draw(st.integers(0, len(a.ints) - 1))] = draw(st.integers(-3, 9))
+                elif a.type == a.INT:
+                    a.i = draw(st.integers(-3, 9))
+        elif edit == "init_shape" and g.initializer:
+            i = draw(st.integers(0, len(g.initializer) - 1))
+            arr = numpy_helper.to_array(g.initializer[i]).reshape(-1)
+            n = draw(st.integers(1, max(1, arr.size)))
+            g.initializer[i].CopyFrom(numpy_helper.from_array(np.resize(arr, n), g.initializer[i].name))
+        elif edit == "in_shape":
+            dims = g.input[0].type.tensor_type.shape.dim
+            for d in dims[1:]:
+                d.Clear()
+                d.dim_value = draw(st.integers(0, 9))
+    return proto.SerializeToString()
+
+
+def onnx_inputs() -> st.SearchStrategy[bytes]:
+    return st.one_of(mutated(onnx_seeds), onnx_structured(), raw([b"\x08\x07"]))
+
+
+def run_onnx(data: bytes, work: Path):
+    from gzsq.models import load_model
+
+    path = work / "model.onnx"
+    path.write_bytes(data)
+    model = load_model(str(path))
+    with torch.no_grad():
+        model(torch.zeros(1, *model.input_spec.shape))
+
+
 # ---------------------------------------------------------------- registry
 
 TARGETS = {
@@ -467,6 +557,7 @@ TARGETS = {
     "dataset-tar": (tar_inputs, run_tar),
     "calibration-set-npz": (calibration_inputs, run_calibration),
     "distill-checkpoint": (resume_inputs, run_resume),
+    "onnx": (onnx_inputs, run_onnx),
 }
 
 

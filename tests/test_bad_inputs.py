@@ -612,3 +612,149 @@ def test_subprocess_error_is_one_line_without_warnings(tmp_path):
     assert_one_line_error(r, "did not run it")
     assert not marker.exists()
     assert_nothing_at(out)
+
+
+# ---------------------------------------------------------------- gzsq quantize and ONNX input
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    from gzsq.export import export_fp32_onnx
+
+    return export_fp32_onnx(make_tiny(), tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+def _onnx_graph(path, nodes, inputs, outputs, inits=()):
+    import onnx
+    from onnx import helper
+
+    proto = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(inits)),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save(proto, path)
+    return path
+
+
+def _vi(name, shape):
+    from onnx import TensorProto, helper
+
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _quantize(tmp_path, model, *args):
+    out = tmp_path / "q.onnx"
+    return run_cli(["quantize", model, "-o", out, "--calib", "gaussian", "--n-calib", "4", *args]), out
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not protobuf", b"\x08\x07\x12\x04junk" * 3])
+def test_quantize_refuses_malformed_onnx(tmp_path, content):
+    bad = tmp_path / "m.onnx"
+    bad.write_bytes(content)
+    r, out = _quantize(tmp_path, bad)
+    assert_one_line_error(r, "m.onnx")
+    assert_nothing_at(out)
+
+
+def test_quantize_names_an_operator_the_converter_cannot_handle(tmp_path):
+    from onnx import helper, numpy_helper
+
+    path = _onnx_graph(tmp_path / "erf.onnx", [helper.make_node("Conv", ["x", "w"], ["c"]),
+                                               helper.make_node("Erf", ["c"], ["y"])],
+                       [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 2, 8, 8])],
+                       [numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")])
+    r, out = _quantize(tmp_path, path)
+    assert_one_line_error(r, "Erf", "not supported")
+    assert_nothing_at(out)
+
+
+def test_quantize_refuses_onnx_without_weight_layers(tmp_path):
+    from onnx import helper
+
+    path = _onnx_graph(tmp_path / "relu.onnx", [helper.make_node("Relu", ["x"], ["y"])],
+                       [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 3, 8, 8])])
+    r, out = _quantize(tmp_path, path)
+    assert_one_line_error(r, "no conv")
+    assert_nothing_at(out)
+
+
+def test_quantize_refuses_onnx_with_nan_weights(tmp_path):
+    from onnx import helper, numpy_helper
+
+    w = np.ones((2, 3, 1, 1), np.float32)
+    w[0, 0] = np.nan
+    path = _onnx_graph(tmp_path / "nan.onnx", [helper.make_node("Conv", ["x", "w"], ["c"]),
+                                               helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+                                               helper.make_node("Flatten", ["p"], ["y"])],
+                       [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 2])], [numpy_helper.from_array(w, "w")])
+    r, out = _quantize(tmp_path, path)
+    assert_one_line_error(r, "nan")
+    assert_nothing_at(out)
+
+
+@pytest.mark.parametrize("shape, fragment", [([1, 48], "rank 2"), ([1, 5, 8, 8], "layout"),
+                                             ([1, 3, 8, 6], "square")])
+def test_quantize_refuses_onnx_inputs_that_are_not_images(tmp_path, shape, fragment):
+    from onnx import helper
+
+    path = _onnx_graph(tmp_path / "odd.onnx", [helper.make_node("Relu", ["x"], ["y"])], [_vi("x", shape)],
+                       [_vi("y", shape)])
+    r, out = _quantize(tmp_path, path)
+    assert_one_line_error(r, fragment)
+    assert_nothing_at(out)
+
+
+def test_quantize_refuses_an_existing_output_without_force(tmp_path, tiny_onnx):
+    out = tmp_path / "q.onnx"
+    out.write_bytes(b"keep me")
+    r, _ = _quantize(tmp_path, tiny_onnx)
+    assert_one_line_error(r, "already exists", "--force")
+    assert out.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("name", ["q.txt", "q"])
+def test_quantize_refuses_an_output_without_a_model_suffix(tmp_path, tiny_onnx, name):
+    r = run_cli(["quantize", tiny_onnx, "-o", tmp_path / name, "--calib", "gaussian"])
+    assert_one_line_error(r, ".onnx", ".pt2")
+    assert_nothing_at(tmp_path / name)
+
+
+def test_quantize_refuses_an_output_folder_that_is_a_file(tmp_path, tiny_onnx):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = run_cli(["quantize", tiny_onnx, "-o", blocker / "q.onnx", "--calib", "gaussian"])
+    assert_one_line_error(r, "is a file")
+
+
+@pytest.mark.parametrize("args, fragment", [(["--bits", "4"], "--bits"), (["--input-mean", "a,b"], "three numbers"),
+                                            (["--input-layout", "chw"], "--input-layout"),
+                                            (["--n-calib", "0"], "positive")])
+def test_quantize_bad_flags_are_one_line(tmp_path, tiny_onnx, args, fragment):
+    r, out = _quantize(tmp_path, tiny_onnx, *args)
+    assert_one_line_error(r, fragment)
+    assert_nothing_at(out)
+
+
+def test_quantize_checks_eval_data_before_the_work(tmp_path, tiny_onnx):
+    bad = tmp_path / "data.npz"
+    np.savez(bad, images=np.zeros((3, 8, 8, 3), np.uint8), labels=np.zeros(2, np.int64))  # 3 images, 2 labels
+    r, out = _quantize(tmp_path, tiny_onnx, "--eval-data", bad, "--input-resize", "8")
+    assert_one_line_error(r)
+    assert_nothing_at(out, tmp_path / "q.report.json", tmp_path / "q.report.md")
+
+
+def test_quantize_ctrl_c_leaves_nothing(tmp_path, tiny_onnx, monkeypatch):
+    import gzsq.pipeline
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gzsq.pipeline, "activation_ranges", interrupt)  # after the model file is written
+    r, out = _quantize(tmp_path, tiny_onnx, "--input-resize", "8")
+    assert_one_line_error(r, "interrupted", code=130)
+    assert_nothing_at(out, tmp_path / "q.report.json", tmp_path / "q.report.md")
+
+
+def test_onnx_as_weights_of_a_zoo_model_is_refused(tmp_path, tiny_onnx):
+    r = run_cli(["quantize", "cifar10-resnet20", "--weights", tiny_onnx, "-o", tmp_path / "q.onnx"])
+    assert_one_line_error(r)
+    assert_nothing_at(tmp_path / "q.onnx")

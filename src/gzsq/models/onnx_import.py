@@ -514,7 +514,14 @@ def load_onnx_model(path: str | Path, options: OnnxInputOptions | None = None) -
     options = options or OnnxInputOptions()
     proto = read_onnx(path)
     spec, layout = make_input_spec(proto, options)
-    net = _Converter(simplify(proto)).convert()
+    simplified = simplify(proto)
+    try:
+        net = _Converter(simplified).convert()
+    except (UnsupportedModelError, ModelLoadError):
+        raise
+    except Exception as exc:  # an inconsistent graph ORT accepted (shapes that do not fit, odd attributes)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UnsupportedModelError(f"cannot convert {Path(path).name} to PyTorch: {first[:200]}") from None
     if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in net.modules()):
         raise UnsupportedModelError(f"{path} has no Conv or Gemm/MatMul layer with constant weights to quantize")
     model = fx.symbolic_trace(_ChannelsFirst(net)) if layout == "nhwc" else net
