@@ -137,3 +137,18 @@ def test_quantize_to_pt2e(small_test_set, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["backend"] == "pt2e" and out.exists()
     assert abs(report["evaluation"]["int8_top1"] - report["evaluation"]["fp32_top1"]) < 3
+
+
+def test_quantize_from_a_distilled_set(tmp_path, capsys):
+    """Distill once with `gzsq distill`, quantize from the file: the report says where the images came from."""
+    calib_set = tmp_path / "set.npz"
+    assert main(["distill", "cifar10-resnet20-nf", "-o", str(calib_set), "--n-calib", "8"]) == 0
+    out = tmp_path / "q.onnx"
+    assert main(["quantize", "cifar10-resnet20-nf", "-o", str(out), "--calib-set", str(calib_set), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["calib"] == "gzsq-default" and report["n_calib"] == 8 and report["calib_set"] == str(calib_set)
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, images=np.zeros((2, 3, 8, 8), np.float32), info=json.dumps({"source": "gzsq", "seed": 0}))
+    assert main(["quantize", "cifar10-resnet20-nf", "-o", str(tmp_path / "w.onnx"), "--calib-set", str(wrong)]) == 2
+    assert "distill the set from this model" in capsys.readouterr().err
+    assert not (tmp_path / "w.onnx").exists()

@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "`gzsq evaluate --w-bits/--a-bits` to simulate 6 or 4 bits)")
     qz.add_argument("--eval-data", metavar="PATH", help="labelled images to measure FP32 vs int8 on with ONNX "
                                                         "Runtime (.npz, folder with labels.csv, or tar)")
+    qz.add_argument("--calib-set", metavar="SET.npz",
+                    help="calibrate on a set written earlier by `gzsq distill` instead of making one now "
+                         "(distill once, quantize many times); --calib/--n-calib/--seed are then ignored")
     qz.add_argument("--keep-fp32", action="store_true", help="also write the FP32 ONNX export as OUT.fp32.onnx")
     qz.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for --eval-data (0: all cores)")
     qz.add_argument("--full-range-weights", action="store_true",
@@ -259,7 +262,8 @@ def cmd_quantize(args) -> int:
     report = quantize_model(model, out, calib=args.calib, preset=args.preset, n_calib=args.n_calib,
                             seed=args.seed, setting=args.setting, calib_data=args.calib_data,
                             eval_data=args.eval_data, keep_fp32=args.keep_fp32, threads=args.threads,
-                            full_range_weights=args.full_range_weights, progress=_progress(args))
+                            full_range_weights=args.full_range_weights, calib_set=args.calib_set,
+                            progress=_progress(args))
     if args.json:
         slim = {k: v for k, v in report.items() if k != "activation_ranges"}
         slim["activation_ranges"] = len(report["activation_ranges"])

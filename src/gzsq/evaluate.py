@@ -171,4 +171,4 @@ def evaluate_quantization(model: nn.Module, eval_set: EvalSet, *, calib: str = "
 
 
 def calib_label(calib: str, preset: str) -> str:
-    return f"gzsq-{preset}" if calib == "gzsq" else calib
+    return f"gzsq-{preset}" if calib == "gzsq" and preset else calib

@@ -48,7 +48,8 @@ def default_n_calib(model: nn.Module) -> int:
 def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", preset: str = "default",
                    n_calib: int | None = None, seed: int = 0, setting: str | None = None,
                    calib_data: str | None = None, eval_data: str | None = None, keep_fp32: bool = False,
-                   threads: int = 0, full_range_weights: bool = False, progress: bool = False) -> dict:
+                   threads: int = 0, full_range_weights: bool = False, calib_set: str | None = None,
+                   progress: bool = False) -> dict:
     """Write an int8 model of `model` to `out` (.onnx or .pt2) and return the report (also written beside it).
 
     On any error or Ctrl-C, whatever this call wrote (model, reports, FP32 copy) is removed again."""
@@ -58,7 +59,7 @@ def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", pr
     try:
         return _quantize_model(model, out, calib=calib, preset=preset, n_calib=n_calib, seed=seed, setting=setting,
                                calib_data=calib_data, eval_data=eval_data, keep_fp32=keep_fp32, threads=threads,
-                               full_range_weights=full_range_weights, progress=progress)
+                               full_range_weights=full_range_weights, calib_set=calib_set, progress=progress)
     except BaseException:
         for path in written:
             if path.exists() and not before[path]:
@@ -67,7 +68,7 @@ def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", pr
 
 
 def _quantize_model(model, out, *, calib, preset, n_calib, seed, setting, calib_data, eval_data, keep_fp32,
-                    threads, full_range_weights, progress) -> dict:
+                    threads, full_range_weights, calib_set, progress) -> dict:
     backend = BACKENDS.get(out.suffix.lower())
     if backend is None:
         raise ConfigError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PT2E), got {out.name}")
@@ -75,14 +76,23 @@ def _quantize_model(model, out, *, calib, preset, n_calib, seed, setting, calib_
     eval_set = load_eval_set(model, eval_data, labels_must_fit=False) if eval_data is not None else None
     seconds: dict[str, float] = {}
     setting = setting or default_setting(model)
-    check_source(calib, model, setting)
+    if calib_set is None:
+        check_source(calib, model, setting)
     n_calib = n_calib or default_n_calib(model)
     layout = getattr(model, "onnx_layout", "nchw")
 
     t = time.perf_counter()
-    seen = model if setting == "bn" else fold_bn(model)
-    options = SourceOptions(setting=setting, calib_data=calib_data, preset=preset, progress=progress)
-    calibration = make_calibration(calib, seen, n_calib, seed=seed, options=options)
+    if calib_set is not None:  # a set made earlier by `gzsq distill`: distill once, quantize many times
+        calibration = load_calibration_for(model, calib_set)
+        calibration.log["calib_set"] = str(calib_set)
+        meta = calibration.log.get("meta", {})
+        calib, n_calib, seed = calibration.source, len(calibration.images), calibration.seed
+        preset = meta.get("preset", "") if calib == "gzsq" else ""
+        setting = meta.get("setting", setting)
+    else:
+        seen = model if setting == "bn" else fold_bn(model)
+        options = SourceOptions(setting=setting, calib_data=calib_data, preset=preset, progress=progress)
+        calibration = make_calibration(calib, seen, n_calib, seed=seed, options=options)
     seconds["calibration_data"] = time.perf_counter() - t
 
     if backend == "pt2e":
@@ -157,6 +167,7 @@ def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, pre
                   "std_0to1": list(model.input_spec.std), "channel_order": model.input_spec.channel_order},
         "setting": setting,
         "calib": calib_label(calib, preset),
+        "calib_set": calibration.log.get("calib_set"),
         "n_calib": n_calib,
         "seed": seed,
         "distill": {k: calibration.log[k] for k in ("iterations", "final_loss", "stopped_early")
@@ -169,6 +180,18 @@ def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, pre
     write_text_atomic(json_path, json.dumps(report, indent=1) + "\n")
     write_text_atomic(md_path, render_report(report))
     return report
+
+
+def load_calibration_for(model: nn.Module, path: str | Path):
+    """A saved calibration set, checked against the model's input shape."""
+    from .distill.io import load_calibration
+    from .errors import DataError
+
+    calibration = load_calibration(path)
+    if tuple(calibration.images.shape[1:]) != tuple(model.input_spec.shape):
+        raise DataError(f"{path} holds {tuple(calibration.images.shape[1:])} images but the model takes "
+                        f"{tuple(model.input_spec.shape)}: distill the set from this model")
+    return calibration
 
 
 def _evaluate_onnx(fp32_path, int8_path, eval_set, layout, threads, progress) -> dict:
