@@ -126,7 +126,7 @@ def _quantize_model(model, out, *, calib, preset, n_calib, seed, setting, calib_
 
 
 FORMATS = {
-    "onnxruntime": "ONNX QDQ: int8 weights (symmetric, per output channel), int8 activations (asymmetric, "
+    "onnxruntime": "ONNX QDQ: int8 weights (symmetric, per output channel), uint8 activations (asymmetric, "
                    "per tensor), min/max ranges, float logits; runs in ONNX Runtime",
     "pt2e": "torch.export program from torchao PT2E (X86InductorQuantizer defaults: int8 weights per channel, "
             "uint8 activations per tensor); load with torch.export.load, run int8 kernels with torch.compile",
