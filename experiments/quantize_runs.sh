@@ -18,3 +18,5 @@ run quantize "$NSFW" -o results/quantize/open-nsfw-int8.onnx --input-layout nhwc
 run quantize cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th -o results/quantize/resnet20-int8.onnx \
     --eval-data ../shared/data/cifar10/test.npz --force
 mv "$OUT.tmp" "$OUT"
+# ONNX Runtime FP32 vs int8 latency (issue 4 item 6)
+.venv/bin/python benchmarks/latency.py --repeats 30 > benchmarks/results/latency.txt.tmp && mv benchmarks/results/latency.txt.tmp benchmarks/results/latency.txt
