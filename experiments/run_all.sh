@@ -3,7 +3,7 @@
 # chains run side by side on the 2-core machine (each `python` is resumable: rows already in its CSV
 # are skipped, so re-running a chain only fills what is missing). Then:
 #   python experiments/make_tables.py          # merges results/parts/*.csv into results/accuracy.csv
-# Usage: bash experiments/run_all.sh baselines|distilled|bnfree|ablation|rest
+# Usage: bash experiments/run_all.sh baselines|distilled|bnfree|ablation|peers|speed|rest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -27,6 +27,17 @@ case "${1:-}" in
   ablation)
     $PY experiments/ablation.py --models cifar10-resnet20 --threads 1
     ;;
+  peers)    # session 2: zeroq (bn) and the literal gzsq-paper preset, 500-step recipes (paused/killed when CPU ran out)
+    O="--out results/parts/peers.csv"
+    $R $O --models cifar10-resnet20 --calibs zeroq,gzsq-paper --seeds 0
+    $R $O --models cifar10-resnet20-nf --calibs gzsq-paper --seeds 0
+    $R $O --models cifar10-resnet20 --calibs zeroq,gzsq-paper --seeds 1,2
+    $R $O --models cifar10-resnet32,cifar10-resnet44 --calibs zeroq,gzsq-paper --seeds 0
+    ;;
+  speed)    # session 2: speed levers of the default recipe (ablation rows) on ResNet-20 and Lite0
+    $PY experiments/ablation.py --models efficientnet-lite0 --variants gaussian,default/16-distilled-20-steps --seeds 0 --threads 1
+    $PY experiments/ablation.py --models cifar10-resnet20 --variants default/128-distilled,default/20-steps,default --seeds 0,1,2 --threads 1
+    ;;
   rest)     # the rest of the issue-2/3 grid, not run in this session for lack of CPU time
     $R --models efficientnet-lite0 --calibs real,gaussian,uniform --seeds 0,1,2
     $R --models cifar10-resnet32,cifar10-resnet44 --calibs real,gaussian,uniform --seeds 0,1,2
@@ -35,5 +46,5 @@ case "${1:-}" in
     $R --out results/parts/bnfree.csv --models cifar10-resnet20-nf --calibs real,gaussian,uniform,gzsq-default,gzsq-paper --seeds 0,1,2
     $PY experiments/ablation.py --models efficientnet-lite0 --threads 1
     ;;
-  *) echo "usage: $0 baselines|distilled|bnfree|ablation|rest" >&2; exit 2 ;;
+  *) echo "usage: $0 baselines|distilled|bnfree|ablation|peers|speed|rest" >&2; exit 2 ;;
 esac
