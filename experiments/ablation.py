@@ -114,7 +114,7 @@ def render(rows: list[dict]) -> str:
                     deltas.append("–")
             if seeds:
                 out.append(f"| {variant} | {VARIANTS[variant][3]} | " + " | ".join(cells) + " | " + " | ".join(deltas)
-                           + f" | {','.join(sorted(seeds))} | {statistics.mean(secs):.1f} | {iters[0]} |")
+                           + f" | {','.join(sorted(str(s) for s in seeds))} | {statistics.mean(secs):.1f} | {iters[0]} |")
         out.append("")
     return "\n".join(out)
 
