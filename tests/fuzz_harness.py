@@ -464,7 +464,6 @@ def run_resume(data: bytes, work: Path):
 @functools.lru_cache(maxsize=1)
 def onnx_seeds() -> list[bytes]:
     """A real exported CNN (tiny conv-BN-ReLU-residual net) and a hand-built NHWC graph with a decomposed BN."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from gzsq.export import export_fp32_onnx

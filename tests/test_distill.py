@@ -1,6 +1,5 @@
 """The distillation engine: deterministic, early-stopping, divergence caught, sets saved."""
 
-import numpy as np
 import pytest
 import torch
 

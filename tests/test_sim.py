@@ -11,7 +11,7 @@ from gzsq.evaluate import predict
 from gzsq.models import load_model
 from gzsq.quantize.sim import quantize
 
-from .conftest import CIFAR_TEST, CIFAR_TRAIN, RESNET20, make_tiny, needs
+from .conftest import CIFAR_TEST, CIFAR_TRAIN, RESNET20, needs
 
 
 def test_quantizer_placement_on_tiny(tiny):

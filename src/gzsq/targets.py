@@ -27,7 +27,6 @@ layer n−1's output in module order, whatever the graph says.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -37,11 +36,9 @@ from torch import nn
 
 from .errors import ConfigError
 from .fold import fold_bn
+from .graph_ops import ADD_FUNCS, CAT_FUNCS, is_relu, is_relu6
 
 ESA_CANDIDATES = ("min", "mean-min", "mean+min", "mean", "max-mean", "max+mean", "max")
-_RELUS = {F.relu, torch.relu, F.relu6, F.hardtanh}
-_CAT = {torch.cat, torch.concat}
-_ADD = {operator.add, torch.add, operator.iadd}
 
 
 @dataclass
@@ -153,15 +150,15 @@ def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool =
             s = _layer_paper(layer, x, per_channel, esa) if rule == "paper" else _layer_moments(layer, adjust(x, layer.weight.shape[1] * getattr(layer, "groups", 1), esa), coherence)
             stats[node] = previous_layer = s
             out.layers[node.target] = s
-        elif _is_relu(node, modules):
-            cap = 6.0 if _is_relu6(node, modules) else None
+        elif is_relu(node, modules):
+            cap = 6.0 if is_relu6(node, modules) else None
             stats[node] = _rectify(first, cap) if relu_aware else first
-        elif node.op == "call_function" and node.target in _ADD and len(args) == 2:
+        elif node.op == "call_function" and node.target in ADD_FUNCS and len(args) == 2:
             a, b = stats[args[0]], stats[args[1]]
             c = max(len(a.mean), len(b.mean))
             a, b = adjust(a, c, esa), adjust(b, c, esa)
             stats[node] = Stat(a.mean + b.mean, torch.sqrt(a.std**2 + b.std**2))
-        elif node.op == "call_function" and node.target in _CAT:
+        elif node.op == "call_function" and node.target in CAT_FUNCS:
             parts = [stats[a] for a in node.args[0]]
             stats[node] = Stat(torch.cat([p.mean for p in parts]), torch.cat([p.std for p in parts]))
         elif node.op == "call_function" and node.target is F.pad and _channel_pad(node):
@@ -173,18 +170,6 @@ def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool =
         elif first is not None:
             stats[node] = first  # pooling, flatten, slicing, spatial padding, dropout: statistics kept
     return out
-
-
-def _is_relu(node: fx.Node, modules: dict) -> bool:
-    if node.op == "call_function":
-        return node.target in _RELUS
-    return node.op == "call_module" and isinstance(modules[node.target], (nn.ReLU, nn.ReLU6, nn.Hardtanh))
-
-
-def _is_relu6(node: fx.Node, modules: dict) -> bool:
-    if node.op == "call_function":
-        return node.target in (F.relu6, F.hardtanh)
-    return node.op == "call_module" and isinstance(modules[node.target], (nn.ReLU6, nn.Hardtanh))
 
 
 def _channel_pad(node: fx.Node) -> tuple[int, int] | None:

@@ -250,7 +250,7 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _symmetric_pads(pads, what: str, node) -> tuple[int, ...] | None:
+def _symmetric_pads(pads) -> tuple[int, ...] | None:
     """ONNX [b1, b2, e1, e2] → torch padding (b1, b2) if symmetric, else None (explicit F.pad first)."""
     if not pads:
         return (0, 0)
@@ -329,7 +329,7 @@ class _Converter:
         if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
             raise UnsupportedModelError(f"ONNX Conv {node.name!r} uses auto_pad {a['auto_pad'].decode()}")
         x = self.value(node.input[0])
-        padding = _symmetric_pads(a.get("pads"), "Conv", node)
+        padding = _symmetric_pads(a.get("pads"))
         if padding is None:
             x = self.graph.call_function(F.pad, (x, _torch_pad([0, 0] + list(a["pads"][:2]) + [0, 0]
                                                             + list(a["pads"][2:]))))
@@ -428,7 +428,7 @@ class _Converter:
     # --- pooling and shape
     def _pool(self, node, a, cls, **kwargs):
         x = self.value(node.input[0])
-        padding = _symmetric_pads(a.get("pads"), node.op_type, node)
+        padding = _symmetric_pads(a.get("pads"))
         if padding is None:
             fill = float("-inf") if cls is nn.MaxPool2d else 0.0
             x = self.graph.call_function(F.pad, (x, _torch_pad([0, 0] + list(a["pads"][:2]) + [0, 0]

@@ -13,8 +13,6 @@ come from running the calibration images through the float network.
 
 from __future__ import annotations
 
-import copy
-import operator
 
 import torch
 import torch.fx as fx
@@ -25,12 +23,12 @@ from tqdm.auto import tqdm
 from ..config import QuantConfig
 from ..errors import UnsupportedModelError
 from ..fold import fold_bn
+from ..graph_ops import ADD_FUNCS, RELU_FUNCS, RELU_MODULES, is_relu
 from ..models.validate import check_finite, check_weight_layers
 from . import primitives as P
 from .observers import RangeCollector, get_observer
 
 WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
-_ADDS = {operator.add, torch.add, operator.iadd}
 
 
 class ActQuantizer(nn.Module):
@@ -67,11 +65,9 @@ def _tensor_args(node: fx.Node) -> list[fx.Node]:
 
 
 def _is_residual_add(node: fx.Node) -> bool:
-    return node.op == "call_function" and node.target in _ADDS and len(_tensor_args(node)) == 2
+    return node.op == "call_function" and node.target in ADD_FUNCS and len(_tensor_args(node)) == 2
 
 
-_RELU_FUNCS = {torch.relu, F.relu, F.relu6, F.hardtanh}
-_RELU_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
 
 
 def _fused_activation(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
@@ -80,9 +76,9 @@ def _fused_activation(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
     if len(node.users) != 1:
         return node
     (user,) = node.users
-    if user.op == "call_function" and user.target in _RELU_FUNCS:
+    if user.op == "call_function" and user.target in RELU_FUNCS:
         return user
-    if user.op == "call_module" and isinstance(gm.get_submodule(user.target), _RELU_MODULES):
+    if user.op == "call_module" and isinstance(gm.get_submodule(user.target), RELU_MODULES):
         return user
     return node
 
@@ -107,11 +103,9 @@ def _stored_tensors(gm: fx.GraphModule) -> list[fx.Node]:
             continue  # the logits stay float (export/onnx_int8.py: int8 logits flip a 1000-way top-1)
         is_module = node.op == "call_module"
         requantizes = ((is_module and isinstance(modules[node.target], WEIGHT_LAYERS + _REQUANTIZING_MODULES))
-                       or (node.op == "call_function" and node.target in _REQUANTIZING_FUNCS | _ADDS)
+                       or (node.op == "call_function" and node.target in _REQUANTIZING_FUNCS | ADD_FUNCS)
                        or (node.op == "call_method" and node.target == "mean"))
-        is_relu = ((node.op == "call_function" and node.target in _RELU_FUNCS) or
-                   (is_module and isinstance(modules[node.target], _RELU_MODULES)))
-        if requantizes or (is_relu and node not in fused_relus):
+        if requantizes or (is_relu(node, modules) and node not in fused_relus):
             out.append(_fused_activation(gm, node))
     return out
 
