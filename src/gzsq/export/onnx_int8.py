@@ -7,8 +7,8 @@ from min/max over the calibration set, logits left float.
 Weights sit on ONNX Runtime's `reduce_range` grid ([−64, 64]) by default. On x86
 CPUs without VNNI (this machine: AVX2 only) the u8×s8 kernels sum pairs of
 products in 16 bits, and with full-range weights those sums saturate (measured
-here): ResNet-20's u8×s8 model agreed with FP32 on 92.2 % of images against
-98.2 % for s8×s8, and on EfficientNet-Lite0 (large folded depthwise weights)
+here, results/onnx_int8_diagnostics.txt): ResNet-20's u8×s8 model agreed with
+FP32 on 93.7 % of images against 98.5 % for s8×s8, and on EfficientNet-Lite0 (large folded depthwise weights)
 even the s8×s8 kernels disagreed with ONNX Runtime's own QDQ reference on 11 %
 of images. With the reduced grid the fused kernels agree with that reference
 image for image, and u8×s8 is the fast path here: 1.4–1.8× faster than FP32 at
