@@ -128,6 +128,11 @@ def test_quantize_and_evaluate_take_an_onnx_file(tmp_path, capsys):
     assert main(["evaluate", "--model", str(src), "--data", str(data), "--calib", "uniform", "--n-calib", "8",
                  "--input-mean", "0.5", "--input-std", "0.25", "--input-resize", "8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == "tiny.onnx"
+    calib_set = tmp_path / "tiny-set.npz"  # distill takes the same ONNX input flags
+    assert main(["distill", str(src), "-o", str(calib_set), "--calib", "gaussian", "--n-calib", "8",
+                 "--input-mean", "0.5", "--input-std", "0.25", "--input-resize", "8"]) == 0
+    assert main(["quantize", str(src), "-o", str(tmp_path / "from-set.onnx"), "--calib-set", str(calib_set),
+                 "--input-mean", "0.5", "--input-std", "0.25", "--input-resize", "8"]) == 0
 
 
 def test_quantize_to_pt2e(small_test_set, tmp_path, capsys):

@@ -94,10 +94,21 @@ MODEL_HELP = ("zoo name — cifar10-resnetN (N=6n+2, needs --weights), cifar10-r
               "or an .onnx classifier file (state its preprocessing with the --input-* flags)")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
-    p.add_argument("--weights", metavar="PATH", help="checkpoint for the model (a state dict, loaded weights-only)")
+def _add_model_args(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
+    """MODEL (positional for quantize/distill, --model for evaluate), --weights, and the ONNX input flags:
+    every command takes the same model forms and reads them with `_load_model(args)`."""
+    if positional:
+        p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    else:
+        p.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("--weights", metavar="PATH", help="checkpoint for a zoo model (a state dict, loaded weights-only)")
     _add_onnx_input_args(p)
+
+
+def _load_model(args):
+    from .models import load_model
+
+    return load_model(args.model, args.weights, _onnx_options(args))
 
 
 def _three_floats(text: str) -> tuple[float, float, float]:
@@ -179,8 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "source), export FP32 ONNX, quantize it to int8 with ONNX Runtime, and "
                                     "write a report.",
                         epilog=EPILOG_QUANTIZE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    qz.add_argument("model", metavar="MODEL", help=MODEL_HELP)
-    qz.add_argument("--weights", metavar="PATH", help="checkpoint for a zoo model (a state dict, loaded weights-only)")
+    _add_model_args(qz, positional=True)
     qz.add_argument("-o", "--output", required=True, metavar="OUT",
                     help="where to write the int8 model; the suffix picks the backend: .onnx (ONNX Runtime QDQ) "
                          "or .pt2 (PyTorch PT2E via torchao, an optional extra)")
@@ -200,7 +210,6 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     qz.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     _add_calib_args(qz, "256, or 64 for ImageNet-size models")
-    _add_onnx_input_args(qz)
     _add_verbosity_args(qz, top=False)
     qz.set_defaults(func=cmd_quantize)
 
@@ -231,8 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "inputs give a byte-identical file. Ctrl-C keeps OUT.npz.partial: rerun "
                                     "with --resume to continue.")
     _add_verbosity_args(ds, top=False)
-    ds.add_argument("model", metavar="MODEL", help="zoo name (see gzsq evaluate --help)")
-    ds.add_argument("--weights", metavar="PATH", help="checkpoint for the model")
+    _add_model_args(ds, positional=True)
     ds.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the set")
     ds.add_argument("--preview", metavar="GRID.png", help="also write a picture grid of the images")
     ds.add_argument("--force", action="store_true", help="overwrite existing output files (and start over "
@@ -250,7 +258,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_quantize(args) -> int:
     from .atomic import ensure_output_path
-    from .models import load_model
     from .pipeline import BACKENDS, quantize_model, report_paths
 
     out = Path(args.output)
@@ -258,7 +265,7 @@ def cmd_quantize(args) -> int:
         raise OutputError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PyTorch PT2E), got {out.name}")
     for path in (out, *report_paths(out)):  # all three are refused before any work, not half-way
         ensure_output_path(path, force=args.force)
-    model = load_model(args.model, args.weights, _onnx_options(args))
+    model = _load_model(args)
     report = quantize_model(model, out, calib=args.calib, preset=args.preset, n_calib=args.n_calib,
                             seed=args.seed, setting=args.setting, calib_data=args.calib_data,
                             eval_data=args.eval_data, keep_fp32=args.keep_fp32, threads=args.threads,
@@ -304,7 +311,6 @@ def _note(args, message: str, level: int = 0) -> None:
 def cmd_evaluate(args) -> int:
     from .config import QuantConfig
     from .evaluate import default_setting, evaluate_quantization, load_eval_set
-    from .models import load_model
     from .sources import check_source
 
     config = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, observer=args.observer,
@@ -312,7 +318,7 @@ def cmd_evaluate(args) -> int:
                          first_last_8bit=args.first_last_8bit)
     progress = _progress(args)
     t = time.perf_counter()
-    model = load_model(args.model, args.weights, _onnx_options(args))
+    model = _load_model(args)
     setting = args.setting or default_setting(model)
     check_source(args.calib, model, setting)
     _note(args, f"loaded {args.model} (setting {setting}) in {time.perf_counter() - t:.1f} s", 1)
@@ -374,11 +380,10 @@ def cmd_distill(args) -> int:
     from .errors import DistillationDivergedError
     from .evaluate import default_setting
     from .fold import fold_bn
-    from .models import load_model
     from .sources import SourceOptions, check_source, make_calibration
 
     partial = _check_distill_outputs(args)
-    model = load_model(args.model, args.weights)
+    model = _load_model(args)
     setting = args.setting or default_setting(model)
     check_source(args.calib, model, setting)
     seen = model if setting == "bn" else fold_bn(model)

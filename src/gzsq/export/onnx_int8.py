@@ -8,11 +8,12 @@ Weights sit on ONNX Runtime's `reduce_range` grid ([−64, 64]) by default. On x
 CPUs without VNNI (this machine: AVX2 only) the u8×s8 kernels sum pairs of
 products in 16 bits, and with full-range weights those sums saturate (measured
 here, results/onnx_int8_diagnostics.txt): ResNet-20's u8×s8 model agreed with
-FP32 on 93.7 % of images against 98.5 % for s8×s8, and on EfficientNet-Lite0 (large folded depthwise weights)
-even the s8×s8 kernels disagreed with ONNX Runtime's own QDQ reference on 11 %
-of images. With the reduced grid the fused kernels agree with that reference
-image for image, and u8×s8 is the fast path here: 1.4–1.8× faster than FP32 at
-batch 1, where s8×s8 was slower than FP32. Pass `reduce_range=False` for CPUs
+FP32 on 93.7 % of images against 98.5 % for s8×s8, and on EfficientNet-Lite0
+(large folded depthwise weights) even the s8×s8 kernels disagreed with ONNX
+Runtime's own QDQ reference on 10 % of images. With the reduced grid the fused
+kernels agree with that reference on ≥ 99.6 % of images, and u8×s8 is the fast
+path here: 1.3–1.7× faster than FP32 at batch 1
+(benchmarks/results/latency.txt), where s8×s8 was slower than FP32. Pass `reduce_range=False` for CPUs
 with VNNI or ARM dot-product instructions. `activations="int8"` with full-range
 weights reproduces the full 8-bit grid exactly on ResNet-20 (fused kernels =
 QDQ reference); the simulator-agreement test uses it.
