@@ -31,11 +31,10 @@ def main() -> None:
     calib = make_calibration("real", model, 256, seed=0, options=SourceOptions(
         setting="bn", calib_data=str(SHARED / "data/cifar10/train-jpeg.tar"))).images
     data = load_eval_set(model, SHARED / "data/cifar10/test.npz")
-    low, high = model.input_spec.pixel_bounds()
     with tempfile.TemporaryDirectory() as work:
         fp32 = export_fp32_onnx(model, Path(work) / "r20.onnx")
         int8 = export_onnx_int8(fp32, Path(work) / "r20-int8.onnx", calib.numpy(), reduce_range=False,
-                                activations="int8", input_range=(float(low.min()), float(high.max())))
+                                activations="int8", input_range=model.input_spec.input_range())
         runtime = OnnxClassifier(int8).predict(data.images.numpy(), batch_size=500)
     labels = data.labels
     print("# python experiments/sim_vs_runtime.py  (ResNet-20, real calibration 256 images, seed 0)")

@@ -93,7 +93,7 @@ class _nothing:
 def test_quantize_writes_an_int8_onnx_model_and_its_report(small_test_set, tmp_path, capsys):
     out = tmp_path / "nf-int8.onnx"
     code = main(["quantize", "cifar10-resnet20-nf", "-o", str(out), "--n-calib", "16",
-                 "--eval-data", str(small_test_set), "--json"])
+                 "--eval-data", str(small_test_set), "--keep-fp32", "--json"])
     stdout, _ = capsys.readouterr()
     assert code == 0
     report = json.loads(stdout.strip().splitlines()[-1])
@@ -103,6 +103,7 @@ def test_quantize_writes_an_int8_onnx_model_and_its_report(small_test_set, tmp_p
     import onnxruntime as ort
 
     ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # loads in the real runtime
+    ort.InferenceSession(str(tmp_path / "nf-int8.fp32.onnx"), providers=["CPUExecutionProvider"])
     full = json.loads((tmp_path / "nf-int8.report.json").read_text())
     assert full["activation_ranges"]["input"][0] < 0 < full["activation_ranges"]["input"][1]
     assert "FP32 top-1" in (tmp_path / "nf-int8.report.md").read_text()

@@ -263,7 +263,8 @@ def cmd_quantize(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in BACKENDS:
         raise OutputError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PyTorch PT2E), got {out.name}")
-    for path in (out, *report_paths(out)):  # all three are refused before any work, not half-way
+    extra = [out.with_name(out.stem + ".fp32.onnx")] if args.keep_fp32 else []
+    for path in (out, *report_paths(out), *extra):  # all refused before any work, not half-way
         ensure_output_path(path, force=args.force)
     model = _load_model(args)
     report = quantize_model(model, out, calib=args.calib, preset=args.preset, n_calib=args.n_calib,

@@ -102,18 +102,15 @@ def _quantize_model(model, out, *, calib, preset, n_calib, seed, setting, calib_
         t = time.perf_counter()
         if getattr(model, "onnx_path", None):
             fp32_path = Path(model.onnx_path)
-        else:
-            fp32_path = export_fp32_onnx(model, Path(work) / "fp32.onnx")
+        else:  # exported straight to OUT.fp32.onnx when it is kept: one atomic write, no copy
+            fp32_path = export_fp32_onnx(model, out.with_name(out.stem + ".fp32.onnx") if keep_fp32
+                                         else Path(work) / "fp32.onnx")
         seconds["export_fp32"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        low, high = model.input_spec.pixel_bounds()
         export_onnx_int8(fp32_path, out, calibration.images.numpy(), layout=layout,
-                         input_range=(float(low.min()), float(high.max())), reduce_range=not full_range_weights)
+                         input_range=model.input_spec.input_range(), reduce_range=not full_range_weights)
         seconds["quantize_int8"] = time.perf_counter() - t
-        if keep_fp32 and not getattr(model, "onnx_path", None):
-            fp32_copy = out.with_name(out.stem + ".fp32.onnx")
-            fp32_copy.write_bytes(Path(fp32_path).read_bytes())
 
         evaluation = None
         if eval_set is not None:
@@ -144,7 +141,7 @@ def _run_pt2e(model, out, calibration, eval_set, seconds, progress):
     if eval_set is None:
         return None
     t = time.perf_counter()
-    fp32 = predict(fold_bn(model), eval_set.images, progress=progress, desc="fp32 (torch)")
+    fp32 = predict(model, eval_set.images, progress=progress, desc="fp32 (torch)")
     int8 = predict(converted, eval_set.images, progress=progress, desc="int8 (pt2e, eager)")
     seconds["evaluate"] = time.perf_counter() - t
     return _metrics(eval_set.path, fp32, int8, eval_set.labels, n_outputs=None)

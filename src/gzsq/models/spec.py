@@ -70,6 +70,12 @@ class InputSpec:
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return (0 - mean) / std, (1 - mean) / std
 
+    def input_range(self) -> tuple[float, float]:
+        """One (low, high) covering every channel's valid pixels: the network input's quantization range,
+        known without data (the simulator and the ONNX export both use it)."""
+        low, high = self.pixel_bounds()
+        return float(low.min()), float(high.max())
+
     def to_uint8(self, x: torch.Tensor) -> np.ndarray:
         """Normalized N×C×H×W → uint8 N×H×W×C (for previews)."""
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)

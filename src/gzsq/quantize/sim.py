@@ -219,8 +219,7 @@ def quantize(model: nn.Module, calib: torch.Tensor, config: QuantConfig | None =
         if q.role == "input" and spec is not None:
             # The valid pixel range is known without data: 8-bit pixels map onto the grid almost
             # exactly, and no calibration source (noise, distilled) can widen or clip it.
-            low, high = spec.pixel_bounds()
-            q.set_range(float(low.min()), float(high.max()))
+            q.set_range(*spec.input_range())
         else:
             q.set_range(*observer(q.collector, q.bits))
         q.collector = None
