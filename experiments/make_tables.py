@@ -23,7 +23,7 @@ from gzsq.atomic import atomic_path, atomic_write_text  # noqa: E402
 from run_accuracy import COLUMNS, key_of, read_rows, write_rows  # noqa: E402
 
 BITS = [(8, 8), (6, 6), (4, 8), (4, 4)]
-CALIB_ORDER = ["real", "gaussian", "uniform", "zeroq", "gzsq-paper", "gzsq-default"]
+CALIB_ORDER = ["real", "gaussian", "uniform", "zeroq", "gzsq-paper", "gzsq-thorough", "gzsq-default"]
 MODEL_ORDER = ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet20-nf", "efficientnet-lite0"]
 
 

@@ -3,7 +3,7 @@
 # chains run side by side on the 2-core machine (each `python` is resumable: rows already in its CSV
 # are skipped, so re-running a chain only fills what is missing). Then:
 #   python experiments/make_tables.py          # merges results/parts/*.csv into results/accuracy.csv
-# Usage: bash experiments/run_all.sh baselines|distilled|bnfree|ablation|peers|speed|rest
+# Usage: bash experiments/run_all.sh baselines|distilled|bnfree|ablation|peers|speed|default|rest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -34,17 +34,28 @@ case "${1:-}" in
     $R $O --models cifar10-resnet20 --calibs zeroq,gzsq-paper --seeds 1,2
     $R $O --models cifar10-resnet32,cifar10-resnet44 --calibs zeroq,gzsq-paper --seeds 0
     ;;
-  speed)    # session 2: speed levers of the default recipe (ablation rows) on ResNet-20 and Lite0
-    $PY experiments/ablation.py --models efficientnet-lite0 --variants gaussian,default/16-distilled-20-steps --seeds 0 --threads 1
-    $PY experiments/ablation.py --models cifar10-resnet20 --variants default/128-distilled,default/20-steps,default --seeds 0,1,2 --threads 1
+  speed)    # session 2: speed levers of the then-default recipe (now `thorough`; variant names as renamed in
+            # session 3: Lite0's 16-distilled-20-steps is exactly today's `default` there)
+    $PY experiments/ablation.py --models efficientnet-lite0 --variants gaussian,default --seeds 0 --threads 1
+    $PY experiments/ablation.py --models cifar10-resnet20 --variants thorough/128-distilled,thorough/20-steps,thorough --seeds 0,1,2 --threads 1
+    # session 3: the BN-free net, where thorough lost to noise at W4A4
+    $PY experiments/ablation.py --models cifar10-resnet20-nf --variants gaussian,thorough,thorough/coherence=0,default,default/coherence=0 --seeds 0 --threads 1
+    ;;
+  default)  # session 3: the fast default preset (20 steps on 128 CIFAR images' worth of pixels) replaces the
+            # session-2 default, whose rows were relabelled gzsq-thorough (same recipe as the `thorough` preset)
+    $R --out results/parts/distilled.csv --models cifar10-resnet20 --calibs gzsq-default --seeds 0,1,2
+    $R --out results/parts/bnfree.csv --models cifar10-resnet20-nf --calibs gzsq-default --seeds 0,1,2
+    $R --out results/parts/distilled.csv --models cifar10-resnet32,cifar10-resnet44 --calibs gzsq-default --seeds 0,1,2
+    $R --out results/parts/distilled.csv --models efficientnet-lite0 --calibs gzsq-default --seeds 0
+    $R --models cifar10-resnet32,cifar10-resnet44 --calibs real,gaussian --seeds 1,2
     ;;
   rest)     # the rest of the issue-2/3 grid, not run in this session for lack of CPU time
     $R --models efficientnet-lite0 --calibs real,gaussian,uniform --seeds 0,1,2
     $R --models cifar10-resnet32,cifar10-resnet44 --calibs real,gaussian,uniform --seeds 0,1,2
     $R --out results/parts/distilled.csv --models cifar10-resnet20,cifar10-resnet32,cifar10-resnet44,efficientnet-lite0 \
-       --calibs gzsq-default,zeroq,gzsq-paper --seeds 0,1,2
+       --calibs gzsq-default,gzsq-thorough,zeroq,gzsq-paper --seeds 0,1,2
     $R --out results/parts/bnfree.csv --models cifar10-resnet20-nf --calibs real,gaussian,uniform,gzsq-default,gzsq-paper --seeds 0,1,2
     $PY experiments/ablation.py --models efficientnet-lite0 --threads 1
     ;;
-  *) echo "usage: $0 baselines|distilled|bnfree|ablation|peers|speed|rest" >&2; exit 2 ;;
+  *) echo "usage: $0 baselines|distilled|bnfree|ablation|peers|speed|default|rest" >&2; exit 2 ;;
 esac

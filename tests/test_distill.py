@@ -35,6 +35,25 @@ def test_early_stop_and_expansion(tiny):
     assert log["stopped_early"] and log["iterations"][0] < 400
 
 
+def test_pixel_budget_sizes_the_optimized_subset():
+    cfg = DistillConfig(distill_pixels=128 * 32 * 32)
+    assert cfg.images_to_optimize(256, (3, 32, 32)) == 128
+    assert cfg.images_to_optimize(64, (3, 224, 224)) == 16  # budget covers 2.6 images: floor of 16
+    assert cfg.images_to_optimize(10, (3, 32, 32)) == 10  # never more than asked for
+    assert DistillConfig(distill_pixels=1024, distill_images=5).images_to_optimize(64, (3, 32, 32)) == 5
+    assert DistillConfig().images_to_optimize(64, (3, 224, 224)) == 64
+
+
+def test_default_preset_optimizes_a_pixel_budget(tiny):
+    from gzsq.sources.gzsq import recipe_for
+    net = fold_bn(tiny)
+    cfg = recipe_for("default").distill
+    images, log = distill_images(net, _objective(net), 40, (3, 8, 8), cfg, seed=0)
+    assert images.shape == (40, 3, 8, 8)
+    assert log["iterations"] == [cfg.iterations]  # one batch: min(40, 128·32²/64) images optimized
+    assert recipe_for("thorough").distill.images_to_optimize(256, (3, 32, 32)) == 256
+
+
 def test_nan_loss_raises(tiny):
     net = fold_bn(tiny)
     obj = Objective({"conv1": (torch.full((8,), float("nan")), torch.ones(8))})

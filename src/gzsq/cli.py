@@ -153,8 +153,10 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                    help="where calibration images come from: gzsq (distilled from the weights, the method), "
                         "zeroq (distilled from BN statistics; bn setting only), gaussian / uniform noise, or "
                         "real images from --calib-data (default: gzsq)")
-    p.add_argument("--preset", default="default", help="gzsq recipe: 'default' (best measured) or 'paper' "
-                                                       "(METHOD.md literally); default: default")
+    p.add_argument("--preset", default="default",
+                   help="gzsq recipe: 'default' (best measured for its time: 20 steps on a subset, the rest "
+                        "flips/shifts), 'thorough' (every image, 30 steps; 3-6x slower) or 'paper' (METHOD.md "
+                        "literally, up to 500 steps); default: default")
     p.add_argument("--calib-data", metavar="PATH",
                    help="dataset for --calib real (.npz, folder with labels.csv, or tar of class folders). "
                         "If it is the evaluation set, two folds are used so no image is calibrated and evaluated")

@@ -40,6 +40,19 @@ class DistillConfig:
     early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
     min_iterations: int = 0
     distill_images: int = 0  # optimize only this many and make the rest by flips/shifts (0: all)
+    # Or size that number by pixels: optimize just enough images to cover this many pixels (at least 16,
+    # the smallest batch whose statistics we trust), so one recipe costs about the same per step at
+    # 32×32 and at 224×224. Ignored when distill_images is set; 0: off.
+    distill_pixels: int = 0
+
+    def images_to_optimize(self, n: int, shape: tuple[int, ...]) -> int:
+        """How many of the n images are optimized (the rest are flips/shifts of them)."""
+        if 0 < self.distill_images < n:
+            return self.distill_images
+        if self.distill_pixels > 0:
+            pixels = int(shape[-1]) * int(shape[-2])
+            return min(n, max(16, self.distill_pixels // pixels))
+        return n
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -199,7 +212,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
         return fn
 
     gen = torch.Generator().manual_seed(seed)
-    n_opt = config.distill_images if 0 < config.distill_images < n else n
+    n_opt = config.images_to_optimize(n, shape)
     batch_starts = list(range(0, n_opt, config.batch_size))
     batches, curves, iters_run = [], [], []
     first_batch, earlier_seconds = 0, 0.0

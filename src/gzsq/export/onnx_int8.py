@@ -75,10 +75,34 @@ def _input_info(proto: onnx.ModelProto) -> tuple[str, int | None]:
     return inputs[0].name, first or None
 
 
+def depthwise_weights(proto: onnx.ModelProto) -> list[str]:
+    """Weight initializers of depthwise convolutions (one input channel per group).
+
+    ONNX Runtime runs these with its own depthwise kernel, which widens to 32 bits before
+    accumulating, so unlike the u8×s8 GEMM path they cannot saturate on full-range weights.
+    """
+    consts = {i.name: i for i in proto.graph.initializer}
+    names = []
+    for node in proto.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in consts:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        dims = consts[node.input[1]].dims
+        if group > 1 and len(dims) == 4 and dims[1] == 1 and dims[0] == group:
+            names.append(node.input[1])
+    return names
+
+
 def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.ndarray, *,
                      layout: str = "nchw", input_range: tuple[float, float] | None = None,
-                     per_channel: bool = True, reduce_range: bool = True, activations: str = "uint8") -> Path:
-    """Quantize `fp32_path` with ONNX Runtime, calibrating on `calib_images` (NCHW, normalized); atomic write."""
+                     per_channel: bool = True, reduce_range: bool = True, activations: str = "uint8",
+                     depthwise_full_range: bool = True, calibration: str = "minmax") -> Path:
+    """Quantize `fp32_path` with ONNX Runtime, calibrating on `calib_images` (NCHW, normalized); atomic write.
+
+    With `reduce_range`, depthwise convolutions still get the full int8 weight grid unless
+    `depthwise_full_range=False` (see `depthwise_weights`). `calibration`: "minmax" (SPEC's default
+    observer) or "percentile" (ONNX Runtime's histogram percentile, 99.999).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -89,20 +113,29 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
     # EfficientNet-Lite0: quantized logits cost most of the int8 accuracy loss), and nothing downstream wants int8.
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True,
              "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"]}
+    overrides = {}
     if input_range is not None:
-        extra["TensorQuantOverrides"] = {input_name: [{"rmin": np.float32(input_range[0]),
-                                                       "rmax": np.float32(input_range[1])}]}
+        overrides[input_name] = [{"rmin": np.float32(input_range[0]), "rmax": np.float32(input_range[1])}]
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
+    if calibration not in methods:
+        raise ValueError(f"unknown calibration {calibration!r}; choose one of {', '.join(methods)}")
     with tempfile.TemporaryDirectory(dir=out_path.parent if out_path.parent.exists() else None) as work:
         prepared = Path(work) / "prepared.onnx"
         try:
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         except Exception:  # pre-processing is an optimization; quantize the file as it is if it fails
             prepared = Path(fp32_path)
+        if reduce_range and per_channel and depthwise_full_range:
+            # per-channel overrides must name the axis, or ONNX Runtime treats them as per-tensor
+            for name in depthwise_weights(onnx.load(str(prepared))):
+                overrides[name] = [{"axis": 0, "reduce_range": False}]
+        if overrides:
+            extra["TensorQuantOverrides"] = overrides
         reader = _ImageReader(np.asarray(calib_images, np.float32), input_name, fixed_batch or 32, layout)
         with atomic_path(out_path) as tmp:
             quantize_static(str(prepared), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             reduce_range=reduce_range, activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            weight_type=QuantType.QInt8, calibrate_method=methods[calibration],
                             extra_options=extra)
             result = onnx.load(str(tmp))
             del result.metadata_props[:]

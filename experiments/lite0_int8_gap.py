@@ -1,0 +1,100 @@
+"""Where EfficientNet-Lite0's ONNX Runtime int8 accuracy goes, and what closes the gap (issue 4).
+
+    python experiments/lite0_int8_gap.py > results/lite0_int8_gap.txt
+
+One gzsq calibration set (default preset, 64 images, seed 0; distilled once and cached under
+--work), one FP32 export, then ONNX Runtime int8 exports that differ in one choice each: the weight
+grid (ORT's reduce_range [-64, 64] everywhere, the full int8 grid everywhere, or full only on the
+depthwise convolutions, whose kernel accumulates in 32 bits) and the range observer (min/max, ORT's
+histogram percentile). Each is run on the 500 ImageNet sample images twice: with the fused int8
+kernels (what a deployment runs) and with ONNX Runtime's QDQ reference (graph optimizations off, Q/DQ as
+float ops). Fused ≠ reference means the kernels saturate on this CPU. Gaussian-noise calibration is
+the reference row for the calibration data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from gzsq.distill.io import load_calibration, save_calibration  # noqa: E402
+from gzsq.evaluate import load_eval_set  # noqa: E402
+from gzsq.export import OnnxClassifier, export_fp32_onnx  # noqa: E402
+from gzsq.export.onnx_int8 import depthwise_weights, export_onnx_int8  # noqa: E402
+from gzsq.models import load_model  # noqa: E402
+from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+# name → export_onnx_int8 keyword arguments
+VARIANTS = {
+    "reduce_range everywhere, minmax (session-2 export)": dict(reduce_range=True, depthwise_full_range=False),
+    "full grid everywhere, minmax": dict(reduce_range=False),
+    "reduce_range, full grid on depthwise, minmax": dict(reduce_range=True, depthwise_full_range=True),
+    "reduce_range, full grid on depthwise, percentile": dict(reduce_range=True, depthwise_full_range=True,
+                                                             calibration="percentile"),
+}
+
+
+def reference_logits(path: Path, images: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: images[i:i + 50]})[0] for i in range(0, len(images), 50)])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", default="/tmp/gzsq-lite0-gap", help="cache for the calibration sets")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibs", default="gzsq,gaussian")
+    args = p.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"# python experiments/lite0_int8_gap.py   (ONNX Runtime {ort.__version__}, {platform.machine()})")
+    model = load_model("efficientnet-lite0")
+    ev = load_eval_set(model, SHARED / "data/imagenet-sample")
+    images, labels = ev.images.numpy(), ev.labels
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path = export_fp32_onnx(model, Path(tmp) / "fp32.onnx")
+        fp32 = OnnxClassifier(fp32_path).predict(images)
+        print(f"FP32 (ONNX Runtime): top-1 {(fp32 == labels).mean() * 100:.1f} % on {len(labels)} images")
+        import onnx
+        print(f"depthwise convolutions (full-grid candidates): {len(depthwise_weights(onnx.load(str(fp32_path))))}")
+        for calib in args.calibs.split(","):
+            cache = work / f"lite0-{calib}-seed{args.seed}.npz"
+            if cache.exists():
+                calibration = load_calibration(cache)
+            else:
+                t = time.perf_counter()
+                calibration = make_calibration(calib, model, 64, seed=args.seed, options=SourceOptions())
+                print(f"[{calib}] calibration set made in {time.perf_counter() - t:.0f} s "
+                      f"({calibration.log.get('recipe', {}).get('distill', '')})")
+                save_calibration(cache, calibration, {"preset": "default"})
+            calib_np = calibration.images.numpy()
+            print(f"\n## calibration: {calib}, {len(calib_np)} images, seed {args.seed}")
+            print("| export | fused top-1 | QDQ reference top-1 | fused = reference | agreement with FP32 |")
+            print("| --- | --- | --- | --- | --- |")
+            for name, kwargs in VARIANTS.items():
+                out = Path(tmp) / "int8.onnx"
+                export_onnx_int8(fp32_path, out, calib_np, input_range=model.input_spec.input_range(), **kwargs)
+                fused = OnnxClassifier(out).predict(images)
+                ref = reference_logits(out, images).argmax(1)
+                print(f"| {name} | {(fused == labels).mean() * 100:.1f} | {(ref == labels).mean() * 100:.1f} | "
+                      f"{(fused == ref).mean() * 100:.1f} % | {(fused == fp32).mean() * 100:.1f} % |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
