@@ -5,8 +5,10 @@
 One gzsq calibration set (default preset, 64 images, seed 0; distilled once and cached under
 --work), one FP32 export, then ONNX Runtime int8 exports that differ in one choice each: the weight
 grid (ORT's reduce_range [-64, 64] everywhere, the full int8 grid everywhere, or full only on the
-depthwise convolutions, whose kernel accumulates in 32 bits) and the range observer (min/max, ORT's
-histogram percentile). Each is run on the 500 ImageNet sample images twice: with the fused int8
+depthwise convolutions, whose kernel accumulates in 32 bits; uint8 weights, whose u8×u8 kernels
+cannot saturate), bias correction (gzsq.export.bias_correction) and the range observer (min/max,
+ORT's histogram percentile). "fused s": seconds for the 500 images in the fused int8 kernels (batch 64,
+other jobs may share the cores: compare within one run). Each is run on the 500 ImageNet sample images twice: with the fused int8
 kernels (what a deployment runs) and with ONNX Runtime's QDQ reference (graph optimizations off, Q/DQ as
 float ops). Fused ≠ reference means the kernels saturate on this CPU. Gaussian-noise calibration is
 the reference row for the calibration data.
@@ -37,11 +39,13 @@ from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
 SHARED = ROOT.parent / "shared"
 # name → export_onnx_int8 keyword arguments
 VARIANTS = {
-    "reduce_range everywhere, minmax (session-2 export)": dict(reduce_range=True, depthwise_full_range=False),
-    "full grid everywhere, minmax": dict(reduce_range=False),
-    "reduce_range, full grid on depthwise, minmax": dict(reduce_range=True, depthwise_full_range=True),
-    "reduce_range, full grid on depthwise, percentile": dict(reduce_range=True, depthwise_full_range=True,
-                                                             calibration="percentile"),
+    "reduce_range everywhere (session-2 export)": dict(depthwise_full_range=False, bias_correction=False),
+    "full grid everywhere": dict(reduce_range=False, bias_correction=False),
+    "full grid, uint8 weights (u8×u8 kernels)": dict(reduce_range=False, weights="uint8", bias_correction=False),
+    "reduce_range, full grid on depthwise": dict(bias_correction=False),
+    "reduce_range everywhere + bias correction": dict(depthwise_full_range=False),
+    "reduce_range, full grid on depthwise + bias correction (gzsq default)": dict(),
+    "… the same with percentile ranges": dict(calibration="percentile"),
 }
 
 
@@ -68,8 +72,10 @@ def main(argv=None) -> int:
     images, labels = ev.images.numpy(), ev.labels
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = export_fp32_onnx(model, Path(tmp) / "fp32.onnx")
+        t = time.perf_counter()
         fp32 = OnnxClassifier(fp32_path).predict(images)
-        print(f"FP32 (ONNX Runtime): top-1 {(fp32 == labels).mean() * 100:.1f} % on {len(labels)} images")
+        print(f"FP32 (ONNX Runtime): top-1 {(fp32 == labels).mean() * 100:.1f} % on {len(labels)} images, "
+              f"{time.perf_counter() - t:.1f} s")
         import onnx
         print(f"depthwise convolutions (full-grid candidates): {len(depthwise_weights(onnx.load(str(fp32_path))))}")
         for calib in args.calibs.split(","):
@@ -84,15 +90,19 @@ def main(argv=None) -> int:
                 save_calibration(cache, calibration, {"preset": "default"})
             calib_np = calibration.images.numpy()
             print(f"\n## calibration: {calib}, {len(calib_np)} images, seed {args.seed}")
-            print("| export | fused top-1 | QDQ reference top-1 | fused = reference | agreement with FP32 |")
-            print("| --- | --- | --- | --- | --- |")
+            print("| export | fused top-1 | QDQ reference top-1 | fused = reference | agreement with FP32 | fused s |")
+            print("| --- | --- | --- | --- | --- | --- |")
             for name, kwargs in VARIANTS.items():
                 out = Path(tmp) / "int8.onnx"
                 export_onnx_int8(fp32_path, out, calib_np, input_range=model.input_spec.input_range(), **kwargs)
-                fused = OnnxClassifier(out).predict(images)
+                session = OnnxClassifier(out)
+                t = time.perf_counter()
+                fused = session.predict(images)
+                seconds = time.perf_counter() - t
                 ref = reference_logits(out, images).argmax(1)
                 print(f"| {name} | {(fused == labels).mean() * 100:.1f} | {(ref == labels).mean() * 100:.1f} | "
-                      f"{(fused == ref).mean() * 100:.1f} % | {(fused == fp32).mean() * 100:.1f} % |", flush=True)
+                      f"{(fused == ref).mean() * 100:.1f} % | {(fused == fp32).mean() * 100:.1f} % | {seconds:.1f} |",
+                      flush=True)
     return 0
 
 

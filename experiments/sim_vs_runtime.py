@@ -34,7 +34,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         fp32 = export_fp32_onnx(model, Path(work) / "r20.onnx")
         int8 = export_onnx_int8(fp32, Path(work) / "r20-int8.onnx", calib.numpy(), reduce_range=False,
-                                activations="int8", input_range=model.input_spec.input_range())
+                                activations="int8", input_range=model.input_spec.input_range(),
+                                bias_correction=False)
         runtime = OnnxClassifier(int8).predict(data.images.numpy(), batch_size=500)
     labels = data.labels
     print("# python experiments/sim_vs_runtime.py  (ResNet-20, real calibration 256 images, seed 0)")

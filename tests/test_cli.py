@@ -134,6 +134,10 @@ def test_quantize_and_evaluate_take_an_onnx_file(tmp_path, capsys):
                  "--input-mean", "0.5", "--input-std", "0.25", "--input-resize", "8"]) == 0
     assert main(["quantize", str(src), "-o", str(tmp_path / "from-set.onnx"), "--calib-set", str(calib_set),
                  "--input-mean", "0.5", "--input-std", "0.25", "--input-resize", "8"]) == 0
+    assert "biases corrected" in json.loads((tmp_path / "from-set.report.json").read_text())["format"]
+    assert main(["quantize", str(src), "-o", str(tmp_path / "plain.onnx"), "--calib-set", str(calib_set),
+                 "--no-bias-correction", "--input-mean", "0.5", "--input-std", "0.25", "--input-resize", "8"]) == 0
+    assert "biases corrected" not in json.loads((tmp_path / "plain.report.json").read_text())["format"]
 
 
 def test_quantize_to_pt2e(small_test_set, tmp_path, capsys):

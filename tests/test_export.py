@@ -81,7 +81,7 @@ def test_simulated_w8a8_agrees_with_onnxruntime_int8(tmp_path):
     fp32 = export_fp32_onnx(model, tmp_path / "r20.onnx")
     int8 = export_onnx_int8(fp32, tmp_path / "r20-int8.onnx", calib.numpy(),
                             input_range=model.input_spec.input_range(), reduce_range=False,
-                            activations="int8")
+                            activations="int8", bias_correction=False)
     data = load_eval_set(model, needs(CIFAR_TEST))
     images, labels = data.images[::10], data.labels[::10]
     ort_pred = OnnxClassifier(int8).predict(images.numpy(), batch_size=250)
@@ -109,3 +109,62 @@ def test_default_int8_kernels_match_the_qdq_reference_on_lite0(tmp_path):
     reference = ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
     ref = np.concatenate([reference.run(None, {"input": images[i:i + 25]})[0] for i in range(0, len(images), 25)])
     assert (fused == ref.argmax(1)).mean() >= 0.98
+
+
+def _two_conv_graph(seed=0):
+    """input → 1×1 conv (3→6, no bias) → depthwise 1×1 conv (6 groups) → output: linear, no padding, so
+    bias correction must restore every channel's mean exactly."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(size=(6, 3, 1, 1)).astype(np.float32)
+    w2 = rng.normal(size=(6, 1, 1, 1)).astype(np.float32)
+    b2 = rng.normal(size=6).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["h"], name="pointwise"),
+             helper.make_node("Conv", ["h", "w2", "b2"], ["logits"], name="depthwise", group=6)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 4, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 6, 4, 4])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+                               numpy_helper.from_array(b2, "b2")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_bias_correction_restores_each_channels_mean_exactly(tmp_path):
+    from onnx import numpy_helper
+
+    from gzsq.export.bias_correction import channel_means, correct_conv_biases, dequantized_conv_weights
+
+    fp32 = _two_conv_graph()
+    onnx.save(fp32, tmp_path / "fp32.onnx")
+    images = (np.random.default_rng(1).normal(size=(16, 3, 4, 4)) + 0.7).astype(np.float32)  # E[x] ≠ 0
+    int8 = onnx.load(export_onnx_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", images, bias_correction=False))
+    corrected, n = correct_conv_biases(fp32, int8, [{"input": images}])
+    assert n == 2
+    # the corrected float model with the int8 model's rounded weights has the original channel means
+    rounded = dequantized_conv_weights(int8)
+    by_name = {node.name: node for node in corrected.graph.node}
+    for init in corrected.graph.initializer:
+        for node_name, w in rounded.items():
+            if by_name[node_name].input[1] == init.name:
+                init.CopyFrom(numpy_helper.from_array(w.astype(np.float32), init.name))
+    original = channel_means(fp32, [{"input": images}], ["h", "logits"])
+    restored = channel_means(corrected, [{"input": images}], ["h", "logits"])
+    for t in ("h", "logits"):
+        np.testing.assert_allclose(restored[t], original[t], atol=1e-5)
+    uncorrected = channel_means(fp32, [{"input": images}], ["logits"])  # sanity: rounding did shift the means
+    assert not np.allclose(uncorrected["logits"], channel_means(int8, [{"input": images}], ["logits"])["logits"],
+                           atol=1e-4)
+
+
+def test_bias_corrected_export_is_closer_to_fp32(tmp_path):
+    fp32 = _two_conv_graph(seed=2)
+    onnx.save(fp32, tmp_path / "fp32.onnx")
+    images = (np.random.default_rng(3).normal(size=(32, 3, 4, 4)) + 0.7).astype(np.float32)
+    reference = OnnxClassifier(tmp_path / "fp32.onnx").logits(images)
+    errors = {}
+    for corrected in (False, True):
+        out = export_onnx_int8(tmp_path / "fp32.onnx", tmp_path / f"int8-{corrected}.onnx", images,
+                               bias_correction=corrected)
+        diff = OnnxClassifier(out).logits(images) - reference
+        errors[corrected] = np.abs(diff.mean(axis=(0, 2, 3))).max()
+    assert errors[True] < errors[False]

@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--full-range-weights", action="store_true",
                     help="int8 weights on the full [-127, 127] grid instead of ONNX Runtime's reduce_range "
                          "[-64, 64]; only for CPUs with VNNI / ARM dot-product (elsewhere int8 kernels saturate)")
+    qz.add_argument("--no-bias-correction", action="store_true",
+                    help="skip bias correction (by default each conv's bias absorbs the mean shift its weight "
+                         "rounding causes, measured on the calibration images; costs a second quantization pass)")
     qz.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     qz.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     _add_calib_args(qz, "256, or 64 for ImageNet-size models")
@@ -272,7 +275,8 @@ def cmd_quantize(args) -> int:
     report = quantize_model(model, out, calib=args.calib, preset=args.preset, n_calib=args.n_calib,
                             seed=args.seed, setting=args.setting, calib_data=args.calib_data,
                             eval_data=args.eval_data, keep_fp32=args.keep_fp32, threads=args.threads,
-                            full_range_weights=args.full_range_weights, calib_set=args.calib_set,
+                            full_range_weights=args.full_range_weights,
+                            bias_correction=not args.no_bias_correction, calib_set=args.calib_set,
                             progress=_progress(args))
     if args.json:
         slim = {k: v for k, v in report.items() if k != "activation_ranges"}

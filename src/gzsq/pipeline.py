@@ -48,7 +48,8 @@ def default_n_calib(model: nn.Module) -> int:
 def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", preset: str = "default",
                    n_calib: int | None = None, seed: int = 0, setting: str | None = None,
                    calib_data: str | None = None, eval_data: str | None = None, keep_fp32: bool = False,
-                   threads: int = 0, full_range_weights: bool = False, calib_set: str | None = None,
+                   threads: int = 0, full_range_weights: bool = False, bias_correction: bool = True,
+                   calib_set: str | None = None,
                    progress: bool = False) -> dict:
     """Write an int8 model of `model` to `out` (.onnx or .pt2) and return the report (also written beside it).
 
@@ -59,7 +60,8 @@ def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", pr
     try:
         return _quantize_model(model, out, calib=calib, preset=preset, n_calib=n_calib, seed=seed, setting=setting,
                                calib_data=calib_data, eval_data=eval_data, keep_fp32=keep_fp32, threads=threads,
-                               full_range_weights=full_range_weights, calib_set=calib_set, progress=progress)
+                               full_range_weights=full_range_weights, bias_correction=bias_correction,
+                               calib_set=calib_set, progress=progress)
     except BaseException:
         for path in written:
             if path.exists() and not before[path]:
@@ -68,7 +70,7 @@ def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", pr
 
 
 def _quantize_model(model, out, *, calib, preset, n_calib, seed, setting, calib_data, eval_data, keep_fp32,
-                    threads, full_range_weights, calib_set, progress) -> dict:
+                    threads, full_range_weights, bias_correction, calib_set, progress) -> dict:
     backend = BACKENDS.get(out.suffix.lower())
     if backend is None:
         raise ConfigError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PT2E), got {out.name}")
@@ -109,7 +111,8 @@ def _quantize_model(model, out, *, calib, preset, n_calib, seed, setting, calib_
 
         t = time.perf_counter()
         export_onnx_int8(fp32_path, out, calibration.images.numpy(), layout=layout,
-                         input_range=model.input_spec.input_range(), reduce_range=not full_range_weights)
+                         input_range=model.input_spec.input_range(), reduce_range=not full_range_weights,
+                         bias_correction=bias_correction)
         seconds["quantize_int8"] = time.perf_counter() - t
 
         evaluation = None
@@ -119,7 +122,8 @@ def _quantize_model(model, out, *, calib, preset, n_calib, seed, setting, calib_
             seconds["evaluate"] = time.perf_counter() - t
 
     return _finish(model, out, evaluation, calibration, seconds, setting=setting, calib=calib, preset=preset,
-                   n_calib=n_calib, seed=seed, layout=layout, full_range=full_range_weights)
+                   n_calib=n_calib, seed=seed, layout=layout, full_range=full_range_weights,
+                   bias_correction=bias_correction)
 
 
 FORMATS = {
@@ -148,12 +152,15 @@ def _run_pt2e(model, out, calibration, eval_set, seconds, progress):
 
 
 def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, preset, n_calib, seed, layout,
-            full_range=False) -> dict:
+            full_range=False, bias_correction=False) -> dict:
     backend = BACKENDS[out.suffix.lower()]
     fmt = FORMATS[backend]
     if backend == "onnxruntime":
         fmt += ("; weights on the full [-127, 127] grid" if full_range else
-                "; weights on ONNX Runtime's reduce_range grid [-64, 64] (no 16-bit saturation on CPUs without VNNI)")
+                "; weights on ONNX Runtime's reduce_range grid [-64, 64] (no 16-bit saturation on CPUs without VNNI), "
+                "except depthwise convs (full grid: their kernel cannot saturate)")
+        if bias_correction:
+            fmt += "; conv biases corrected for the mean shift of weight rounding"
     ranges = activation_ranges(out) if backend == "onnxruntime" else {}
     report = {
         "model": getattr(model, "gzsq_name", type(model).__name__),
