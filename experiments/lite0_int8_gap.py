@@ -5,8 +5,9 @@
 One gzsq calibration set (default preset, 64 images, seed 0; distilled once and cached under
 --work), one FP32 export, then ONNX Runtime int8 exports that differ in one choice each: the weight
 grid (ORT's reduce_range [-64, 64] everywhere, the full int8 grid everywhere, or full only on the
-depthwise convolutions, whose kernel accumulates in 32 bits; uint8 weights, whose u8×u8 kernels
-cannot saturate), bias correction (gzsq.export.bias_correction) and the range observer (min/max,
+depthwise convolutions, whose kernel accumulates in 32 bits; the "pair-safe" per-channel grid,
+the finest on which no two neighbouring weights can overflow the u8×s8 kernels' 16-bit sums
+(gzsq.export.onnx_int8.pair_safe_weight_ranges); uint8 weights, whose u8×u8 kernels cannot saturate), bias correction (gzsq.export.bias_correction) and the range observer (min/max,
 ORT's histogram percentile). "fused s": seconds for the 500 images in the fused int8 kernels (batch 64,
 other jobs may share the cores: compare within one run). Each is run on the 500 ImageNet sample images twice: with the fused int8
 kernels (what a deployment runs) and with ONNX Runtime's QDQ reference (graph optimizations off, Q/DQ as
@@ -39,12 +40,15 @@ from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
 SHARED = ROOT.parent / "shared"
 # name → export_onnx_int8 keyword arguments
 VARIANTS = {
-    "reduce_range everywhere (session-2 export)": dict(depthwise_full_range=False, bias_correction=False),
+    "reduce_range everywhere (session-2 export)": dict(depthwise_full_range=False, bias_correction=False,
+                                                       pair_safe=False),
     "full grid everywhere": dict(reduce_range=False, bias_correction=False),
     "full grid, uint8 weights (u8×u8 kernels)": dict(reduce_range=False, weights="uint8", bias_correction=False),
-    "reduce_range, full grid on depthwise": dict(bias_correction=False),
-    "reduce_range everywhere + bias correction": dict(depthwise_full_range=False),
-    "reduce_range, full grid on depthwise + bias correction (gzsq default)": dict(),
+    "reduce_range, full grid on depthwise": dict(bias_correction=False, pair_safe=False),
+    "reduce_range everywhere + bias correction": dict(depthwise_full_range=False, pair_safe=False),
+    "reduce_range, full grid on depthwise + bias correction": dict(pair_safe=False),
+    "pair-safe grid, full grid on depthwise": dict(bias_correction=False),
+    "pair-safe grid, full grid on depthwise + bias correction (gzsq default)": dict(),
     "… the same with percentile ranges": dict(calibration="percentile"),
 }
 

@@ -3,6 +3,8 @@
 import numpy as np
 import onnx
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gzsq.config import QuantConfig
 from gzsq.evaluate import load_eval_set, predict
@@ -168,3 +170,45 @@ def test_bias_corrected_export_is_closer_to_fp32(tmp_path):
         diff = OnnxClassifier(out).logits(images) - reference
         errors[corrected] = np.abs(diff.mean(axis=(0, 2, 3))).max()
     assert errors[True] < errors[False]
+
+
+def _conv_model(w: np.ndarray, group: int = 1) -> onnx.ModelProto:
+    from onnx import TensorProto, helper, numpy_helper
+
+    c_in = w.shape[1] * group
+    graph = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["y"], name="conv", group=group)], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", c_in, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w.astype(np.float32), "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 7), st.sampled_from([1, 3]), st.integers(0, 2**31 - 1),
+       st.floats(0.01, 100.0))
+def test_pair_safe_grid_cannot_saturate_and_is_finer_than_reduce_range(c_out, c_in, k, seed, spread):
+    """On the pair-safe grid (scale r/127, symmetric rounding as ONNX Runtime does it) no two neighbouring
+    same-sign weights, in either im2col order, sum past 128 in magnitude: 255·128 fits 16 bits. And the
+    grid is never coarser than reduce_range's (scale max|w|/64)."""
+    from gzsq.export.onnx_int8 import pair_safe_weight_ranges
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(c_out, c_in, k, k)) * spread * rng.uniform(0.1, 1, size=(c_out, 1, 1, 1))
+    r = pair_safe_weight_ranges(_conv_model(w))["w"]
+    scale = r / 127
+    q = np.clip(np.round(w / scale[:, None, None, None]), -127, 127)
+    for order in (q.reshape(c_out, -1), q.transpose(0, 2, 3, 1).reshape(c_out, -1)):
+        if order.shape[1] % 2:
+            order = np.concatenate([order, np.zeros((c_out, 1))], axis=1)
+        a, b = order[:, 0::2], order[:, 1::2]
+        worst = np.where(np.sign(a) * np.sign(b) > 0, np.abs(a) + np.abs(b), np.maximum(np.abs(a), np.abs(b)))
+        assert worst.max() <= 128 and 255 * worst.max() <= 32767
+    assert np.all(scale <= np.abs(w).reshape(c_out, -1).max(1) / 63.5 + 1e-12)
+
+
+def test_depthwise_convs_are_left_to_the_full_grid():
+    from gzsq.export.onnx_int8 import depthwise_weights, pair_safe_weight_ranges
+
+    model = _conv_model(np.ones((4, 1, 3, 3)), group=4)
+    assert depthwise_weights(model) == ["w"] and pair_safe_weight_ranges(model) == {}

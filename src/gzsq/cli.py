@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--keep-fp32", action="store_true", help="also write the FP32 ONNX export as OUT.fp32.onnx")
     qz.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for --eval-data (0: all cores)")
     qz.add_argument("--full-range-weights", action="store_true",
-                    help="int8 weights on the full [-127, 127] grid instead of ONNX Runtime's reduce_range "
-                         "[-64, 64]; only for CPUs with VNNI / ARM dot-product (elsewhere int8 kernels saturate)")
+                    help="int8 weights on the full [-127, 127] grid everywhere instead of grids that cannot saturate "
+                         "16-bit sums; only for CPUs with VNNI / ARM dot-product (elsewhere int8 kernels saturate)")
     qz.add_argument("--no-bias-correction", action="store_true",
                     help="skip bias correction (by default each conv's bias absorbs the mean shift its weight "
                          "rounding causes, measured on the calibration images; costs a second quantization pass)")

@@ -157,8 +157,10 @@ def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, pre
     fmt = FORMATS[backend]
     if backend == "onnxruntime":
         fmt += ("; weights on the full [-127, 127] grid" if full_range else
-                "; weights on ONNX Runtime's reduce_range grid [-64, 64] (no 16-bit saturation on CPUs without VNNI), "
-                "except depthwise convs (full grid: their kernel cannot saturate)")
+                "; weight grids safe for CPUs without VNNI (whose u8xs8 kernels add pairs in 16 bits): depthwise convs "
+                "on the full [-127, 127] grid (their kernel widens to 32 bits), other convs per channel on the finest "
+                "grid whose neighbouring-pair sums cannot saturate, the classifier on ONNX Runtime's reduce_range "
+                "[-64, 64]")
         if bias_correction:
             fmt += "; conv biases corrected for the mean shift of weight rounding"
     ranges = activation_ranges(out) if backend == "onnxruntime" else {}

@@ -4,19 +4,21 @@ The scheme follows SPEC §4 as ONNX Runtime can express it: weights int8
 symmetric per output channel, activations uint8 asymmetric per tensor, ranges
 from min/max over the calibration set, logits left float.
 
-Weights sit on ONNX Runtime's `reduce_range` grid ([−64, 64]) by default. On x86
-CPUs without VNNI (this machine: AVX2 only) the u8×s8 kernels sum pairs of
-products in 16 bits, and with full-range weights those sums saturate (measured
-here, results/onnx_int8_diagnostics.txt): ResNet-20's u8×s8 model agreed with
-FP32 on 93.7 % of images against 98.5 % for s8×s8, and on EfficientNet-Lite0
-(large folded depthwise weights) even the s8×s8 kernels disagreed with ONNX
-Runtime's own QDQ reference on 10 % of images. With the reduced grid the fused
-kernels agree with that reference on ≥ 99.6 % of images, and u8×s8 is the fast
-path here: 1.3–1.7× faster than FP32 at batch 1
-(benchmarks/results/latency.txt), where s8×s8 was slower than FP32. Pass `reduce_range=False` for CPUs
-with VNNI or ARM dot-product instructions. `activations="int8"` with full-range
-weights reproduces the full 8-bit grid exactly on ResNet-20 (fused kernels =
-QDQ reference); the simulator-agreement test uses it.
+Weight grids are chosen so the fused int8 kernels compute what the QDQ graph
+says. On x86 CPUs without VNNI (this machine: AVX2 only) ONNX Runtime's u8×s8
+kernels sum pairs of neighbouring products in 16 bits, and with full-range weights
+those sums saturate (results/onnx_int8_diagnostics.txt, results/lite0_int8_gap.txt:
+on EfficientNet-Lite0 the fused model then disagreed with its own QDQ reference on
+~10 % of images). ONNX Runtime's answer, `reduce_range` ([−64, 64]), costs a bit of
+weight precision everywhere. gzsq instead gives each conv output channel the finest
+grid on which no neighbouring pair can overflow (`pair_safe_weight_ranges`, ~1.6×
+finer than reduce_range on Lite0), keeps depthwise convs (32-bit kernel) on the full
+grid, and leaves only the classifier on reduce_range. u8 activations with s8
+weights are the fast path here: 1.3–1.7× faster than FP32 (benchmarks/results/latency.txt),
+where s8×s8 was slower than FP32. Pass `reduce_range=False` for CPUs with VNNI or
+ARM dot-product instructions. `activations="int8"` with full-range weights
+reproduces the full 8-bit grid exactly on ResNet-20 (fused kernels = QDQ reference);
+the simulator-agreement test uses it.
 The network input's range is not calibrated but set to the model's valid pixel
 range (as in the simulated model), injected through `TensorQuantOverrides`.
 
@@ -24,12 +26,15 @@ Two pitfalls are handled here rather than left to the user:
 - a model with a fixed batch dimension gets calibration batches of exactly
   that size (ONNX Runtime would otherwise fail on shape mismatch);
 - the graph is pre-processed (shape inference + ORT's basic optimizations)
-  before quantization, so tensor names the quantizer sees are the ones that
-  survive; only the graph input — whose name never changes — gets an override.
+  before quantization, and every override (the input's range, per-channel
+  weight grids) names tensors of that pre-processed graph, the one the
+  quantizer sees.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -94,15 +99,46 @@ def depthwise_weights(proto: onnx.ModelProto) -> list[str]:
     return names
 
 
+def pair_safe_weight_ranges(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Per-output-channel weight range (± r) for each non-depthwise Conv that cannot saturate u8×s8 kernels.
+
+    Without VNNI, ONNX Runtime's u8×s8 GEMM adds the products of two neighbouring weights in 16 bits:
+    a·q_k + a'·q_k+1 with activations a, a' ≤ 255. Opposite signs never overflow; same signs stay
+    ≤ 32 767 when |q_k| + |q_k+1| ≤ 128. With r = max(max |w|, largest same-sign pair |w_k| + |w_k+1|)
+    and scale r / 127, rounding adds at most 1 to a pair's 127, so every pair is safe, and the grid
+    is never coarser than reduce_range's (r ≤ 2·max |w| ⇔ scale ≤ max |w| / 63.5). Neighbours are
+    taken in both orders a GEMM can see a conv's weights in (channels-first and channels-last im2col).
+    """
+    consts = {i.name: i for i in proto.graph.initializer}
+    ranges = {}
+    depthwise = set(depthwise_weights(proto))
+    for node in proto.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in consts or node.input[1] in depthwise:
+            continue
+        w = numpy_helper.to_array(consts[node.input[1]]).astype(np.float64)
+        if w.ndim != 4:
+            continue
+        r = np.abs(w).reshape(len(w), -1).max(axis=1)
+        for k in (w.reshape(len(w), -1), w.transpose(0, 2, 3, 1).reshape(len(w), -1)):
+            if k.shape[1] % 2:
+                k = np.concatenate([k, np.zeros((len(k), 1))], axis=1)
+            a, b = k[:, 0::2], k[:, 1::2]
+            same = np.sign(a) * np.sign(b) > 0
+            r = np.maximum(r, np.where(same, np.abs(a) + np.abs(b), 0).max(axis=1))
+        ranges[node.input[1]] = r
+    return ranges
+
+
 def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.ndarray, *,
                      layout: str = "nchw", input_range: tuple[float, float] | None = None,
                      per_channel: bool = True, reduce_range: bool = True, activations: str = "uint8",
                      depthwise_full_range: bool = True, calibration: str = "minmax",
-                     bias_correction: bool = True, weights: str = "int8") -> Path:
+                     bias_correction: bool = True, weights: str = "int8", pair_safe: bool = True) -> Path:
     """Quantize `fp32_path` with ONNX Runtime, calibrating on `calib_images` (NCHW, normalized); atomic write.
 
     With `reduce_range`, depthwise convolutions still get the full int8 weight grid unless
-    `depthwise_full_range=False` (see `depthwise_weights`). `calibration`: "minmax" (SPEC's default
+    `depthwise_full_range=False` (see `depthwise_weights`), and other convolutions get the finest
+    per-channel grid that provably cannot saturate unless `pair_safe=False` (`pair_safe_weight_ranges`). `calibration`: "minmax" (SPEC's default
     observer) or "percentile" (ONNX Runtime's histogram percentile, 99.999). `bias_correction`
     quantizes twice: once to learn each Conv's rounded weights, then again with the biases
     corrected for the mean shift that rounding causes (`gzsq.export.bias_correction`).
@@ -135,17 +171,22 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
             # per-channel overrides must name the axis, or ONNX Runtime treats them as per-tensor
             for name in depthwise_weights(onnx.load(str(prepared))):
                 overrides[name] = [{"axis": 0, "reduce_range": False}]
+        if reduce_range and per_channel and pair_safe:
+            for name, r in pair_safe_weight_ranges(onnx.load(str(prepared))).items():
+                overrides[name] = [{"axis": 0, "reduce_range": False, "rmin": np.float32(-v), "rmax": np.float32(v)}
+                                   for v in r]
         if overrides:
             extra["TensorQuantOverrides"] = overrides
         images = np.asarray(calib_images, np.float32)
 
         def quantize(source: Path, target: Path) -> None:
             reader = _ImageReader(images, input_name, fixed_batch or 32, layout)
-            quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            reduce_range=reduce_range,
-                            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-                            weight_type=QuantType.QUInt8 if weights == "uint8" else QuantType.QInt8,
-                            calibrate_method=methods[calibration], extra_options=extra)
+            with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print progress to stdout
+                quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                reduce_range=reduce_range,
+                                activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                                weight_type=QuantType.QUInt8 if weights == "uint8" else QuantType.QInt8,
+                                calibrate_method=methods[calibration], extra_options=extra)
 
         if bias_correction:
             first = Path(work) / "first.onnx"
