@@ -40,6 +40,8 @@ case "${1:-}" in
     $PY experiments/ablation.py --models cifar10-resnet20 --variants thorough/128-distilled,thorough/20-steps,thorough --seeds 0,1,2 --threads 1
     # session 3: the BN-free net, where thorough lost to noise at W4A4
     $PY experiments/ablation.py --models cifar10-resnet20-nf --variants gaussian,thorough,thorough/coherence=0,default,default/coherence=0 --seeds 0 --threads 1
+    # session 3: which of the default's two levers costs ResNet-32 its W4A4 points (fewer images or fewer steps)
+    $PY experiments/ablation.py --models cifar10-resnet32 --variants default,thorough/128-distilled,thorough/20-steps --seeds 0 --threads 1
     ;;
   default)  # session 3: the fast default preset (20 steps on 128 CIFAR images' worth of pixels) replaces the
             # session-2 default, whose rows were relabelled gzsq-thorough (same recipe as the `thorough` preset)
