@@ -4,7 +4,7 @@
     python benchmarks/distill_speed.py --full          # run the 500-iteration recipe to the end too
 
 All three recipes use the same targets and loss. `default` optimizes a subset
-(128 CIFAR images' worth of pixels: 128 at 32×32, 16 at 224×224) for 20 Adam
+(256 CIFAR images' worth of pixels: all 256 at 32×32, 16 at 224×224) for 20 Adam
 steps and makes the rest by flips/shifts; `thorough` optimizes every image for
 30 steps; the 500-step recipe optimizes every image for 500 steps (ZeroQ's
 budget). Without --full the thorough and 500-step times are the measured time of

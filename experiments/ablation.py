@@ -39,7 +39,7 @@ VARIANTS = {
     "gaussian": ("gaussian", "", (), "noise baseline"),
     "thorough": ("gzsq", "thorough", (), "moments + ReLU-aware + ρ=1 targets, σ floor, KL, pixels clamped, 30 steps "
                                          "(the session-2 default)"),
-    "default": ("gzsq", "default", (), "thorough's targets and loss, 20 steps on 128 CIFAR images' worth of pixels"),
+    "default": ("gzsq", "default", (), "thorough's targets and loss, 20 steps on 256 CIFAR images' worth of pixels"),
     "default/coherence=0": ("gzsq", "default", (("coherence", 0.0),), "independent-pixel variance"),
     "thorough/loss=z": ("gzsq", "thorough", (("loss", "z"),), "the paper's L_Z on the default targets"),
     "thorough/loss=l2": ("gzsq", "thorough", (("loss", "l2"),), "L2 on the default targets"),
@@ -69,6 +69,11 @@ VARIANTS = {
     "thorough/128-distilled": ("gzsq", "thorough", (("distill_images", 128),), "distill 128, expand by flips/shifts"),
     "thorough/16-distilled-20-steps": ("gzsq", "thorough", (("distill_images", 16), ("iterations", 20)),
                                       "distill 16 for 20 steps, expand by flips/shifts"),
+    "thorough/128-distilled-20-steps": ("gzsq", "thorough", (("distill_images", 128), ("iterations", 20)),
+                                       "distill 128 for 20 steps, expand (session 3's first fast default)"),
+    "thorough/coherence=0/128-distilled-20-steps": ("gzsq", "thorough", (("coherence", 0.0), ("distill_images", 128),
+                                                                       ("iterations", 20)),
+                                                   "independent-pixel variance, 128 distilled, 20 steps"),
     "thorough/32-distilled-20-steps": ("gzsq", "thorough", (("distill_images", 32), ("iterations", 20)),
                                       "distill 32 for 20 steps, expand by flips/shifts"),
 }

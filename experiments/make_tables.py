@@ -68,7 +68,7 @@ def summarize(rows: list[dict]) -> tuple[str, str]:
           "real images ignore the model, gzsq folds BN before reading weights), so their rows are computed once",
           "and recorded under both settings. zeroq refuses `bn-free` by design (no rows there).",
           "",
-          "`gzsq-default` is the fast preset (20 Adam steps on 128 CIFAR images' worth of pixels, the rest",
+          "`gzsq-default` is the fast preset (20 Adam steps on 256 CIFAR images' worth of pixels, the rest",
           "flips/shifts); `gzsq-thorough` is the session-2 default (every image, 30 steps), kept for comparison.",
           ""]
     readme = ["| model | setting | calibration | " + " | ".join(f"W{w}A{a}" for w, a in BITS) + " |",

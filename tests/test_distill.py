@@ -50,7 +50,7 @@ def test_default_preset_optimizes_a_pixel_budget(tiny):
     cfg = recipe_for("default").distill
     images, log = distill_images(net, _objective(net), 40, (3, 8, 8), cfg, seed=0)
     assert images.shape == (40, 3, 8, 8)
-    assert log["iterations"] == [cfg.iterations]  # one batch: min(40, 128·32²/64) images optimized
+    assert log["iterations"] == [cfg.iterations]  # one batch: min(40, 256·32²/64) images optimized
     assert recipe_for("thorough").distill.images_to_optimize(256, (3, 32, 32)) == 256
 
 
