@@ -23,7 +23,7 @@ from gzsq.atomic import atomic_path, atomic_write_text  # noqa: E402
 from run_accuracy import COLUMNS, key_of, read_rows, write_rows  # noqa: E402
 
 BITS = [(8, 8), (6, 6), (4, 8), (4, 4)]
-CALIB_ORDER = ["real", "gaussian", "uniform", "zeroq", "gzsq-paper", "gzsq-thorough", "gzsq-default"]
+CALIB_ORDER = ["real", "gaussian", "uniform", "zeroq", "gzsq-paper", "gzsq-thorough", "gzsq-fast", "gzsq-default"]
 MODEL_ORDER = ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet20-nf", "efficientnet-lite0"]
 
 
@@ -69,7 +69,9 @@ def summarize(rows: list[dict]) -> tuple[str, str]:
           "and recorded under both settings. zeroq refuses `bn-free` by design (no rows there).",
           "",
           "`gzsq-default` is the fast preset (20 Adam steps on 256 CIFAR images' worth of pixels, the rest",
-          "flips/shifts); `gzsq-thorough` is the session-2 default (every image, 30 steps), kept for comparison.",
+          "flips/shifts, which at 32×32 means all 256 images); `gzsq-fast` optimizes half of them (128 at 32×32; its",
+          "rows were made when it was briefly the default); `gzsq-thorough` is the session-2 default (every image,",
+          "30 steps), kept for comparison.",
           ""]
     readme = ["| model | setting | calibration | " + " | ".join(f"W{w}A{a}" for w, a in BITS) + " |",
               "| --- | --- | --- | " + " | ".join("---" for _ in BITS) + " |"]

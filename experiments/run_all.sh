@@ -46,8 +46,8 @@ case "${1:-}" in
     ;;
   default)  # session 3: the fast default preset (20 steps on 256 CIFAR images' worth of pixels) replaces the
             # session-2 default, whose rows were relabelled gzsq-thorough (same recipe as the `thorough` preset).
-            # (A first fast default, 128 images' worth, ran this chain too; its CIFAR rows are in
-            # results/superseded/default_128_images.csv. Lite0's recipe is the same under both: 16 images.)
+            # (A first fast default, 128 images' worth, ran this chain too; its CIFAR rows are now the
+            # gzsq-fast rows, results/parts/fast.csv. Lite0's recipe is the same under both: 16 images.)
     $R --out results/parts/distilled.csv --models cifar10-resnet20 --calibs gzsq-default --seeds 0,1,2
     $R --out results/parts/bnfree.csv --models cifar10-resnet20-nf --calibs gzsq-default --seeds 0,1,2
     $R --out results/parts/distilled.csv --models cifar10-resnet32,cifar10-resnet44 --calibs gzsq-default --seeds 0,1,2

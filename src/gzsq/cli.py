@@ -154,9 +154,10 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                         "zeroq (distilled from BN statistics; bn setting only), gaussian / uniform noise, or "
                         "real images from --calib-data (default: gzsq)")
     p.add_argument("--preset", default="default",
-                   help="gzsq recipe: 'default' (best measured for its time: 20 steps on a subset, the rest "
-                        "flips/shifts), 'thorough' (every image, 30 steps; 3-6x slower) or 'paper' (METHOD.md "
-                        "literally, up to 500 steps); default: default")
+                   help="gzsq recipe: 'default' (best measured for its time: 20 steps; at 224x224 16 images "
+                        "optimized, the rest flips/shifts), 'fast' (half of a CIFAR set optimized: 2.5x faster there, "
+                        "worse at W4A4), 'thorough' (every image, 30 steps) or 'paper' (METHOD.md literally, up to "
+                        "500 steps); default: default")
     p.add_argument("--calib-data", metavar="PATH",
                    help="dataset for --calib real (.npz, folder with labels.csv, or tar of class folders). "
                         "If it is the evaluation set, two folds are used so no image is calibrated and evaluated")
