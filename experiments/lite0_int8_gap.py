@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,15 +50,6 @@ VARIANTS = {
     "pair-safe grid, full grid on depthwise + bias correction (gzsq default)": dict(),
     "… the same with percentile ranges": dict(calibration="percentile"),
 }
-
-
-def reference_logits(path: Path, images: np.ndarray) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: images[i:i + 50]})[0] for i in range(0, len(images), 50)])
 
 
 def main(argv=None) -> int:
@@ -103,7 +93,7 @@ def main(argv=None) -> int:
                 t = time.perf_counter()
                 fused = session.predict(images)
                 seconds = time.perf_counter() - t
-                ref = reference_logits(out, images).argmax(1)
+                ref = OnnxClassifier(out, reference=True).predict(images, batch_size=50)
                 print(f"| {name} | {(fused == labels).mean() * 100:.1f} | {(ref == labels).mean() * 100:.1f} | "
                       f"{(fused == ref).mean() * 100:.1f} % | {(fused == fp32).mean() * 100:.1f} % | {seconds:.1f} |",
                       flush=True)

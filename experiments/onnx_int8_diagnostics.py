@@ -41,14 +41,6 @@ VARIANTS = [  # name, activations, reduce_range, float logits
 ]
 
 
-def _reference(path: Path, images: np.ndarray) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {"input": images[i:i + 50]})[0] for i in range(0, len(images), 50)])
-
-
 def main() -> None:
     print(f"# python experiments/onnx_int8_diagnostics.py   (ONNX Runtime {ort.__version__})")
     cases = [("cifar10-resnet20", SHARED / "models/cifar10/resnet20.th", SHARED / "data/cifar10/test.npz", 10),
@@ -79,7 +71,7 @@ def main() -> None:
                 t = time.perf_counter()
                 fused = OnnxClassifier(path).predict(images)
                 seconds = time.perf_counter() - t
-                ref = _reference(path, images).argmax(1)
+                ref = OnnxClassifier(path, reference=True).predict(images, batch_size=50)
                 print(f"| {variant} | {(fused == labels).mean() * 100:.1f} | {(ref == labels).mean() * 100:.1f} | "
                       f"{(fused == ref).mean() * 100:.1f} % | {(fused == fp32).mean() * 100:.1f} % | {seconds:.1f} |",
                       flush=True)

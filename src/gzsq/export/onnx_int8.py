@@ -11,8 +11,8 @@ those sums saturate (results/onnx_int8_diagnostics.txt, results/lite0_int8_gap.t
 on EfficientNet-Lite0 the fused model then disagreed with its own QDQ reference on
 ~10 % of images). ONNX Runtime's answer, `reduce_range` ([−64, 64]), costs a bit of
 weight precision everywhere. gzsq instead gives each conv output channel the finest
-grid on which no neighbouring pair can overflow (`pair_safe_weight_ranges`, ~1.6×
-finer than reduce_range on Lite0), keeps depthwise convs (32-bit kernel) on the full
+grid on which no neighbouring pair can overflow (`pair_safe_weight_ranges`, never
+coarser than reduce_range), keeps depthwise convs (32-bit kernel) on the full
 grid, and leaves only the classifier on reduce_range. u8 activations with s8
 weights are the fast path here: 1.3–1.7× faster than FP32 (benchmarks/results/latency.txt),
 where s8×s8 was slower than FP32. Pass `reduce_range=False` for CPUs with VNNI or
@@ -167,12 +167,13 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         except Exception:  # pre-processing is an optimization; quantize the file as it is if it fails
             prepared = Path(fp32_path)
+        prepared_proto = onnx.load(str(prepared))
         if reduce_range and per_channel and depthwise_full_range:
             # per-channel overrides must name the axis, or ONNX Runtime treats them as per-tensor
-            for name in depthwise_weights(onnx.load(str(prepared))):
+            for name in depthwise_weights(prepared_proto):
                 overrides[name] = [{"axis": 0, "reduce_range": False}]
         if reduce_range and per_channel and pair_safe:
-            for name, r in pair_safe_weight_ranges(onnx.load(str(prepared))).items():
+            for name, r in pair_safe_weight_ranges(prepared_proto).items():
                 overrides[name] = [{"axis": 0, "reduce_range": False, "rmin": np.float32(-v), "rmax": np.float32(v)}
                                    for v in r]
         if overrides:
@@ -193,7 +194,7 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
             quantize(prepared, first)
             reader = _ImageReader(images, input_name, fixed_batch or 32, layout)
             feeds = iter(reader.get_next, None)
-            corrected, _ = correct_conv_biases(onnx.load(str(prepared)), onnx.load(str(first)), feeds)
+            corrected, _ = correct_conv_biases(prepared_proto, onnx.load(str(first)), feeds)
             prepared = Path(work) / "corrected.onnx"
             onnx.save(corrected, str(prepared))
         with atomic_path(out_path) as tmp:

@@ -15,9 +15,11 @@ from tqdm.auto import tqdm
 from ..errors import ModelLoadError
 
 
-def _session(path: str, threads: int) -> ort.InferenceSession:
+def _session(path: str, threads: int, reference: bool = False) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initializers are noise to a user
+    if reference:  # no graph optimizations: Q/DQ nodes run as float ops, not fused into int8 kernels
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -29,12 +31,16 @@ def _session(path: str, threads: int) -> ort.InferenceSession:
 
 
 class OnnxClassifier:
-    """An ONNX Runtime session plus the layout of its image input."""
+    """An ONNX Runtime session plus the layout of its image input.
 
-    def __init__(self, path, *, layout: str = "nchw", threads: int = 0):
+    `reference=True` runs a QDQ model as ONNX Runtime's float reference of its own int8 graph
+    (what the fused kernels should compute), to tell kernel saturation from quantization error.
+    """
+
+    def __init__(self, path, *, layout: str = "nchw", threads: int = 0, reference: bool = False):
         self.path = str(path)
         self.layout = layout
-        self.session = _session(self.path, threads)
+        self.session = _session(self.path, threads, reference)
         meta = self.session.get_inputs()[0]
         self.input_name = meta.name
         first = meta.shape[0] if meta.shape else None

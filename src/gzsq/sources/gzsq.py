@@ -40,6 +40,9 @@ class GzsqRecipe:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
+# The measured-best targets (results/ablation.md), shared by every preset but `paper`.
+_MOMENT_TARGETS = TargetConfig(rule="moments", relu_aware=True, coherence=1.0, std_floor=0.1)
+
 PRESETS: dict[str, GzsqRecipe] = {
     # METHOD.md literally: per-channel SE + ESA(mean+min) in data-flow order, L_Z + input term,
     # ZeroQ's optimizer (Adam lr 0.5, up to 500 iterations; stops once the loss plateaus).
@@ -53,21 +56,21 @@ PRESETS: dict[str, GzsqRecipe] = {
     # worth of pixels (all 256 at 32×32; 16 at 224×224, the rest of the set flips/shifts of them).
     # Optimizing only half of a CIFAR set cost ResNet-32 ~6 pt at W4A4; 20 steps instead of 30 did not.
     "default": GzsqRecipe(
-        TargetConfig(rule="moments", relu_aware=True, coherence=1.0, std_floor=0.1),
+        _MOMENT_TARGETS,
         DistillConfig(iterations=20, lr=0.2, batch_size=256, loss="kl", clamp_pixels=True,
                       distill_pixels=256 * 32 * 32),
     ),
     # Half the pixels: 128 images optimized at 32×32 (Lite0: the same 16). ResNet-20's 256 images in 10 s
     # instead of 25 s, but ~6–10 pt lower at W4A4 on ResNet-32/44 (results/accuracy.md, gzsq-fast rows).
     "fast": GzsqRecipe(
-        TargetConfig(rule="moments", relu_aware=True, coherence=1.0, std_floor=0.1),
+        _MOMENT_TARGETS,
         DistillConfig(iterations=20, lr=0.2, batch_size=256, loss="kl", clamp_pixels=True,
                       distill_pixels=128 * 32 * 32),
     ),
     # The same targets and loss with every image optimized for 30 steps: the session-2 default, kept for
     # users who would rather spend more time (results/accuracy.md compares the two).
     "thorough": GzsqRecipe(
-        TargetConfig(rule="moments", relu_aware=True, coherence=1.0, std_floor=0.1),
+        _MOMENT_TARGETS,
         DistillConfig(iterations=30, lr=0.2, batch_size=256, loss="kl", clamp_pixels=True),
     ),
 }
