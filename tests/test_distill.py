@@ -27,6 +27,29 @@ def test_same_seed_same_images_and_loss_goes_down(tiny):
     assert log["loss_curve"][-1] < log["loss_curve"][0]
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "matrix"])
+def test_fused_channel_statistics_match_the_textbook_formula_and_gradient(layout):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 3, 4, 6, generator=gen, dtype=torch.double) * 2 + 1.5
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "matrix":
+        x = x[:, :, 0, 0].contiguous()
+    dims = [0] + list(range(2, x.dim()))
+    mean, var = distill_loop._ChannelMoments.apply(x)
+    assert torch.allclose(mean, x.mean(dims)) and torch.allclose(var, x.var(dims, correction=0))
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(distill_loop._ChannelMoments.apply, (x,))
+
+
+def test_model_is_given_back_in_the_default_layout(tiny):
+    net = fold_bn(tiny)
+    cfg = DistillConfig(iterations=2, lr=0.1, batch_size=4, loss="kl")
+    images, _ = distill_images(net, _objective(net), 4, (3, 8, 8), cfg, seed=0)
+    assert images.is_contiguous()
+    assert all(p.is_contiguous() for p in net.parameters())
+
+
 def test_early_stop_and_expansion(tiny):
     net = fold_bn(tiny)
     cfg = DistillConfig(iterations=400, lr=1e-4, batch_size=4, loss="z", early_stop_patience=5, distill_images=4)

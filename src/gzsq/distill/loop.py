@@ -71,11 +71,49 @@ class Objective:
     extra: dict = field(default_factory=dict)
 
 
+class _ChannelMoments(torch.autograd.Function):
+    """Per-channel mean and (biased) variance of an (N, C, ...) tensor, over every dim but C.
+
+    Why a hand-written Function: the statistics are taken at ~20 layers every
+    step, and autograd through `mean`, subtract, square, `mean` made them cost
+    as much as the network's own forward and backward. Here the forward is one
+    pass for the sums and one fused multiply-reduce for the squares, and the
+    backward is a single multiply-add: d/dx = g_mean/n + 2 g_var (x − mean)/n.
+    Variance as E[x²] − mean² loses precision only when |mean| ≫ std by ~10³,
+    far beyond what layer outputs show.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        channels = x.shape[1]
+        count = x.numel() // channels
+        if x.dim() == 2:
+            total, squares = x.sum(0), torch.linalg.vecdot(x.T, x.T)
+        elif x.is_contiguous():
+            rows = x.reshape(x.shape[0], channels, -1)
+            total, squares = rows.sum(2).sum(0), torch.linalg.vecdot(rows, rows).sum(0)
+        else:  # channels_last and other layouts: reduce each channel's column of the (pixels, C) view
+            cols = x.movedim(1, -1).reshape(-1, channels)
+            total, squares = cols.sum(0), (cols * cols).sum(0)
+        mean = total / count
+        var = (squares / count - mean * mean).clamp_min(0)
+        ctx.save_for_backward(x, mean)
+        ctx.count = count
+        return mean, var
+
+    @staticmethod
+    def backward(ctx, grad_mean, grad_var):
+        x, mean = ctx.saved_tensors
+        scale = 2 * grad_var / ctx.count
+        shift = grad_mean / ctx.count - scale * mean
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return torch.addcmul(shift.view(shape), x, scale.view(shape))
+
+
 def _channel_stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    dims = [0] + list(range(2, t.dim()))
-    mean = t.mean(dims)
-    std = (t - mean.view((1, -1) + (1,) * (t.dim() - 2))).pow(2).mean(dims).add(1e-8).sqrt()
-    return mean, std
+    """Per-channel (mean, std) of a layer output, differentiable (see `_ChannelMoments`)."""
+    mean, var = _ChannelMoments.apply(t)
+    return mean, var.add(1e-8).sqrt()
 
 
 @dataclass(frozen=True)
@@ -197,6 +235,10 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    # Images in channels-last order: oneDNN's convolutions (forward and input-gradient) run ~15 % faster
+    # on them. The model is converted in place and given back in the default layout when done.
+    layout = torch.channels_last if len(shape) == 3 else torch.contiguous_format
+    model.to(memory_format=layout)
     modules = dict(model.named_modules())
     missing = [k for k in objective.targets if k not in modules]
     if missing:
@@ -246,10 +288,11 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 size = 2
             resuming = saved is not None and bi == saved["batch"] and saved["x"] is not None
             if resuming:
-                x = saved["x"].clone().requires_grad_(True)
+                x = saved["x"].clone().contiguous(memory_format=layout).requires_grad_(True)
                 labels = saved["labels"]
             else:
-                x = torch.randn((size,) + tuple(shape), generator=gen).requires_grad_(True)
+                x = torch.randn((size,) + tuple(shape), generator=gen).contiguous(memory_format=layout)
+                x.requires_grad_(True)
                 labels = torch.randint(num_classes or 1, (size,), generator=gen)
             opt = torch.optim.Adam([x], lr=config.lr)
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=20, min_lr=1e-4)
@@ -302,7 +345,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 if checkpoint and (it + 1) % checkpoint.every == 0 and it + 1 < config.iterations:
                     _save_checkpoint(checkpoint, state_now(bi, it + 1, x, labels, opt, sched, best, since_best,
                                                            curve))
-            batches.append(x.detach()[: min(config.batch_size, n_opt - b0)])
+            batches.append(x.detach()[: min(config.batch_size, n_opt - b0)].contiguous())
             curves.append(curve)
             iters_run.append(len(curve))
             if checkpoint and bi + 1 < len(batch_starts):  # a batch boundary: the next one starts fresh
@@ -311,6 +354,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
         bar.close()
         for h in handles:
             h.remove()
+        model.to(memory_format=torch.contiguous_format)
     images = torch.cat(batches)
     if len(images) < n:
         images = _expand(images, n, gen)
