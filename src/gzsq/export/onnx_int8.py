@@ -180,7 +180,7 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
             extra["TensorQuantOverrides"] = overrides
         images = np.asarray(calib_images, np.float32)
 
-        def quantize(source: Path, target: Path) -> None:
+        def quantize(source: Path, target: Path, images: np.ndarray) -> None:
             reader = _ImageReader(images, input_name, fixed_batch or 32, layout)
             with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print progress to stdout
                 quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
@@ -190,15 +190,17 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
                                 calibrate_method=methods[calibration], extra_options=extra)
 
         if bias_correction:
+            # The first pass is only read for its rounded weights, which no activation range affects:
+            # one batch of calibration images is enough, and saves a full calibration.
             first = Path(work) / "first.onnx"
-            quantize(prepared, first)
+            quantize(prepared, first, images[: fixed_batch or 2])
             reader = _ImageReader(images, input_name, fixed_batch or 32, layout)
             feeds = iter(reader.get_next, None)
             corrected, _ = correct_conv_biases(prepared_proto, onnx.load(str(first)), feeds)
             prepared = Path(work) / "corrected.onnx"
             onnx.save(corrected, str(prepared))
         with atomic_path(out_path) as tmp:
-            quantize(prepared, tmp)
+            quantize(prepared, tmp, images)
             result = onnx.load(str(tmp))
             del result.metadata_props[:]
             result.metadata_props.extend(proto.metadata_props)
