@@ -12,7 +12,6 @@ keeps finished rows; results/ablation.md is regenerated from it at the end.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time

@@ -32,23 +32,24 @@ sys.path.insert(0, str(ROOT / "src"))
 from gzsq.distill.io import load_calibration, save_calibration  # noqa: E402
 from gzsq.evaluate import load_eval_set  # noqa: E402
 from gzsq.export import OnnxClassifier, export_fp32_onnx  # noqa: E402
-from gzsq.export.onnx_int8 import depthwise_weights, export_onnx_int8  # noqa: E402
+from gzsq.export.onnx_int8 import Int8ExportConfig, depthwise_weights, export_onnx_int8  # noqa: E402
 from gzsq.models import load_model  # noqa: E402
 from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
-# name → export_onnx_int8 keyword arguments
+# name → the export's settings
 VARIANTS = {
-    "reduce_range everywhere (session-2 export)": dict(depthwise_full_range=False, bias_correction=False,
-                                                       pair_safe=False),
-    "full grid everywhere": dict(reduce_range=False, bias_correction=False),
-    "full grid, uint8 weights (u8×u8 kernels)": dict(reduce_range=False, weights="uint8", bias_correction=False),
-    "reduce_range, full grid on depthwise": dict(bias_correction=False, pair_safe=False),
-    "reduce_range everywhere + bias correction": dict(depthwise_full_range=False, pair_safe=False),
-    "reduce_range, full grid on depthwise + bias correction": dict(pair_safe=False),
-    "pair-safe grid, full grid on depthwise": dict(bias_correction=False),
-    "pair-safe grid, full grid on depthwise + bias correction (gzsq default)": dict(),
-    "… the same with percentile ranges": dict(calibration="percentile"),
+    "reduce_range everywhere (session-2 export)":
+        Int8ExportConfig(depthwise_full_range=False, bias_correction=False, pair_safe=False),
+    "full grid everywhere": Int8ExportConfig(reduce_range=False, bias_correction=False),
+    "full grid, uint8 weights (u8×u8 kernels)":
+        Int8ExportConfig(reduce_range=False, weights="uint8", bias_correction=False),
+    "reduce_range, full grid on depthwise": Int8ExportConfig(bias_correction=False, pair_safe=False),
+    "reduce_range everywhere + bias correction": Int8ExportConfig(depthwise_full_range=False, pair_safe=False),
+    "reduce_range, full grid on depthwise + bias correction": Int8ExportConfig(pair_safe=False),
+    "pair-safe grid, full grid on depthwise": Int8ExportConfig(bias_correction=False),
+    "pair-safe grid, full grid on depthwise + bias correction (gzsq default)": Int8ExportConfig(),
+    "… the same with percentile ranges": Int8ExportConfig(calibration="percentile"),
 }
 
 
@@ -86,9 +87,9 @@ def main(argv=None) -> int:
             print(f"\n## calibration: {calib}, {len(calib_np)} images, seed {args.seed}")
             print("| export | fused top-1 | QDQ reference top-1 | fused = reference | agreement with FP32 | fused s |")
             print("| --- | --- | --- | --- | --- | --- |")
-            for name, kwargs in VARIANTS.items():
+            for name, settings in VARIANTS.items():
                 out = Path(tmp) / "int8.onnx"
-                export_onnx_int8(fp32_path, out, calib_np, input_range=model.input_spec.input_range(), **kwargs)
+                export_onnx_int8(fp32_path, out, calib_np, settings, input_range=model.input_spec.input_range())
                 session = OnnxClassifier(out)
                 t = time.perf_counter()
                 fused = session.predict(images)

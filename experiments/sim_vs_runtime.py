@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from gzsq.config import QuantConfig  # noqa: E402
 from gzsq.evaluate import load_eval_set, predict  # noqa: E402
-from gzsq.export import OnnxClassifier, export_fp32_onnx, export_onnx_int8  # noqa: E402
+from gzsq.export import Int8ExportConfig, OnnxClassifier, export_fp32_onnx, export_onnx_int8  # noqa: E402
 from gzsq.models import load_model  # noqa: E402
 from gzsq.quantize.sim import quantize  # noqa: E402
 from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
@@ -33,9 +33,9 @@ def main() -> None:
     data = load_eval_set(model, SHARED / "data/cifar10/test.npz")
     with tempfile.TemporaryDirectory() as work:
         fp32 = export_fp32_onnx(model, Path(work) / "r20.onnx")
-        int8 = export_onnx_int8(fp32, Path(work) / "r20-int8.onnx", calib.numpy(), reduce_range=False,
-                                activations="int8", input_range=model.input_spec.input_range(),
-                                bias_correction=False)
+        int8 = export_onnx_int8(fp32, Path(work) / "r20-int8.onnx", calib.numpy(),
+                                Int8ExportConfig(reduce_range=False, activations="int8", bias_correction=False),
+                                input_range=model.input_spec.input_range())
         runtime = OnnxClassifier(int8).predict(data.images.numpy(), batch_size=500)
     labels = data.labels
     print("# python experiments/sim_vs_runtime.py  (ResNet-20, real calibration 256 images, seed 0)")

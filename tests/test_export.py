@@ -1,6 +1,7 @@
 """FP32 ONNX export, ONNX Runtime int8 quantization, and agreement of the simulator with the runtime."""
 
 import numpy as np
+import pytest
 import onnx
 import torch
 from hypothesis import given, settings
@@ -8,7 +9,8 @@ from hypothesis import strategies as st
 
 from gzsq.config import QuantConfig
 from gzsq.evaluate import load_eval_set, predict
-from gzsq.export import OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
+from gzsq.errors import ConfigError
+from gzsq.export import Int8ExportConfig, OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
 from gzsq.fold import fold_bn
 from gzsq.models import load_model
 from gzsq.quantize.sim import quantize
@@ -82,8 +84,8 @@ def test_simulated_w8a8_agrees_with_onnxruntime_int8(tmp_path):
                              options=SourceOptions(setting="bn", calib_data=str(needs(CIFAR_TRAIN)))).images
     fp32 = export_fp32_onnx(model, tmp_path / "r20.onnx")
     int8 = export_onnx_int8(fp32, tmp_path / "r20-int8.onnx", calib.numpy(),
-                            input_range=model.input_spec.input_range(), reduce_range=False,
-                            activations="int8", bias_correction=False)
+                            Int8ExportConfig(reduce_range=False, activations="int8", bias_correction=False),
+                            input_range=model.input_spec.input_range())
     data = load_eval_set(model, needs(CIFAR_TEST))
     images, labels = data.images[::10], data.labels[::10]
     ort_pred = OnnxClassifier(int8).predict(images.numpy(), batch_size=250)
@@ -134,7 +136,8 @@ def test_bias_correction_restores_each_channels_mean_exactly(tmp_path):
     fp32 = _two_conv_graph()
     onnx.save(fp32, tmp_path / "fp32.onnx")
     images = (np.random.default_rng(1).normal(size=(16, 3, 4, 4)) + 0.7).astype(np.float32)  # E[x] ≠ 0
-    int8 = onnx.load(export_onnx_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", images, bias_correction=False))
+    int8 = onnx.load(export_onnx_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", images,
+                                     Int8ExportConfig(bias_correction=False)))
     corrected, n = correct_conv_biases(fp32, int8, [{"input": images}])
     assert n == 2
     # the corrected float model with the int8 model's rounded weights has the original channel means
@@ -161,7 +164,7 @@ def test_bias_corrected_export_is_closer_to_fp32(tmp_path):
     errors = {}
     for corrected in (False, True):
         out = export_onnx_int8(tmp_path / "fp32.onnx", tmp_path / f"int8-{corrected}.onnx", images,
-                               bias_correction=corrected)
+                               Int8ExportConfig(bias_correction=corrected))
         diff = OnnxClassifier(out).logits(images) - reference
         errors[corrected] = np.abs(diff.mean(axis=(0, 2, 3))).max()
     assert errors[True] < errors[False]
@@ -207,3 +210,9 @@ def test_depthwise_convs_are_left_to_the_full_grid():
 
     model = _conv_model(np.ones((4, 1, 3, 3)), group=4)
     assert depthwise_weights(model) == ["w"] and pair_safe_weight_ranges(model) == {}
+
+
+@pytest.mark.parametrize("bad", [dict(calibration="entropy"), dict(activations="int4"), dict(weights="fp8")])
+def test_unknown_export_choices_are_refused_in_one_line(bad):
+    with pytest.raises(ConfigError, match="choose one of"):
+        Int8ExportConfig(**bad)

@@ -27,7 +27,7 @@ from torch import nn
 from .atomic import write_text_atomic
 from .errors import ConfigError
 from .evaluate import calib_label, default_setting, load_eval_set
-from .export import OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
+from .export import Int8ExportConfig, OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
 from .fold import fold_bn
 from .sources import SourceOptions, check_source, make_calibration
 
@@ -110,9 +110,9 @@ def _quantize_model(model, out, *, calib, preset, n_calib, seed, setting, calib_
         seconds["export_fp32"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        export_onnx_int8(fp32_path, out, calibration.images.numpy(), layout=layout,
-                         input_range=model.input_spec.input_range(), reduce_range=not full_range_weights,
-                         bias_correction=bias_correction)
+        export_onnx_int8(fp32_path, out, calibration.images.numpy(),
+                         Int8ExportConfig(reduce_range=not full_range_weights, bias_correction=bias_correction),
+                         layout=layout, input_range=model.input_spec.input_range())
         seconds["quantize_int8"] = time.perf_counter() - t
 
         evaluation = None

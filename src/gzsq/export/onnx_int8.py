@@ -15,7 +15,7 @@ grid on which no neighbouring pair can overflow (`pair_safe_weight_ranges`, neve
 coarser than reduce_range), keeps depthwise convs (32-bit kernel) on the full
 grid, and leaves only the classifier on reduce_range. u8 activations with s8
 weights are the fast path here: 1.3–1.7× faster than FP32 (benchmarks/results/latency.txt),
-where s8×s8 was slower than FP32. Pass `reduce_range=False` for CPUs with VNNI or
+where s8×s8 was slower than FP32. Use `Int8ExportConfig(reduce_range=False)` on CPUs with VNNI or
 ARM dot-product instructions. `activations="int8"` with full-range weights
 reproduces the full 8-bit grid exactly on ResNet-20 (fused kernels = QDQ reference);
 the simulator-agreement test uses it.
@@ -37,6 +37,7 @@ import contextlib
 import io
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,41 @@ import onnx
 from onnx import numpy_helper
 
 from ..atomic import atomic_path
-from ..errors import UnsupportedModelError
+from ..errors import ConfigError, UnsupportedModelError
 from .bias_correction import correct_conv_biases
+
+
+@dataclass(frozen=True)
+class Int8ExportConfig:
+    """How ONNX Runtime quantizes the graph. The defaults are what measured best on this
+    machine's AVX2 kernels (results/lite0_int8_gap.txt compares each switch).
+
+    reduce_range: weights on ONNX Runtime's [−64, 64] grid, which its fused kernels cannot
+        saturate without VNNI; False for CPUs with VNNI or ARM dot-product instructions.
+    depthwise_full_range, pair_safe: under reduce_range, give depthwise convs the full grid
+        (their kernel widens to 32 bits) and other convs the finest grid on which no pair of
+        neighbouring products can overflow (`pair_safe_weight_ranges`).
+    bias_correction: each conv's bias absorbs E[(W_q − W)·x] (`gzsq.export.bias_correction`).
+    calibration: "minmax" (SPEC's observer) or "percentile" (ONNX Runtime's 99.999th).
+    activations / weights: "uint8" or "int8". u8 activations × s8 weights is the fast path
+        here; u8 weights (u8×u8 kernels) take the full grid safely but ran 2.6–3.0× slower.
+    """
+
+    per_channel: bool = True
+    reduce_range: bool = True
+    depthwise_full_range: bool = True
+    pair_safe: bool = True
+    bias_correction: bool = True
+    calibration: str = "minmax"
+    activations: str = "uint8"
+    weights: str = "int8"
+
+    def __post_init__(self):
+        for field, value, choices in (("calibration", self.calibration, ("minmax", "percentile")),
+                                      ("activations", self.activations, ("uint8", "int8")),
+                                      ("weights", self.weights, ("uint8", "int8"))):
+            if value not in choices:
+                raise ConfigError(f"unknown int8 export {field} {value!r}; choose one of {', '.join(choices)}")
 
 
 class _ImageReader:
@@ -129,21 +163,15 @@ def pair_safe_weight_ranges(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     return ranges
 
 
-def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.ndarray, *,
-                     layout: str = "nchw", input_range: tuple[float, float] | None = None,
-                     per_channel: bool = True, reduce_range: bool = True, activations: str = "uint8",
-                     depthwise_full_range: bool = True, calibration: str = "minmax",
-                     bias_correction: bool = True, weights: str = "int8", pair_safe: bool = True) -> Path:
+def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.ndarray,
+                     config: Int8ExportConfig = Int8ExportConfig(), *, layout: str = "nchw",
+                     input_range: tuple[float, float] | None = None) -> Path:
     """Quantize `fp32_path` with ONNX Runtime, calibrating on `calib_images` (NCHW, normalized); atomic write.
 
-    With `reduce_range`, depthwise convolutions still get the full int8 weight grid unless
-    `depthwise_full_range=False` (see `depthwise_weights`), and other convolutions get the finest
-    per-channel grid that provably cannot saturate unless `pair_safe=False` (`pair_safe_weight_ranges`). `calibration`: "minmax" (SPEC's default
-    observer) or "percentile" (ONNX Runtime's histogram percentile, 99.999). `bias_correction`
-    quantizes twice: once to learn each Conv's rounded weights, then again with the biases
-    corrected for the mean shift that rounding causes (`gzsq.export.bias_correction`).
-    `weights="uint8"` selects ONNX Runtime's u8×u8 kernels, which widen to 32 bits before adding and
-    so take the full grid without saturating, but ran ~6× slower than FP32 on this CPU.
+    `layout` is the graph input's layout ("nchw" or "nhwc"); `input_range`, the network input's
+    valid range, replaces its calibrated range. With bias correction the graph is quantized
+    twice: once (on a single batch) to learn each Conv's rounded weights, then again with the
+    biases corrected for the mean shift that rounding causes.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -159,8 +187,6 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
     if input_range is not None:
         overrides[input_name] = [{"rmin": np.float32(input_range[0]), "rmax": np.float32(input_range[1])}]
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
-    if calibration not in methods:
-        raise ValueError(f"unknown calibration {calibration!r}; choose one of {', '.join(methods)}")
     with tempfile.TemporaryDirectory(dir=out_path.parent if out_path.parent.exists() else None) as work:
         prepared = Path(work) / "prepared.onnx"
         try:
@@ -168,11 +194,11 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
         except Exception:  # pre-processing is an optimization; quantize the file as it is if it fails
             prepared = Path(fp32_path)
         prepared_proto = onnx.load(str(prepared))
-        if reduce_range and per_channel and depthwise_full_range:
+        if config.reduce_range and config.per_channel and config.depthwise_full_range:
             # per-channel overrides must name the axis, or ONNX Runtime treats them as per-tensor
             for name in depthwise_weights(prepared_proto):
                 overrides[name] = [{"axis": 0, "reduce_range": False}]
-        if reduce_range and per_channel and pair_safe:
+        if config.reduce_range and config.per_channel and config.pair_safe:
             for name, r in pair_safe_weight_ranges(prepared_proto).items():
                 overrides[name] = [{"axis": 0, "reduce_range": False, "rmin": np.float32(-v), "rmax": np.float32(v)}
                                    for v in r]
@@ -183,13 +209,13 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
         def quantize(source: Path, target: Path, images: np.ndarray) -> None:
             reader = _ImageReader(images, input_name, fixed_batch or 32, layout)
             with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print progress to stdout
-                quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                                reduce_range=reduce_range,
-                                activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-                                weight_type=QuantType.QUInt8 if weights == "uint8" else QuantType.QInt8,
-                                calibrate_method=methods[calibration], extra_options=extra)
+                quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
+                                per_channel=config.per_channel, reduce_range=config.reduce_range,
+                                activation_type=QuantType.QUInt8 if config.activations == "uint8" else QuantType.QInt8,
+                                weight_type=QuantType.QUInt8 if config.weights == "uint8" else QuantType.QInt8,
+                                calibrate_method=methods[config.calibration], extra_options=extra)
 
-        if bias_correction:
+        if config.bias_correction:
             # The first pass is only read for its rounded weights, which no activation range affects:
             # one batch of calibration images is enough, and saves a full calibration.
             first = Path(work) / "first.onnx"
