@@ -51,7 +51,8 @@ def test_evaluate_zeroq_bn_free_refused_in_one_line(small_test_set, capsys):
     assert len(lines) == 1 and lines[0].startswith("gzsq: error: zeroq needs BatchNorm")
 
 
-@pytest.mark.parametrize("args", [["--w-bits", "9"], ["--a-bits", "x"], ["--data", "/nonexistent.npz"]])
+@pytest.mark.parametrize("args", [["--w-bits", "9"], ["--a-bits", "x"], ["--data", "/nonexistent.npz"],
+                                  ["--threads", "-1"], ["--threads", "two"]])
 def test_evaluate_bad_input(args, small_test_set, capsys):
     base = ["--data", str(small_test_set)] if "--data" not in args else []
     code, out, err = _evaluate(base + args, capsys)  # usage errors too: one line, exit 2, no SystemExit
@@ -72,6 +73,26 @@ def test_distill_writes_set_and_preview(tmp_path, capsys):
     with np.load(out) as z:
         assert z["images"].shape == (16, 3, 32, 32)
         assert json.loads(str(z["info"]))["source"] == "gzsq"
+
+
+def test_busy_cpu_is_noted_and_threads_applied(tmp_path, capsys, monkeypatch):
+    """On a saturated CPU the user hears why the run is slow; --threads is applied to torch (and silences it)."""
+    import os
+
+    import torch
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    args = ["distill", "cifar10-resnet20", "--weights", str(needs(RESNET20)), "--n-calib", "4"]
+    assert main(args + ["-o", str(tmp_path / "a.npz")]) == 0
+    assert "the CPU was busy" in capsys.readouterr().err
+    assert main(args + ["-o", str(tmp_path / "a.npz")]) == 2  # exists: the error stays the only line
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    before = torch.get_num_threads()
+    try:
+        assert main(args + ["-o", str(tmp_path / "b.npz"), "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2 and "busy" not in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_distill_zeroq_on_bn_free_model_leaves_no_file(tmp_path, capsys):

@@ -56,6 +56,16 @@ def _n_calib(text: str) -> int:
     return value
 
 
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threads must be a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"threads must be >= 0 (0: one per core), got {value}")
+    return value
+
+
 class UsageError(GzsqError):
     """A command line argparse rejected; main() prints it as one line, exit 2."""
 
@@ -164,6 +174,9 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
     p.add_argument("--n-calib", type=_n_calib, metavar="N",
                    help=f"number of calibration images, 1 to {MAX_CALIBRATION_IMAGES} (default: {default_n})")
     p.add_argument("--seed", type=_seed, default=0, help="seed for every random choice (default: 0)")
+    p.add_argument("--threads", type=_threads, default=0, metavar="N",
+                   help="CPU threads for distillation and evaluation (default 0: one per core). When another job "
+                        "shares the cores, fewer threads than cores is much faster than oversubscribing them")
     p.add_argument("--setting", choices=["bn", "bn-free"],
                    help="what the calibration source may read: bn (BatchNorm statistics) or bn-free "
                         "(only the folded network, as in an ONNX/TFLite export). Default: bn if the model has BN")
@@ -206,7 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="calibrate on a set written earlier by `gzsq distill` instead of making one now "
                          "(distill once, quantize many times); --calib/--n-calib/--seed are then ignored")
     qz.add_argument("--keep-fp32", action="store_true", help="also write the FP32 ONNX export as OUT.fp32.onnx")
-    qz.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for --eval-data (0: all cores)")
     qz.add_argument("--full-range-weights", action="store_true",
                     help="int8 weights on the full [-127, 127] grid everywhere instead of grids that cannot saturate "
                          "16-bit sums; only for CPUs with VNNI / ARM dot-product (elsewhere int8 kernels saturate)")
@@ -272,6 +284,7 @@ def cmd_quantize(args) -> int:
     extra = [out.with_name(out.stem + ".fp32.onnx")] if args.keep_fp32 else []
     for path in (out, *report_paths(out), *extra):  # all refused before any work, not half-way
         ensure_output_path(path, force=args.force)
+    busy = _use_threads(args)
     model = _load_model(args)
     report = quantize_model(model, out, calib=args.calib, preset=args.preset, n_calib=args.n_calib,
                             seed=args.seed, setting=args.setting, calib_data=args.calib_data,
@@ -292,6 +305,8 @@ def cmd_quantize(args) -> int:
                 print(f"  {report['backend']} on {e['images']} images: FP32 top-1 {e['fp32_top1']:.2f} %, int8 top-1 "
                       f"{e['int8_top1']:.2f} % ({e['int8_top1'] - e['fp32_top1']:+.2f} pt)")
             print(f"  agreement (int8 top-1 == FP32 top-1): {e['agreement']:.2f} %")
+    if busy:
+        _note(args, busy)
     return 0
 
 
@@ -316,6 +331,29 @@ def _note(args, message: str, level: int = 0) -> None:
         print(f"gzsq: {message}", file=sys.stderr)
 
 
+def _use_threads(args) -> str | None:
+    """Apply --threads; → a note for the end of the run if the CPU was already busy when it started.
+
+    Distillation and evaluation are compute-bound: two jobs each using every core ran 4–6× slower
+    here than one job alone. The note is told after success, so an error stays the only line.
+    """
+    import os
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        return None
+    try:
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    except (AttributeError, OSError):  # no load average on this platform
+        return None
+    if load < cores:
+        return None
+    return (f"the CPU was busy when this run started (load {load:.1f} on {cores} cores), so it ran slower than "
+            "usual; with another job running, --threads 1 is often faster")
+
+
 def cmd_evaluate(args) -> int:
     from .config import QuantConfig
     from .evaluate import default_setting, evaluate_quantization, load_eval_set
@@ -326,6 +364,7 @@ def cmd_evaluate(args) -> int:
                          first_last_8bit=args.first_last_8bit)
     progress = _progress(args)
     t = time.perf_counter()
+    busy = _use_threads(args)
     model = _load_model(args)
     setting = args.setting or default_setting(model)
     check_source(args.calib, model, setting)
@@ -347,6 +386,8 @@ def cmd_evaluate(args) -> int:
         print(f"  quantized top-1 {s['top1']:6.2f} %   ({s['top1'] - s['fp32_top1']:+.2f} pt)")
         print(f"  agreement       {s['agreement']:6.2f} %  (quantized top-1 == FP32 top-1)")
         print("  seconds         " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()))
+    if busy:
+        _note(args, busy)
     return 0
 
 
@@ -391,6 +432,7 @@ def cmd_distill(args) -> int:
     from .sources import SourceOptions, check_source, make_calibration
 
     partial = _check_distill_outputs(args)
+    busy = _use_threads(args)
     model = _load_model(args)
     setting = args.setting or default_setting(model)
     check_source(args.calib, model, setting)
@@ -428,6 +470,8 @@ def cmd_distill(args) -> int:
           f"({calibration.seconds:.1f} s)")
     if args.preview:
         print(f"wrote preview {args.preview}")
+    if busy:
+        _note(args, busy)
     return 0
 
 
