@@ -75,8 +75,22 @@ VARIANTS = {
                                                    "independent-pixel variance, 128 distilled, 20 steps"),
     "thorough/32-distilled-20-steps": ("gzsq", "thorough", (("distill_images", 32), ("iterations", 20)),
                                       "distill 32 for 20 steps, expand by flips/shifts"),
+    # The same choices at the default's budget (20 steps on 256 CIFAR images' worth of pixels: 16 images at
+    # 224x224), which is what EfficientNet-Lite0 is measured with: a comparison of choices at equal compute.
+    "default/paper-recipe": ("gzsq", "paper", (("iterations", 20), ("distill_pixels", 256 * 32 * 32),
+                                               ("batch_size", 256), ("early_stop_patience", 0)),
+                             "METHOD.md's targets and L_Z (lr 0.5) on the default's budget"),
+    "default/paper-targets": ("gzsq", "default", (("rule", "paper"), ("relu_aware", False), ("std_floor", 0.0)),
+                              "paper recursion, default distillation"),
+    "default/loss=z": ("gzsq", "default", (("loss", "z"),), "the paper's L_Z on the default targets"),
+    "default/loss=l2": ("gzsq", "default", (("loss", "l2"),), "L2 on the default targets"),
+    "default/no-relu-aware": ("gzsq", "default", (("relu_aware", False),), "ReLU ignored in propagation"),
+    "default/no-std-floor": ("gzsq", "default", (("std_floor", 0.0),), "no floor on target stds"),
+    "default/no-clamp": ("gzsq", "default", (("clamp_pixels", False),), "pixels free to leave the valid range"),
 }
-LITE_VARIANTS = ["real", "gaussian", "default", "thorough", "paper/30-steps", "thorough/loss=z", "thorough/no-relu-aware"]
+LITE_VARIANTS = ["real", "gaussian", "default", "default/paper-recipe", "default/paper-targets", "default/loss=z",
+                 "default/loss=l2", "default/no-relu-aware", "default/coherence=0", "default/no-std-floor",
+                 "default/no-clamp"]
 COLUMNS = ["model", "variant", "w_bits", "a_bits", "seed", "fp32_top1", "top1", "agreement", "distill_seconds",
            "iterations"]
 

@@ -28,24 +28,23 @@ EPILOG_EVALUATE = """examples:
 """
 
 
-def _bits(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bits must be an integer from 2 to 8, got {text!r}") from None
-    if not 2 <= value <= 8:
-        raise argparse.ArgumentTypeError(f"bits must be from 2 to 8, got {value}")
-    return value
+def _whole_number(expected: str, low: int, high: int | None = None):
+    """An argparse type: an int in [low, high]; anything else is refused in one line saying what was expected."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be an integer from 0 to {MAX_SEED}, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"seed must be from 0 to {MAX_SEED}, got {value}")
-    return value
+_bits = _whole_number("a bit-width from 2 to 8", 2, 8)
+_seed = _whole_number(f"a seed from 0 to {MAX_SEED}", 0, MAX_SEED)
+_threads = _whole_number("a number of threads >= 0 (0: one per core)", 0)
+_positive = _whole_number("a positive integer", 1)
 
 
 def _n_calib(text: str) -> int:
@@ -53,16 +52,6 @@ def _n_calib(text: str) -> int:
     if value > MAX_CALIBRATION_IMAGES:
         raise argparse.ArgumentTypeError(f"at most {MAX_CALIBRATION_IMAGES} calibration images, got {value} "
                                          "(256 is the usual choice)")
-    return value
-
-
-def _threads(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"threads must be a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"threads must be >= 0 (0: one per core), got {value}")
     return value
 
 
@@ -88,16 +77,6 @@ def _add_verbosity_args(p: argparse.ArgumentParser, *, top: bool) -> None:
                    "stderr is not a terminal)", **({"default": 0} if top else default))
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no notes; errors and "
                    "results only", **({"default": False} if top else default))
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 MODEL_HELP = ("zoo name — cifar10-resnetN (N=6n+2, needs --weights), cifar10-resnet20-nf, efficientnet-lite0/1/2 — "
