@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
         n = 64 if model.input_spec.size >= 128 else 256
         timed(model, min(n, 8), "default", [("iterations", 1)])  # warm-up: allocator, kernels
         t_default, steps = timed(model, n, "default", [])
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; the process so far
         optimized = default.images_to_optimize(n, model.input_spec.shape)
         thorough = PRESETS["thorough"].distill.iterations
         if args.full:
@@ -71,7 +73,8 @@ def main(argv=None) -> int:
             how = f"extrapolated from {probe_steps} measured steps on all {n} images ({t_probe:.1f} s)"
         goal = goals.get(name)
         verdict = "" if goal is None else f" | goal <= {goal:.0f} s: {'met' if t_default <= goal else 'NOT met'}"
-        print(f"{name}: {n} images | default {t_default:.1f} s ({optimized} optimized x {steps} steps){verdict}"
+        print(f"{name}: {n} images | default {t_default:.1f} s ({n / t_default:.1f} images/s; {optimized} optimized x "
+              f"{steps} steps; peak RSS so far {peak_mb:.0f} MiB){verdict}"
               f" | thorough {t_thorough:.1f} s ({n} x {thorough} steps; {t_thorough / t_default:.1f}x the default)"
               f" | 500-step recipe {t_long:.1f} s ({t_long / t_default:.1f}x the default) | {how}", flush=True)
     return 0
