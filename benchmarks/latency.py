@@ -6,7 +6,8 @@ Both models of a pair are timed in the same run, interleaved (fp32, int8, fp32, 
 machine noise hits both alike; the table reports medians and the int8/fp32 speed ratio. Latency does
 not depend on where calibration ranges came from, so the int8 models here are calibrated on 32
 Gaussian-noise images to keep the benchmark quick; accuracy is measured elsewhere
-(results/quantize/runs.txt).
+(results/quantize/runs.txt). `gzsq bench MODEL` measures the same for any one model, calibrated
+the real way.
 """
 
 from __future__ import annotations
@@ -14,36 +15,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from gzsq.bench import time_pair  # noqa: E402
 from gzsq.export import OnnxClassifier, export_fp32_onnx, export_onnx_int8  # noqa: E402
 from gzsq.models import load_model  # noqa: E402
 from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def _time_pair(fp32: OnnxClassifier, int8: OnnxClassifier, batch: np.ndarray, repeats: int) -> tuple[float, float]:
-    for runner in (fp32, int8):  # warm-up: first runs allocate and pick kernels
-        for _ in range(3):
-            runner.session.run(None, {runner.input_name: batch})
-    times = {id(fp32): [], id(int8): []}
-    for _ in range(repeats):
-        for runner in (fp32, int8):
-            t = time.perf_counter()
-            runner.session.run(None, {runner.input_name: batch})
-            times[id(runner)].append(time.perf_counter() - t)
-    return statistics.median(times[id(fp32)]) * 1000, statistics.median(times[id(int8)]) * 1000
 
 
 def main() -> None:
@@ -67,7 +53,7 @@ def main() -> None:
             int8 = OnnxClassifier(int8_path, threads=args.threads)
             for batch_size in (1, 32):
                 batch = torch.randn(batch_size, *model.input_spec.shape).numpy()
-                f, q = _time_pair(fp32, int8, batch, args.repeats if batch_size == 1 else max(5, args.repeats // 3))
+                f, q = time_pair(fp32, int8, batch, args.repeats if batch_size == 1 else max(5, args.repeats // 3))
                 print(f"| {name} | {batch_size} | {f:.2f} | {q:.2f} | {f / q:.2f}× |", flush=True)
 
 

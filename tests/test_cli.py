@@ -183,3 +183,25 @@ def test_quantize_from_a_distilled_set(tmp_path, capsys):
     assert main(["quantize", "cifar10-resnet20-nf", "-o", str(tmp_path / "w.onnx"), "--calib-set", str(wrong)]) == 2
     assert "distill the set from this model" in capsys.readouterr().err
     assert not (tmp_path / "w.onnx").exists()
+
+
+def test_bench_times_the_main_job_and_both_models(capsys):
+    code = main(["bench", "cifar10-resnet20", "--weights", str(needs(RESNET20)), "--calib", "gaussian",
+                 "--n-calib", "8", "--repeats", "2", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["calib"] == "gaussian" and result["n_calib"] == 8
+    assert [row["batch"] for row in result["latency"]] == [1, 32]
+    for row in result["latency"]:
+        assert row["fp32_ms"] > 0 and row["int8_ms"] > 0
+        assert abs(row["speedup"] - row["fp32_ms"] / row["int8_ms"]) < 0.01 * row["speedup"]
+    s = result["seconds"]
+    assert s["quantize_total"] >= s["calibration_data"] + s["quantize_int8"] and result["peak_memory_mib"] > 50
+
+
+@pytest.mark.parametrize("args", [["--repeats", "0"], ["--weights", "/nonexistent.th"]])
+def test_bench_bad_input_one_line(args, capsys):
+    code = main(["bench", "cifar10-resnet20", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("gzsq: error: ")

@@ -1,4 +1,4 @@
-"""Command line: `gzsq quantize` (the main job), `gzsq evaluate` and `gzsq distill` (SPEC §8).
+"""Command line: `gzsq quantize` (the main job), `gzsq evaluate`, `gzsq distill` and `gzsq bench` (SPEC §8).
 
 Errors the user can fix print one line `gzsq: error: …` and exit 2; progress
 bars go to stderr; with --json the last line of stdout is one JSON object.
@@ -250,6 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
                          "the file is removed once OUT.npz is written")
     _add_calib_args(ds, "256, or 64 for ImageNet-size models")
     ds.set_defaults(func=cmd_distill)
+
+    bn = sub.add_parser("bench", help="time the main job and int8 vs FP32 latency on this machine",
+                        description="Run `gzsq quantize` on MODEL into a temporary folder (seconds per stage,\n"
+                                    "calibration images/s), then time ONNX Runtime on the FP32 and the int8 model at\n"
+                                    "batch 1 and 32, interleaved so that machine noise hits both alike (median ms,\n"
+                                    "speed-up), and report the peak memory. Nothing is written. Run it with nothing\n"
+                                    "else on the CPU: the ratios are more trustworthy than the absolute times.",
+                        epilog="examples:\n  gzsq bench efficientnet-lite0\n"
+                               "  gzsq bench cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th --json\n",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_verbosity_args(bn, top=False)
+    _add_model_args(bn, positional=True)
+    bn.add_argument("--repeats", type=_positive, default=20, metavar="R",
+                    help="timed runs per model at batch 1 (a third of that, at least 5, at batch 32); default 20")
+    bn.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    _add_calib_args(bn, "256, or 64 for ImageNet-size models")
+    bn.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -365,6 +382,30 @@ def cmd_evaluate(args) -> int:
         print(f"  quantized top-1 {s['top1']:6.2f} %   ({s['top1'] - s['fp32_top1']:+.2f} pt)")
         print(f"  agreement       {s['agreement']:6.2f} %  (quantized top-1 == FP32 top-1)")
         print("  seconds         " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()))
+    if busy:
+        _note(args, busy)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_model
+
+    busy = _use_threads(args)
+    model = _load_model(args)
+    result = bench_model(model, calib=args.calib, preset=args.preset, n_calib=args.n_calib, seed=args.seed,
+                         repeats=args.repeats, threads=args.threads, progress=_progress(args))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        s = result["seconds"]
+        print(f"model {result['model']}  calib {result['calib']} (n={result['n_calib']})")
+        print(f"  gzsq quantize   {s['quantize_total']:.1f} s in all: calibration data {s['calibration_data']:.1f} s "
+              f"({result['calibration_images_per_s']:.1f} images/s), FP32 export {s['export_fp32']:.1f} s, "
+              f"int8 quantization {s['quantize_int8']:.1f} s")
+        for row in result["latency"]:
+            print(f"  batch {row['batch']:<3d}       FP32 {row['fp32_ms']:.2f} ms, int8 {row['int8_ms']:.2f} ms: "
+                  f"int8 {row['speedup']:.2f}x faster (ONNX Runtime, median of interleaved runs)")
+        print(f"  peak memory     {result['peak_memory_mib']:.0f} MiB")
     if busy:
         _note(args, busy)
     return 0
