@@ -97,3 +97,45 @@ def test_unknown_options_refused():
         weight_targets(_net(), rule="magic")
     with pytest.raises(ConfigError):
         adjust(Stat(torch.ones(2), torch.ones(2)), 3, "median")
+
+
+class _PaddedConv(nn.Module):
+    """A spatial pad then a conv, in NCHW or wrapped in NHWC permutes as ONNX imports of NHWC graphs are;
+    or a channel pad (two zero channels on each side) done in NHWC."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.conv = nn.Conv2d(7 if how.endswith("channels") else 3, 4, 3)
+        torch.manual_seed(0)
+        nn.init.normal_(self.conv.weight)
+
+    def forward(self, x):
+        if self.how == "nchw":
+            x = F.pad(x, (1, 1, 1, 1))
+        elif self.how == "nhwc":
+            x = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1, 0, 0)).permute((0, 3, 1, 2))
+        elif self.how == "nchw-channels":
+            x = F.pad(x, (0, 0, 0, 0, 2, 2))
+        else:
+            x = F.pad(x.permute(0, 2, 3, 1), (2, 2)).permute(0, 3, 1, 2)
+        return self.conv(x)
+
+
+def test_a_spatial_pad_inside_nhwc_permutes_is_not_a_channel_pad():
+    nchw, nhwc = _PaddedConv("nchw"), _PaddedConv("nhwc")
+    nhwc.load_state_dict(nchw.state_dict())
+    for rule in ("paper", "moments"):
+        a, b = weight_targets(nchw, rule=rule), weight_targets(nhwc, rule=rule)
+        assert torch.equal(a.layers["conv"].mean, b.layers["conv"].mean)
+        assert torch.equal(a.layers["conv"].std, b.layers["conv"].std)
+        assert (b.layers["conv"].std > 0).all()
+
+
+def test_a_channel_pad_in_nhwc_adds_zero_channels_as_in_nchw():
+    nchw, nhwc = _PaddedConv("nchw-channels"), _PaddedConv("nhwc-channels")  # 3 channels + 2 + 2 zero ones
+    nhwc.load_state_dict(nchw.state_dict())
+    for rule in ("paper", "moments"):
+        a, b = weight_targets(nchw, rule=rule), weight_targets(nhwc, rule=rule)
+        assert torch.equal(a.layers["conv"].mean, b.layers["conv"].mean)
+        assert torch.equal(a.layers["conv"].std, b.layers["conv"].std)

@@ -139,9 +139,13 @@ def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool =
     out = Targets(settings=dict(rule=rule, per_channel=per_channel, esa=esa, relu_aware=relu_aware, order=order,
                                  coherence=coherence))
     previous_layer: Stat | None = None
+    # Which axis holds the channels: 1 in NCHW, moved by permutes (ONNX imports of NHWC graphs wrap
+    # ops such as padding in permutes, and a spatial pad must not be read as a channel pad).
+    channel_axis: dict[fx.Node, int] = {}
     for node in gm.graph.nodes:
         args = [a for a in node.args if isinstance(a, fx.Node)]
         first = stats.get(args[0]) if args else None
+        channel_axis[node] = _moved_channel_axis(node, channel_axis.get(args[0], 1) if args else 1)
         if node.op == "placeholder":
             stats[node] = Stat(torch.zeros(3), torch.ones(3))
         elif node.op == "call_module" and isinstance(modules[node.target], (nn.Conv2d, nn.Linear)):
@@ -161,8 +165,8 @@ def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool =
         elif node.op == "call_function" and node.target in CAT_FUNCS:
             parts = [stats[a] for a in node.args[0]]
             stats[node] = Stat(torch.cat([p.mean for p in parts]), torch.cat([p.std for p in parts]))
-        elif node.op == "call_function" and node.target is F.pad and _channel_pad(node):
-            before, after = _channel_pad(node)
+        elif node.op == "call_function" and node.target is F.pad and _channel_pad(node, channel_axis[node]):
+            before, after = _channel_pad(node, channel_axis[node])
             z0, z1 = torch.zeros(before), torch.zeros(after)
             stats[node] = Stat(torch.cat([z0, first.mean, z1]), torch.cat([z0, first.std, z1]))
         elif node.op == "output":
@@ -172,9 +176,24 @@ def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool =
     return out
 
 
-def _channel_pad(node: fx.Node) -> tuple[int, int] | None:
+def _moved_channel_axis(node: fx.Node, axis: int) -> int:
+    """The channel axis of `node`'s output, given its input's: permutes and transposes move it."""
+    if node.op == "call_method" and node.target == "permute" or (
+            node.op == "call_function" and node.target is torch.permute):
+        dims = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
+        dims = [d % 4 for d in dims] if all(isinstance(d, int) for d in dims) else []
+        return dims.index(axis) if axis in dims else axis
+    if node.op == "call_method" and node.target == "transpose" and len(node.args) == 3:
+        a, b = (d % 4 for d in node.args[1:]) if all(isinstance(d, int) for d in node.args[1:]) else (-1, -1)
+        return b if axis == a else a if axis == b else axis
+    return axis
+
+
+def _channel_pad(node: fx.Node, axis: int = 1, ndim: int = 4) -> tuple[int, int] | None:
+    """(before, after) when an F.pad on an `ndim`-d tensor pads its channel axis; F.pad lists the last dim first."""
     pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
-    if isinstance(pad, (tuple, list)) and len(pad) >= 6 and all(isinstance(p, int) for p in pad):
-        if pad[4] or pad[5]:
-            return pad[4], pad[5]
+    k = ndim - 1 - axis
+    if isinstance(pad, (tuple, list)) and len(pad) >= 2 * k + 2 and all(isinstance(p, int) for p in pad):
+        if pad[2 * k] or pad[2 * k + 1]:
+            return pad[2 * k], pad[2 * k + 1]
     return None
