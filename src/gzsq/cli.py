@@ -144,7 +144,7 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                         "real images from --calib-data (default: gzsq)")
     p.add_argument("--preset", default="default",
                    help="gzsq recipe: 'default' (best measured for its time: 20 steps; at 224x224 16 images "
-                        "optimized, the rest flips/shifts), 'fast' (half of a CIFAR set optimized: 2.5x faster there, "
+                        "optimized, the rest flips/shifts), 'fast' (half of a CIFAR set optimized: ~2x faster there, "
                         "worse at W4A4), 'thorough' (every image, 30 steps) or 'paper' (METHOD.md literally, up to "
                         "500 steps); default: default")
     p.add_argument("--calib-data", metavar="PATH",

@@ -60,8 +60,8 @@ PRESETS: dict[str, GzsqRecipe] = {
         DistillConfig(iterations=20, lr=0.2, batch_size=256, loss="kl", clamp_pixels=True,
                       distill_pixels=256 * 32 * 32),
     ),
-    # Half the pixels: 128 images optimized at 32×32 (Lite0: the same 16). ResNet-20's 256 images in 10 s
-    # instead of 25 s, but ~6–10 pt lower at W4A4 on ResNet-32/44 (results/accuracy.md, gzsq-fast rows).
+    # Half the pixels: 128 images optimized at 32×32 (Lite0: the same 16), so about half the default's time
+    # on CIFAR, but ~6–10 pt lower at W4A4 on ResNet-32/44 (results/accuracy.md, gzsq-fast rows).
     "fast": GzsqRecipe(
         _MOMENT_TARGETS,
         DistillConfig(iterations=20, lr=0.2, batch_size=256, loss="kl", clamp_pixels=True,
