@@ -25,3 +25,10 @@ done
 mv "$OUT.tmp" "$OUT"
 # ONNX Runtime FP32 vs int8 latency (issue 4 item 6)
 .venv/bin/python benchmarks/latency.py --repeats 30 > benchmarks/results/latency.txt.tmp && mv benchmarks/results/latency.txt.tmp benchmarks/results/latency.txt
+# `gzsq bench` (SPEC 7/8): the main job's seconds per stage, calibration images/s, latency, peak memory
+{
+  for args in "efficientnet-lite0" "cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th"; do
+    echo "\$ gzsq bench $args"
+    $GZSQ bench $args 2>&1
+  done
+} > benchmarks/results/bench.txt.tmp && mv benchmarks/results/bench.txt.tmp benchmarks/results/bench.txt

@@ -3,7 +3,7 @@
 # chains run side by side on the 2-core machine (each `python` is resumable: rows already in its CSV
 # are skipped, so re-running a chain only fills what is missing). Then:
 #   python experiments/make_tables.py          # merges results/parts/*.csv into results/accuracy.csv
-# Usage: bash experiments/run_all.sh baselines|distilled|bnfree|ablation|peers|speed|default|rest
+# Usage: bash experiments/run_all.sh baselines|distilled|bnfree|ablation|peers|speed|default|session4|rest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -58,7 +58,24 @@ case "${1:-}" in
     # and the recipe it replaced, on the seeds it lacked (not run in session 3)
     $R --out results/parts/distilled.csv --models cifar10-resnet32,cifar10-resnet44 --calibs gzsq-thorough --seeds 1,2
     ;;
-  rest)     # the rest of the issue-2/3 grid, not run in this session for lack of CPU time
+  session4) # session 4: the distillation's statistics became one fused autograd Function and the loop runs
+            # channels-last (same math, other float rounding), so the default's rows were re-run (the old ones
+            # are in results/superseded/); then the peers and the missing seeds, as chains side by side
+    $R --out results/parts/distilled.csv --models cifar10-resnet20,cifar10-resnet32 --calibs gzsq-default --seeds 0,1,2
+    $R --out results/parts/distilled.csv --models efficientnet-lite0 --calibs gzsq-default --seeds 0
+    $R --out results/parts/bnfree.csv --models cifar10-resnet20-nf --calibs gzsq-default --seeds 0,1,2
+    $R --out results/parts/default44.csv --models cifar10-resnet44 --calibs gzsq-default --seeds 0,1,2
+    $PY experiments/paper_ranges.py --threads 1
+    $PY experiments/ablation.py --models efficientnet-lite0 --seeds 0 --threads 1
+    $R --out results/parts/fill.csv --models efficientnet-lite0 --calibs real,gaussian --seeds 1,2
+    $R --out results/parts/fill.csv --models efficientnet-lite0 --calibs uniform --seeds 1
+    $PY experiments/run_accuracy.py --threads 2 --out results/parts/fill.csv --models efficientnet-lite0 --calibs gzsq-default --seeds 1,2
+    $R --out results/parts/real44.csv --models cifar10-resnet44 --calibs real --seeds 2
+    $R --out results/parts/peers.csv --models cifar10-resnet32,cifar10-resnet44 --calibs zeroq,gzsq-paper --seeds 0
+    $R --out results/parts/peers.csv --models cifar10-resnet20-nf --calibs gzsq-paper --seeds 1,2
+    $R --out results/parts/peers.csv --models cifar10-resnet32 --calibs zeroq,gzsq-paper --seeds 1,2
+    ;;
+  rest)     # the rest of the issue-2/3 grid, not run for lack of CPU time (finished rows are skipped)
     $R --models efficientnet-lite0 --calibs real,gaussian,uniform --seeds 0,1,2
     $R --models cifar10-resnet32,cifar10-resnet44 --calibs real,gaussian,uniform --seeds 0,1,2
     $R --out results/parts/distilled.csv --models cifar10-resnet20,cifar10-resnet32,cifar10-resnet44,efficientnet-lite0 \
@@ -66,5 +83,5 @@ case "${1:-}" in
     $R --out results/parts/bnfree.csv --models cifar10-resnet20-nf --calibs real,gaussian,uniform,gzsq-default,gzsq-paper --seeds 0,1,2
     $PY experiments/ablation.py --models efficientnet-lite0 --threads 1
     ;;
-  *) echo "usage: $0 baselines|distilled|bnfree|ablation|peers|speed|default|rest" >&2; exit 2 ;;
+  *) echo "usage: $0 baselines|distilled|bnfree|ablation|peers|speed|default|session4|rest" >&2; exit 2 ;;
 esac
