@@ -4,7 +4,7 @@
     python benchmarks/distill_speed.py --full          # run the 500-iteration recipe to the end too
 
 The default recipe is timed --repeats times (the median is reported and every
-run listed: on this machine one run can be 15 % slower than the next). All three
+run listed: on this machine one run was 20 % slower than the next). All three
 recipes use the same targets and loss. `default` optimizes a subset
 (256 CIFAR images' worth of pixels: all 256 at 32×32, 16 at 224×224) for 20 Adam
 steps and makes the rest by flips/shifts; `thorough` optimizes every image for
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from gzsq.bench import peak_memory_mib  # noqa: E402
 from gzsq.fold import fold_bn  # noqa: E402
 from gzsq.models import load_model  # noqa: E402
 from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         runs = [timed(model, n, "default", []) for _ in range(args.repeats)]
         t_default, steps = statistics.median(t for t, _ in runs), runs[0][1]
         spread = f"median of {len(runs)} runs: " + ", ".join(f"{t:.1f}" for t, _ in runs) + " s"
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; the process so far
+        peak_mb = peak_memory_mib()  # the process so far
         optimized = default.images_to_optimize(n, model.input_spec.shape)
         thorough = PRESETS["thorough"].distill.iterations
         if args.full:

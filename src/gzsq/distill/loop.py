@@ -235,7 +235,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    # Images in channels-last order: oneDNN's convolutions (forward and input-gradient) run ~15 % faster
+    # Images in channels-last order: oneDNN's convolutions (forward and input-gradient) run faster
     # on them. The model is converted in place and given back in the default layout when done.
     layout = torch.channels_last if len(shape) == 3 else torch.contiguous_format
     model.to(memory_format=layout)
