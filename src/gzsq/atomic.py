@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from . import interrupt
 from .errors import OutputError
 
 
@@ -37,19 +38,24 @@ def _fsync(path: str) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, interruptible: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success rename it onto `path`, on any error remove it.
 
     The temp file exists (empty) when the block starts, so writers that open by
     name (PIL, matplotlib, torch.save) can use it; it gets the permissions a
-    plain `open(path, "w")` would have given, not mkstemp's 0600.
+    plain `open(path, "w")` would have given, not mkstemp's 0600. It keeps the
+    target's suffix (`.r20.pt2.k2x9.pt2`): some writers check it. The moment
+    before the rename is a safe point for Ctrl-C (`gzsq.interrupt`): a run stopped
+    there leaves nothing at `path`, unless `interruptible=False`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        if interruptible:
+            interrupt.check()
         os.chmod(tmp, 0o666 & ~_umask())
         _fsync(tmp)
         os.replace(tmp, path)
@@ -59,17 +65,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "wb", **kwargs) -> Iterator:
+def atomic_open(path: str | Path, mode: str = "wb", *, interruptible: bool = True, **kwargs) -> Iterator:
     """`open()` for writing, atomically: the target appears only once the block succeeded."""
     if not mode.startswith("w"):
         raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not a 'w' mode")
-    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+    with atomic_path(path, interruptible=interruptible) as tmp, open(tmp, mode, **kwargs) as f:
         yield f
 
 
-def atomic_write_bytes(path: str | Path, data: bytes | Callable) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes | Callable, *, interruptible: bool = True) -> None:
     """Write `data` (bytes, or a function called with a binary file) to `path` atomically."""
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", interruptible=interruptible) as f:
         if callable(data):
             data(f)
         else:

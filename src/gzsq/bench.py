@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from . import interrupt
 from .export import OnnxClassifier
 from .pipeline import default_n_calib, quantize_model
 
@@ -31,6 +32,7 @@ def time_pair(fp32: OnnxClassifier, int8: OnnxClassifier, batch: np.ndarray, rep
             runner.session.run(None, {runner.input_name: batch})
     times: dict[int, list[float]] = {id(fp32): [], id(int8): []}
     for _ in range(repeats):
+        interrupt.check("bench")
         for runner in (fp32, int8):
             t = time.perf_counter()
             runner.session.run(None, {runner.input_name: batch})

@@ -13,12 +13,16 @@ over an existing file without --force.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .errors import GzsqError, OutputError, RunInterrupted
+from .interrupt import describe, signals_handled
 from .sources.registry import MAX_CALIBRATION_IMAGES, MAX_SEED
 
 EPILOG_EVALUATE = """examples:
@@ -467,22 +471,24 @@ def cmd_distill(args) -> int:
     note = _resume_note(args, partial, partial.exists())
     options = SourceOptions(setting=setting, calib_data=args.calib_data, preset=args.preset,
                             progress=_progress(args), checkpoint=checkpoint)
+    meta = {"model": args.model, "setting": setting, "preset": args.preset}
     try:
         calibration = make_calibration(args.calib, seen, n, seed=args.seed, options=options)
-    except KeyboardInterrupt:
+        # Both files appear together or not at all: each is renamed into place only after both are complete,
+        # and a Ctrl-C is acted on only before the first rename.
+        with atomic_path(args.output, interruptible=not args.preview) as tmp_out:
+            save_calibration(tmp_out, calibration, meta)
+            if args.preview:
+                with atomic_path(args.preview) as tmp_preview:
+                    save_preview(tmp_preview, calibration.images, model.input_spec)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
         kept = (f"{partial} keeps the progress: rerun the same command with --resume to continue"
                 if partial.exists() else "nothing was written; rerun to start again")
-        raise RunInterrupted(f"interrupted (Ctrl-C) before {args.output} was written; {kept}") from None
+        raise RunInterrupted(f"{describe(signum)} before {args.output} was written; {kept}", signum) from None
     except DistillationDivergedError:
         partial.unlink(missing_ok=True)  # resuming would diverge again
         raise
-    meta = {"model": args.model, "setting": setting, "preset": args.preset}
-    # Both files appear together or not at all: each is renamed into place only after both are complete.
-    with atomic_path(args.output) as tmp_out:
-        save_calibration(tmp_out, calibration, meta)
-        if args.preview:
-            with atomic_path(args.preview) as tmp_preview:
-                save_preview(tmp_preview, calibration.images, model.input_spec)
     partial.unlink(missing_ok=True)
     if note:
         _note(args, note)
@@ -501,20 +507,35 @@ def _one_line(message: object) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; → exit status: 0 done, 2 a problem the user can fix, 130 interrupted."""
+    """Run one command; → exit status: 0 done, 2 a problem the user can fix, 130 interrupted (143: SIGTERM)."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        return args.func(args)
-    except RunInterrupted as exc:
-        print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("gzsq: error: interrupted (Ctrl-C); no output was written", file=sys.stderr)
-        return 130
-    except GzsqError as exc:
-        print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+    with signals_handled():
+        try:
+            args = parser.parse_args(argv)
+            with _quiet_third_parties(_verbosity(args)):
+                return args.func(args)
+        except RunInterrupted as exc:
+            print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt as exc:  # Interrupted (a handled signal) or Python's own Ctrl-C
+            signum = getattr(exc, "signum", signal.SIGINT)
+            print(f"gzsq: error: {describe(signum)}; no output was written", file=sys.stderr)
+            return 128 + signum
+        except GzsqError as exc:
+            print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+
+
+@contextlib.contextmanager
+def _quiet_third_parties(verbosity: int):
+    """A successful run's stderr holds gzsq's own progress and notes only: the warnings torch, torchao and
+    ONNX Runtime print (deprecations, export internals) are nothing a user can act on. `-v` shows them."""
+    if verbosity >= 1:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 if __name__ == "__main__":

@@ -38,7 +38,11 @@ class OutputError(GzsqError):
 
 
 class RunInterrupted(GzsqError):
-    """The user interrupted a run (Ctrl-C); the message says what was kept and how to go on.
+    """The user interrupted a run (Ctrl-C, SIGTERM); the message says what was kept and how to go on.
 
-    The CLI exits 130 for it, as shells do for SIGINT, not 2.
+    The CLI exits 128 + the signal's number for it (130 for Ctrl-C), as shells do, not 2.
     """
+
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import interrupt
 from .config import QuantConfig
 from .data import load_dataset
 from .errors import DataError
@@ -47,8 +48,9 @@ def load_eval_set(model: nn.Module, path: str | Path, *, progress: bool = False,
         raise DataError(f"{path} holds no images")
     spec = model.input_spec
     chunks = []
-    for start in tqdm(range(0, len(data), 1000), desc="load data", disable=not progress, leave=False):
-        chunks.append(spec.to_tensor(data.images(range(start, min(start + 1000, len(data))))))
+    for start in tqdm(range(0, len(data), 250), desc="load data", disable=not progress, leave=False):
+        interrupt.check("load-data")
+        chunks.append(spec.to_tensor(data.images(range(start, min(start + 250, len(data))))))
     return EvalSet(str(path), torch.cat(chunks), data.labels)
 
 
@@ -63,15 +65,18 @@ def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 250, progress: bool = False,
+def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int | None = None, progress: bool = False,
             desc: str = "evaluate") -> np.ndarray:
     """Top-1 class per image. channels_last: ~1.5× faster convolutions on CPU (the model is converted
-    for the call and given back in the default layout)."""
+    for the call and given back in the default layout). The default batch holds about 256 CIFAR
+    images' worth of pixels (8 at 224×224), so a Ctrl-C between batches is acted on quickly."""
     model.eval()  # (PT2E programs patch eval() and return None, so it is not chained)
     model.to(memory_format=torch.channels_last)
+    batch_size = batch_size or max(8, 256 * 32 * 32 // max(1, images[0].numel() // 3))
     out = []
     try:
         for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
+            interrupt.check("evaluate")
             batch = images[start:start + batch_size].contiguous(memory_format=torch.channels_last)
             out.append(model(batch).argmax(1))
     finally:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from . import interrupt
 from .atomic import write_text_atomic
 from .errors import ConfigError
 from .evaluate import calib_label, default_setting, load_eval_set
@@ -108,6 +109,7 @@ def _quantize_model(model, out, *, calib, preset, n_calib, seed, setting, calib_
             fp32_path = export_fp32_onnx(model, out.with_name(out.stem + ".fp32.onnx") if keep_fp32
                                          else Path(work) / "fp32.onnx")
         seconds["export_fp32"] = time.perf_counter() - t
+        interrupt.check()  # the exporter cannot be interrupted: act on a Ctrl-C right after it
 
         t = time.perf_counter()
         export_onnx_int8(fp32_path, out, calibration.images.numpy(),

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import interrupt
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, DistillationDivergedError
 from .losses import LOSSES, total_variation
@@ -225,7 +226,9 @@ def _check_adam(opt: torch.optim.Optimizer, x: torch.Tensor) -> None:
 
 
 def _save_checkpoint(checkpoint: Checkpoint, state: dict) -> None:
-    atomic_write_bytes(checkpoint.path, lambda f: torch.save({"format": _CHECKPOINT_FORMAT, **state}, f))
+    # Not interruptible: the state saved when a signal arrives is the one --resume needs.
+    atomic_write_bytes(checkpoint.path, lambda f: torch.save({"format": _CHECKPOINT_FORMAT, **state}, f),
+                       interruptible=False)
 
 
 def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[int, int, int],
@@ -306,6 +309,11 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     raise _damaged(checkpoint.path) from None
                 best, since_best, curve, it0 = saved["best"], saved["since_best"], list(saved["curve"]), saved["it"]
             for it in range(it0, config.iterations):
+                if interrupt.requested("distill"):  # keep the steps done so far for --resume, then stop
+                    if checkpoint and it > it0:
+                        _save_checkpoint(checkpoint, state_now(bi, it, x, labels, opt, sched, best, since_best,
+                                                               curve))
+                    interrupt.check()
                 opt.zero_grad(set_to_none=True)
                 logits = model(x)
                 loss = torch.zeros(())

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .. import interrupt
 from ..atomic import atomic_path
 from ..errors import ConfigError, UnsupportedModelError
 from .bias_correction import correct_conv_biases
@@ -90,6 +90,8 @@ class _ImageReader:
         self.start = 0
 
     def get_next(self):
+        # ONNX Runtime's calibration loop calls this between batches: the safe point for Ctrl-C inside it
+        interrupt.check("int8-calibration")
         if self.start >= len(self.images):
             return None
         chunk = self.images[self.start:self.start + self.batch]
@@ -193,6 +195,7 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         except Exception:  # pre-processing is an optimization; quantize the file as it is if it fails
             prepared = Path(fp32_path)
+        interrupt.check()  # pre-processing cannot be interrupted: act on a Ctrl-C right after it
         prepared_proto = onnx.load(str(prepared))
         if config.reduce_range and config.per_channel and config.depthwise_full_range:
             # per-channel overrides must name the axis, or ONNX Runtime treats them as per-tensor
@@ -231,8 +234,6 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
             del result.metadata_props[:]
             result.metadata_props.extend(proto.metadata_props)
             onnx.save(result, str(tmp))
-    for leftover in Path(".").glob("augmented_model*.onnx"):  # older ORT versions drop this in the cwd
-        os.unlink(leftover)
     return out_path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import interrupt
 from ..atomic import atomic_path
 from ..errors import GzsqError
 from ..fold import fold_bn
@@ -42,6 +43,7 @@ def quantize_pt2e(model: nn.Module, calib_images: torch.Tensor, *, batch_size: i
     quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(program.module(), quantizer)
     for start in range(0, len(calib_images), batch_size):
+        interrupt.check("pt2e-calibration")
         prepared(calib_images[start:start + batch_size])
     return _evaluable(convert_pt2e(prepared))
 

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
+from .. import interrupt
 from ..errors import ModelLoadError
 
 
@@ -56,6 +57,7 @@ class OnnxClassifier:
         step = self.fixed_batch or batch_size
         out = []
         for start in tqdm(range(0, len(images), step), desc=desc, disable=not progress, leave=False):
+            interrupt.check("onnx-evaluate")
             chunk = images[start:start + step]
             n = len(chunk)
             if self.fixed_batch and n < step:  # pad the last batch to the fixed size, drop the padding after

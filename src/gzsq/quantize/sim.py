@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import interrupt
 from ..config import QuantConfig
 from ..errors import UnsupportedModelError
 from ..fold import fold_bn
@@ -213,6 +214,7 @@ def quantize(model: nn.Module, calib: torch.Tensor, config: QuantConfig | None =
         q.collector = RangeCollector(seed=i)
     gm.eval()
     for start in tqdm(range(0, len(calib), batch_size), desc="calibrate", disable=not progress, leave=False):
+        interrupt.check("sim-calibration")
         gm(calib[start:start + batch_size])
     observer = get_observer(config.observer)
     for q in quantizers:
