@@ -1,0 +1,54 @@
+"""Same seed, same bytes — across separate processes, and under which conditions.
+
+`gzsq distill MODEL -o OUT.npz --seed S` writes byte-identical files (set and preview) when run again in
+another process **with the same number of CPU threads**, on the same machine and torch build. The thread
+count changes the result: torch's CPU kernels sum in another order with one thread than with several, and
+20 Adam steps amplify that rounding. Measured here (ResNet-20, 16 images, seed 3, torch 2.13 CPU, 2-core
+AVX2 machine): `--threads 1` gave one file, `--threads 2`, `3` and `4` all gave another, whose images differ
+from the one-thread images by up to 0.36 (normalized pixel units; 97 % of the values differ). Without
+`--threads`, torch uses one thread per core (or OMP_NUM_THREADS), so two machines with different core
+counts can give different files for the same seed; pass `--threads N` to pin it. Other CPUs or torch
+builds were not tried; they may round differently even at the same thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from .cli_tools import run_cli, run_cli_process, start_cli_process
+from .conftest import RESNET20, needs
+
+
+def _args(out, threads: int):
+    return ["-q", "distill", "cifar10-resnet20", "--weights", needs(RESNET20), "-o", out, "--preview",
+            out.with_suffix(".png"), "--n-calib", "16", "--seed", "3", "--threads", threads]
+
+
+def _files(out):
+    return out.read_bytes(), out.with_suffix(".png").read_bytes()
+
+
+@pytest.mark.timeout(240)
+def test_two_processes_with_one_thread_write_the_same_bytes(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    procs = [start_cli_process(_args(out, 1)) for out in (a, b)]  # side by side: one core each
+    for proc in procs:
+        out, err = proc.communicate(timeout=200)
+        assert proc.returncode == 0, err
+    assert _files(a) == _files(b)
+    # and the same bytes as a run inside this test process (which also runs torch on one thread)
+    r = run_cli(_args(tmp_path / "here.npz", 1))
+    assert r.code == 0, str(r)
+    assert _files(tmp_path / "here.npz") == _files(a)
+
+
+@pytest.mark.timeout(240)
+def test_two_processes_with_two_threads_write_the_same_bytes(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    for out in (a, b):  # one after the other: each uses both threads
+        r = run_cli_process(_args(out, 2), timeout=200)
+        assert r.code == 0, str(r)
+    assert _files(a) == _files(b)
+    with np.load(a) as z:  # a real set, not two empty files that trivially match
+        assert z["images"].shape == (16, 3, 32, 32) and np.isfinite(z["images"]).all()
