@@ -191,13 +191,23 @@ def test_bench_times_the_main_job_and_both_models(capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["calib"] == "gaussian" and result["n_calib"] == 8
+    assert result["calib"] == "gaussian" and result["n_calib"] == 8 and result["setting"] == "bn"
     assert [row["batch"] for row in result["latency"]] == [1, 32]
     for row in result["latency"]:
         assert row["fp32_ms"] > 0 and row["int8_ms"] > 0
-        assert abs(row["speedup"] - row["fp32_ms"] / row["int8_ms"]) < 0.01 * row["speedup"]
     s = result["seconds"]
-    assert s["quantize_total"] >= s["calibration_data"] + s["quantize_int8"] and result["peak_memory_mib"] > 50
+    assert s["quantize_total"] >= s["calibration_data"] + s["quantize_int8"]
+
+
+def test_bench_passes_setting_and_calib_data_on(capsys):
+    """`--setting` and `--calib-data` reach the main job: real images calibrate, the folded net is what is read."""
+    code = main(["bench", "cifar10-resnet20", "--weights", str(needs(RESNET20)), "--calib", "real",
+                 "--calib-data", str(needs(CIFAR_TRAIN)), "--setting", "bn-free", "--n-calib", "8", "--repeats", "1",
+                 "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["calib"] == "real" and result["setting"] == "bn-free"
 
 
 @pytest.mark.parametrize("args", [["--repeats", "0"], ["--weights", "/nonexistent.th"]])
@@ -205,3 +215,57 @@ def test_bench_bad_input_one_line(args, capsys):
     code = main(["bench", "cifar10-resnet20", *args])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("gzsq: error: ")
+
+
+def test_images_of_the_models_size_are_used_as_they_are(small_test_set, tmp_path, capsys):
+    """A 32×32 ONNX classifier on 32×32 CIFAR images: no resize-and-crop by default, so its FP32 top-1 is
+    the network's on the images as they are (resizing to 36 and cropping back once cost 2.7 pt)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, stride=2), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    onnx_path = tmp_path / "cnn.onnx"
+    torch.onnx.export(net, torch.zeros(1, 3, 32, 32), str(onnx_path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    data = np.load(small_test_set)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # the --input-* defaults
+    x = torch.from_numpy(((data["images"] / 255.0 - mean) / std).transpose(0, 3, 1, 2).astype(np.float32))
+    with torch.no_grad():
+        expected = float((net(x).argmax(1).numpy() == data["labels"]).mean() * 100)
+    code = main(["evaluate", "--model", str(onnx_path), "--data", str(small_test_set), "--calib", "gaussian",
+                 "--n-calib", "8", "--json"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["fp32_top1"] == round(expected, 2)
+    assert result["preprocessing"] == "all 400 images used at their size (32×32), only normalized"
+
+
+def test_quantize_leaves_the_users_augmented_model_alone(tmp_path, monkeypatch, capsys):
+    """ONNX Runtime's calibrator once wrote augmented_model.onnx into the working directory; a user's file of
+    that name must survive `gzsq quantize` (its scratch files live in private temporary folders)."""
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "augmented_model.onnx"
+    mine.write_bytes(b"the user's own file")
+    code = main(["quantize", "cifar10-resnet20", "--weights", str(needs(RESNET20)), "-o", "r20.onnx",
+                 "--calib", "gaussian", "--n-calib", "8"])
+    capsys.readouterr()
+    assert code == 0
+    assert mine.read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["augmented_model.onnx", "r20.onnx", "r20.report.json",
+                                                          "r20.report.md"]
+
+
+def test_a_successful_run_prints_only_gzsq_on_stderr(tmp_path):
+    """torch, torchao and ONNX Runtime warn about things a user cannot act on (deprecations, optional kernels,
+    a temp file's suffix): in a real process, without -v, stderr stays empty for a quiet successful run."""
+    from .cli_tools import run_cli_process
+
+    out = tmp_path / "r20.pt2"
+    result = run_cli_process(["quantize", "cifar10-resnet20", "--weights", needs(RESNET20), "-o", out,
+                              "--calib", "gaussian", "--n-calib", "8", "--threads", "1"])
+    assert result.code == 0, str(result)
+    assert result.err == "", str(result)
+    assert out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

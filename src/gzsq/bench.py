@@ -47,15 +47,16 @@ def peak_memory_mib() -> float:
 
 
 def bench_model(model: nn.Module, *, calib: str = "gzsq", preset: str = "default", n_calib: int | None = None,
-                seed: int = 0, batches: tuple[int, ...] = (1, 32), repeats: int = 20, threads: int = 0,
+                seed: int = 0, setting: str | None = None, calib_data: str | None = None,
+                batches: tuple[int, ...] = (1, 32), repeats: int = 20, threads: int = 0,
                 progress: bool = False) -> dict:
     """Time `gzsq quantize` on `model` and the FP32 vs int8 ONNX Runtime latency; → a plain dict."""
     n_calib = n_calib or default_n_calib(model)
     with tempfile.TemporaryDirectory() as work:
         out = Path(work) / "model-int8.onnx"
         t = time.perf_counter()
-        report = quantize_model(model, out, calib=calib, preset=preset, n_calib=n_calib, seed=seed,
-                                keep_fp32=True, threads=threads, progress=progress)
+        report = quantize_model(model, out, calib=calib, preset=preset, n_calib=n_calib, seed=seed, setting=setting,
+                                calib_data=calib_data, keep_fp32=True, threads=threads, progress=progress)
         total = time.perf_counter() - t
         layout = report["input"]["layout"]
         fp32 = OnnxClassifier(out.with_name(out.stem + ".fp32.onnx"), layout=layout, threads=threads)
@@ -71,6 +72,7 @@ def bench_model(model: nn.Module, *, calib: str = "gzsq", preset: str = "default
     return {
         "model": report["model"],
         "calib": report["calib"],
+        "setting": report["setting"],
         "n_calib": n_calib,
         "seconds": {**seconds, "quantize_total": round(total, 2)},
         "calibration_images_per_s": round(n_calib / max(seconds["calibration_data"], 1e-9), 2),

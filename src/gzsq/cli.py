@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import signal
 import sys
 import time
@@ -128,7 +129,8 @@ def _add_onnx_input_args(p: argparse.ArgumentParser) -> None:
                    help="per-channel std divided by (default: ImageNet 0.229,0.224,0.225; 1 for mean-only models)")
     g.add_argument("--bgr", action="store_true", help="the model wants BGR channel order (Caffe-style)")
     g.add_argument("--input-resize", type=_positive, metavar="N",
-                   help="resize the shorter side to N before center-cropping evaluation images (default: size/0.875)")
+                   help="resize the shorter side of images to N, then centre-crop to the model's size (default: "
+                        "size/0.875); images that already have the model's size are used as they are")
 
 
 def _onnx_options(args):
@@ -193,9 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("-o", "--output", required=True, metavar="OUT",
                     help="where to write the int8 model; the suffix picks the backend: .onnx (ONNX Runtime QDQ) "
                          "or .pt2 (PyTorch PT2E via torchao, an optional extra)")
-    qz.add_argument("--bits", type=int, default=8, choices=[8],
-                    help="bit-width of the ONNX model: 8 (ONNX Runtime's integer kernels are 8-bit; use "
-                         "`gzsq evaluate --w-bits/--a-bits` to simulate 6 or 4 bits)")
     qz.add_argument("--eval-data", metavar="PATH", help="labelled images to measure FP32 vs int8 on with ONNX "
                                                         "Runtime (.npz, folder with labels.csv, or tar)")
     qz.add_argument("--calib-set", metavar="SET.npz",
@@ -301,6 +300,7 @@ def cmd_quantize(args) -> int:
         print("  seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
         e = report["evaluation"]
         if e:
+            print(f"  images: {e['preprocessing']}")
             if "fp32_top1" in e:
                 print(f"  {report['backend']} on {e['images']} images: FP32 top-1 {e['fp32_top1']:.2f} %, int8 top-1 "
                       f"{e['int8_top1']:.2f} % ({e['int8_top1'] - e['fp32_top1']:+.2f} pt)")
@@ -382,6 +382,7 @@ def cmd_evaluate(args) -> int:
         s = result
         print(f"model {s['model']}  setting {s['setting']}  calib {s['calib']} (n={s['n_calib']}, seed={s['seed']}"
               f"{', 2 folds' if s['folds'] == 2 else ''})  W{s['w_bits']}A{s['a_bits']}  observer {s['observer']}")
+        print(f"  images          {s['preprocessing']}")
         print(f"  FP32 top-1      {s['fp32_top1']:6.2f} %")
         print(f"  quantized top-1 {s['top1']:6.2f} %   ({s['top1'] - s['fp32_top1']:+.2f} pt)")
         print(f"  agreement       {s['agreement']:6.2f} %  (quantized top-1 == FP32 top-1)")
@@ -397,12 +398,13 @@ def cmd_bench(args) -> int:
     busy = _use_threads(args)
     model = _load_model(args)
     result = bench_model(model, calib=args.calib, preset=args.preset, n_calib=args.n_calib, seed=args.seed,
-                         repeats=args.repeats, threads=args.threads, progress=_progress(args))
+                         setting=args.setting, calib_data=args.calib_data, repeats=args.repeats,
+                         threads=args.threads, progress=_progress(args))
     if args.json:
         print(json.dumps(result))
     else:
         s = result["seconds"]
-        print(f"model {result['model']}  calib {result['calib']} (n={result['n_calib']})")
+        print(f"model {result['model']}  setting {result['setting']}  calib {result['calib']} (n={result['n_calib']})")
         print(f"  gzsq quantize   {s['quantize_total']:.1f} s in all: calibration data {s['calibration_data']:.1f} s "
               f"({result['calibration_images_per_s']:.1f} images/s), FP32 export {s['export_fp32']:.1f} s, "
               f"int8 quantization {s['quantize_int8']:.1f} s")
@@ -528,14 +530,23 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def _quiet_third_parties(verbosity: int):
-    """A successful run's stderr holds gzsq's own progress and notes only: the warnings torch, torchao and
-    ONNX Runtime print (deprecations, export internals) are nothing a user can act on. `-v` shows them."""
+    """A successful run's stderr holds gzsq's own progress and notes only: the warnings and log lines torch,
+    torchao and ONNX Runtime print (deprecations, export internals, optional kernels that did not load) are
+    nothing a user can act on. `-v` shows them."""
     if verbosity >= 1:
         yield
         return
+    loggers = [logging.getLogger(name) for name in ("torch", "torchao", "onnx", "onnxruntime")]
+    levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        yield
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 if __name__ == "__main__":

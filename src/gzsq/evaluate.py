@@ -34,6 +34,7 @@ class EvalSet:
     path: str
     images: torch.Tensor  # N×C×H×W, normalized for the model
     labels: np.ndarray
+    preprocessing: str = ""  # what was done to the images, for reports (InputSpec.describe)
 
 
 def load_eval_set(model: nn.Module, path: str | Path, *, progress: bool = False,
@@ -47,11 +48,13 @@ def load_eval_set(model: nn.Module, path: str | Path, *, progress: bool = False,
     elif len(data.labels) == 0:
         raise DataError(f"{path} holds no images")
     spec = model.input_spec
-    chunks = []
+    chunks, as_is = [], 0
     for start in tqdm(range(0, len(data), 250), desc="load data", disable=not progress, leave=False):
         interrupt.check("load-data")
-        chunks.append(spec.to_tensor(data.images(range(start, min(start + 250, len(data))))))
-    return EvalSet(str(path), torch.cat(chunks), data.labels)
+        images = data.images(range(start, min(start + 250, len(data))))
+        as_is += sum(spec.has_input_size(im) for im in images)
+        chunks.append(spec.to_tensor(images))
+    return EvalSet(str(path), torch.cat(chunks), data.labels, spec.describe(as_is, len(data)))
 
 
 def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
@@ -173,6 +176,7 @@ def evaluate_quantization(model: nn.Module, eval_set: EvalSet, *, calib: str = "
         "n_calib": n_calib,
         "seed": seed,
         "folds": len(folds),
+        "preprocessing": eval_set.preprocessing,
         **metrics,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "distill": {k: log[k] for k in ("iterations", "final_loss", "stopped_early") if k in log},

@@ -150,7 +150,7 @@ def _run_pt2e(model, out, calibration, eval_set, seconds, progress):
     fp32 = predict(model, eval_set.images, progress=progress, desc="fp32 (torch)")
     int8 = predict(converted, eval_set.images, progress=progress, desc="int8 (pt2e, eager)")
     seconds["evaluate"] = time.perf_counter() - t
-    return _metrics(eval_set.path, fp32, int8, eval_set.labels, n_outputs=None)
+    return _metrics(eval_set, fp32, int8, n_outputs=None)
 
 
 def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, preset, n_calib, seed, layout,
@@ -208,11 +208,12 @@ def _evaluate_onnx(fp32_path, int8_path, eval_set, layout, threads, progress) ->
         images, progress=progress, desc="fp32 (onnxruntime)")
     int8 = OnnxClassifier(int8_path, layout=layout, threads=threads).predict(
         images, progress=progress, desc="int8 (onnxruntime)")
-    return _metrics(eval_set.path, fp32_logits.argmax(1), int8, eval_set.labels, n_outputs=fp32_logits.shape[1])
+    return _metrics(eval_set, fp32_logits.argmax(1), int8, n_outputs=fp32_logits.shape[1])
 
 
-def _metrics(eval_data, fp32: np.ndarray, int8: np.ndarray, labels: np.ndarray, n_outputs: int | None) -> dict:
-    result = {"data": str(eval_data), "images": int(len(fp32)),
+def _metrics(eval_set, fp32: np.ndarray, int8: np.ndarray, n_outputs: int | None) -> dict:
+    labels = eval_set.labels
+    result = {"data": eval_set.path, "images": int(len(fp32)), "preprocessing": eval_set.preprocessing,
               "agreement": round(float((fp32 == int8).mean() * 100), 2)}
     if len(labels) and (n_outputs is None or int(labels.max()) < n_outputs):
         result["fp32_top1"] = round(float((fp32 == labels).mean() * 100), 2)
@@ -236,7 +237,8 @@ def render_report(r: dict) -> str:
     if e:
         runtime = "ONNX Runtime" if r["backend"] == "onnxruntime" else "PyTorch, PT2E program run eagerly"
         lines += [f"## Accuracy ({runtime}: FP32 model vs int8 model)", "",
-                  f"on `{e['data']}` ({e['images']} images)", "", "| | value |", "| --- | --- |"]
+                  f"on `{e['data']}` ({e['images']} images; {e['preprocessing']})", "", "| | value |",
+                  "| --- | --- |"]
         if "fp32_top1" in e:
             lines += [f"| FP32 top-1 | {e['fp32_top1']:.2f} % |", f"| int8 top-1 | {e['int8_top1']:.2f} % |",
                       f"| Δ | {e['int8_top1'] - e['fp32_top1']:+.2f} pt |"]

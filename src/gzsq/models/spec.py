@@ -18,7 +18,12 @@ from ..errors import DataError
 
 @dataclass(frozen=True)
 class InputSpec:
-    """Preprocessing of one model: optional resize/crop, then (x/255 - mean) / std."""
+    """Preprocessing of one model: optional resize/crop, then (x/255 - mean) / std.
+
+    Resize and crop apply only to images of another size than the model's input: an image that
+    already has it is the model's own input (CIFAR at 32×32, a pre-cropped set) and is used as it
+    is; resizing it to size/0.875 and cropping back would cut its border and cost accuracy.
+    """
 
     size: int  # side of the square input the network sees
     mean: tuple[float, float, float]  # on 0..1 pixels
@@ -31,8 +36,23 @@ class InputSpec:
     def shape(self) -> tuple[int, int, int]:
         return (3, self.size, self.size)
 
+    def has_input_size(self, image: np.ndarray) -> bool:
+        return tuple(np.shape(image)[:2]) == (self.size, self.size)
+
+    def describe(self, n_as_is: int, n: int) -> str:
+        """What `to_tensor` did to n images of which n_as_is already had the input size (for reports)."""
+        size = f"{self.size}×{self.size}"
+        geometry = " then ".join(step for step in (
+            f"shorter side resized to {self.resize_shorter} (bicubic)" if self.resize_shorter else "",
+            f"centre {self.center_crop}×{self.center_crop} crop" if self.center_crop else "") if step)
+        if not geometry or n_as_is == n:
+            return f"all {n} images used at their size ({size}), only normalized"
+        if n_as_is == 0:
+            return f"all {n} images: {geometry}, normalized"
+        return f"{n_as_is} of {n} images used at their size ({size}); the others: {geometry}; all normalized"
+
     def _geometry(self, image: np.ndarray) -> np.ndarray:
-        if self.resize_shorter is None and self.center_crop is None:
+        if (self.resize_shorter is None and self.center_crop is None) or self.has_input_size(image):
             return image
         pil = Image.fromarray(image)
         if self.resize_shorter is not None:
