@@ -97,7 +97,10 @@ def test_save_load_roundtrip_and_preview(tmp_path, tiny):
     back = load_calibration(path)
     assert torch.equal(back.images, images) and back.seed == 7 and back.log["meta"]["model"] == "tiny"
     save_preview(tmp_path / "grid.png", images, tiny.input_spec)
-    assert (tmp_path / "grid.png").stat().st_size > 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "grid.png") as grid:  # 5 images of 8×8 (+2 px border) in 3×2, scaled 16×
+        assert grid.size == (3 * 10 * 16, 2 * 10 * 16)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
 

@@ -80,10 +80,17 @@ def test_relu_aware_matches_monte_carlo():
 
 
 def test_residual_add_sums_means_and_variances(tiny):
+    """TinyNet's head reads relu(conv2(h) + h), h = relu(conv1(x)); with ReLUs ignored (not relu_aware) the
+    add's mean is the sum of the two means and its variance the sum of the two variances."""
     from gzsq.fold import fold_bn
 
-    t = weight_targets(fold_bn(tiny), rule="moments")
+    folded = fold_bn(tiny)
+    t = weight_targets(folded, rule="moments")
     assert list(t.layers) == ["conv1", "conv2", "fc"]
+    w, b = folded.fc.weight.detach(), folded.fc.bias.detach()
+    one, two = t.layers["conv1"], t.layers["conv2"]
+    assert torch.allclose(t.layers["fc"].mean, w @ (one.mean + two.mean) + b, atol=1e-6)
+    assert torch.allclose(t.layers["fc"].std ** 2, (w**2) @ (one.std**2 + two.std**2), rtol=1e-5)
 
 
 @pytest.mark.parametrize("rule", ["min", "mean-min", "mean+min", "mean", "max-mean", "max+mean", "max"])
