@@ -1,0 +1,435 @@
+"""Reconstruction: learn weight rounding and activation step sizes against the float model (SPEC §4).
+
+Round-to-nearest is the best rounding for each weight alone, not for a layer's output. Here the
+rounding of every weight (AdaRound: Nagel et al., 2020) and every activation quantizer's step size
+(LSQ: Esser et al., 2020) are learned on calibration images so that a *unit* of the quantized
+network reproduces the float unit's output (mean squared error, summed over channels):
+
+- `method="block"` (BRECQ: Li et al., 2021): a unit is a stretch of the graph between two points
+  where a single tensor is alive — a residual block of a ResNet, or a conv with its activation
+  where the network has no blocks — ending with its output quantizer.
+- `method="adaround"`: a unit is one Conv2d/Linear (with the ReLU that alone reads it, if any) and
+  the quantizer of its input.
+
+Units are reconstructed in graph order; each one's input comes from the quantized network whose
+earlier units are already learned and hard-rounded, and, QDrop-style (Wei et al., 2022), every
+element of the unit's input and of each quantized activation inside it is replaced at random by
+its float counterpart with probability `drop_prob` during training.
+
+The weight scale is the round-to-nearest quantizer's (kept); activation zero points are kept and
+only the step size moves. The result is a new `SimModel` whose weights are the hard-rounded learned
+integers times the unchanged scales, and whose `ActQuantizer`s hold the learned scales, so that
+`SimModel.encodings()` and every exporter read exactly the learned encodings.
+
+    from gzsq.reconstruct import reconstruct, ReconstructConfig
+    sim = quantize(model, calib, QuantConfig(w_bits=4, a_bits=4))
+    sim = reconstruct(model, sim, calib, ReconstructConfig(), progress=True)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import interrupt
+from .errors import ConfigError, UnsupportedModelError
+from .fold import fold_bn
+from .graph_ops import is_relu
+from .quantize.sim import WEIGHT_LAYERS, ActQuantizer, SimModel
+
+METHODS = ("block", "adaround")
+
+# AdaRound's rectified sigmoid h(V) = clamp(σ(V)(ζ − γ) + γ, 0, 1) and the regulariser's
+# exponent β, annealed from 20 to 2 after the warm-up (the paper's values).
+_ZETA, _GAMMA = 1.1, -0.1
+_BETA_START, _BETA_END = 20.0, 2.0
+
+
+@dataclass(frozen=True)
+class ReconstructConfig:
+    """How reconstruction runs. Defaults: see results/reconstruct.md for the measurements behind them."""
+
+    method: str = "block"  # "block" (residual block / conv+activation) or "adaround" (one layer at a time)
+    iters: int = 500  # optimizer steps per unit (block or layer)
+    batch_size: int = 32  # calibration images per step (drawn with replacement)
+    lr: float = 1e-3  # Adam, rounding variables V
+    act_lr: float = 1e-3  # Adam on log(step size), cosine-annealed; 0 keeps the calibrated ranges
+    drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
+    reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
+    warmup: float = 0.2  # share of the steps before the regulariser starts
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"reconstruction method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for name in ("iters", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
+        for name, lo, hi, lo_open, hi_open in (("lr", 0, math.inf, True, True), ("act_lr", 0, math.inf, False, True),
+                                               ("drop_prob", 0, 1, False, False),
+                                               ("reg_weight", 0, math.inf, False, True),
+                                               ("warmup", 0, 1, False, True)):
+            value = getattr(self, name)
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi))
+            if not ok:
+                interval = f"{'(' if lo_open else '['}{lo}, {'∞' if hi == math.inf else hi}{')' if hi_open else ']'}"
+                raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _State:
+    """What every wrapped module of one reconstruction reads: the mode and the drop RNG."""
+
+    def __init__(self, generator: torch.Generator, drop_prob: float):
+        self.mode = "hard"  # "float": the folded FP32 network; "soft": training; "hard": quantized
+        self.drop = False  # QDrop mixing on (training only)
+        self.drop_prob = drop_prob
+        self.generator = generator
+
+    def mix(self, quantized: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+        keep_fp = torch.rand(fp.shape, generator=self.generator) < self.drop_prob
+        return torch.where(keep_fp, fp, quantized)
+
+
+class _RoundedLayer(nn.Module):
+    """A Conv2d/Linear whose weight is s · clamp(⌊w/s⌋ + rounding, ±qmax); the rounding is learned."""
+
+    def __init__(self, layer: nn.Module, w_float: torch.Tensor, scale: torch.Tensor, bits: int, state: _State):
+        super().__init__()
+        self.layer, self.state, self.qmax = layer, state, 2 ** (bits - 1) - 1
+        s = scale.reshape((-1,) + (1,) * (w_float.dim() - 1)) if scale.dim() else scale
+        self.register_buffer("w_float", w_float.detach().clone())
+        self.register_buffer("s", s.detach().clone())
+        self.register_buffer("w_rtn", layer.weight.detach().clone())  # the round-to-nearest weight in the sim
+        ratio = self.w_float / self.s
+        self.register_buffer("w_floor", torch.floor(ratio))
+        rest = (ratio - self.w_floor).clamp(0.0, 1.0)
+        p = ((rest - _GAMMA) / (_ZETA - _GAMMA)).clamp(1e-6, 1 - 1e-6)  # h(V) = rest at the start
+        self.v = nn.Parameter(torch.log(p / (1 - p)))
+        self.learned = False
+
+    def h(self) -> torch.Tensor:
+        return (torch.sigmoid(self.v) * (_ZETA - _GAMMA) + _GAMMA).clamp(0.0, 1.0)
+
+    def hard_weight(self) -> torch.Tensor:
+        q = torch.clamp(self.w_floor + (self.v >= 0).to(self.w_floor.dtype), -self.qmax, self.qmax)
+        return q * self.s
+
+    def weight(self) -> torch.Tensor:
+        mode = self.state.mode
+        if mode == "float":
+            return self.w_float
+        if mode == "soft":
+            return torch.clamp(self.w_floor + self.h(), -self.qmax, self.qmax) * self.s
+        return self.hard_weight() if self.learned else self.w_rtn
+
+    def regulariser(self, beta: float) -> torch.Tensor:
+        return (1 - (2 * self.h() - 1).abs().pow(beta)).sum()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, layer = self.weight(), self.layer
+        if isinstance(layer, nn.Conv2d):
+            return layer._conv_forward(x, w, layer.bias)
+        return F.linear(x, w, layer.bias)
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return (torch.round(x) - x).detach() + x
+
+
+class _LearnedActQuant(nn.Module):
+    """An ActQuantizer with a learnable step size (LSQ, parametrized as its log), zero point fixed."""
+
+    def __init__(self, q: ActQuantizer, state: _State, learnable: bool):
+        super().__init__()
+        self.q, self.state, self.qmax = q, state, 2 ** q.bits - 1
+        self.zero_point = q.zero_point
+        self.log_scale = nn.Parameter(torch.tensor(math.log(q.scale)), requires_grad=learnable)
+        self.learnable = learnable
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mode = self.state.mode
+        if mode == "float":
+            return x
+        s = self.log_scale.exp()
+        xq = (torch.clamp(_round_ste(x / s) + self.zero_point, 0, self.qmax) - self.zero_point) * s
+        if mode == "soft" and self.state.drop:
+            return self.state.mix(xq, x)
+        return xq
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        """Put the learned step size into the ActQuantizer (scale, zero point and the range they cover)."""
+        scale = float(self.log_scale.exp())
+        self.q.lo, self.q.hi = -self.zero_point * scale, (self.qmax - self.zero_point) * scale
+        self.q.scale, self.q.zero_point = scale, self.zero_point
+
+
+def _fetch(root: nn.Module, target: str):
+    obj = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass
+class _Unit:
+    name: str
+    input: fx.Node  # the one tensor the unit reads
+    nodes: list[fx.Node]  # in graph order; the last one is the unit's output
+
+
+def _block_units(graph: fx.Graph, is_weight) -> list[_Unit]:
+    """Cut the graph where exactly one value is alive; every unit holds at least one weight layer."""
+    nodes = [n for n in graph.nodes if n.op not in ("output", "get_attr")]
+    position = {n: i for i, n in enumerate(nodes)}
+    last_use = {n: max((position.get(u, len(nodes)) for u in n.users), default=position[n]) for n in nodes}
+    pieces, start = [], None
+    for i, node in enumerate(nodes):
+        if node.op == "placeholder":
+            continue
+        if start is None:
+            start = i
+        alive = sum(1 for n in nodes[:i + 1] if last_use[n] > i)
+        if alive == 1:
+            pieces.append(nodes[start:i + 1])
+            start = None
+    if start is not None:
+        pieces.append(nodes[start:])
+    merged: list[list[fx.Node]] = []
+    pending: list[fx.Node] = []  # weightless pieces before the first weight layer join the next unit
+    for piece in pieces:
+        if any(is_weight(n) for n in piece):
+            merged.append(pending + piece)
+            pending = []
+        elif merged:
+            merged[-1].extend(piece)  # an output quantizer (or pooling) joins the unit that feeds it
+        else:
+            pending.extend(piece)
+    units = []
+    for piece in merged:
+        inputs = {a for n in piece for a in n.all_input_nodes if a not in piece and a.op != "get_attr"}
+        if len(inputs) != 1:
+            raise UnsupportedModelError(f"cannot cut the graph into single-input blocks at {piece[0].name}")
+        name = next(n for n in piece if is_weight(n)).target
+        units.append(_Unit(str(name), inputs.pop(), piece))
+    return units
+
+
+def _layer_units(graph: fx.Graph, is_weight, is_act, modules: dict) -> list[_Unit]:
+    """One unit per weight layer: its input quantizer (if any), the layer, and a ReLU that alone reads it."""
+    units = []
+    for node in graph.nodes:
+        if not is_weight(node):
+            continue
+        src = node.args[0]
+        piece, inp = [node], src
+        if isinstance(src, fx.Node) and is_act(src):
+            piece, inp = [src, node], src.args[0]
+        if len(node.users) == 1:
+            (user,) = node.users
+            if is_relu(user, modules):
+                piece.append(user)
+        units.append(_Unit(str(node.target), inp, piece))
+    return units
+
+
+def _unit_module(root: dict, unit: _Unit) -> fx.GraphModule:
+    graph = fx.Graph()
+    env = {unit.input: graph.placeholder("x")}
+    for node in unit.nodes:
+        for arg in node.all_input_nodes:
+            if arg not in env and arg.op == "get_attr":
+                env[arg] = graph.node_copy(arg, lambda a: env[a])
+        env[node] = graph.node_copy(node, lambda a: env[a])
+    graph.output(env[unit.nodes[-1]])
+    return fx.GraphModule(root, graph)
+
+
+class _StopAt(Exception):
+    def __init__(self, value):
+        self.value = value
+
+
+class _RunUntil(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, stop: fx.Node):
+        super().__init__(gm, garbage_collect_values=True)
+        self.stop = stop
+
+    def run_node(self, n: fx.Node):
+        value = super().run_node(n)
+        if n is self.stop:
+            raise _StopAt(value)
+        return value
+
+
+@torch.no_grad()
+def _capture(gm: fx.GraphModule, node: fx.Node, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    """The value of `node` for every image, running the graph only as far as it."""
+    if node.op == "placeholder":
+        return images.clone()
+    out = []
+    for start in range(0, len(images), batch):
+        try:
+            _RunUntil(gm, node).run(images[start:start + batch])
+        except _StopAt as hit:
+            out.append(hit.value)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def _run(module: nn.Module, x: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    return torch.cat([module(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def _reconstruction_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over channels (dim 1), averaged over images and positions."""
+    return (out - target).pow(2).sum(1).mean()
+
+
+def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: ReconstructConfig | None = None, *,
+                seed: int = 0, progress: bool = False) -> SimModel:
+    """Learn rounding and activation step sizes of `sim` (made by `quantize(model, ...)`) on `calib`.
+
+    `model` is the FP32 model `sim` was made from (BatchNorm folded or not: it is folded here).
+    Returns a new SimModel; `sim` is left as it was. Deterministic for a seed at a fixed thread count.
+    `result.reconstruction` records the settings, seconds and each unit's final loss.
+    """
+    config = config or ReconstructConfig()
+    if not isinstance(sim, SimModel):
+        raise UnsupportedModelError("reconstruct needs the SimModel that gzsq.quantize.sim.quantize returned")
+    if not isinstance(calib, torch.Tensor) or calib.dim() != 4 or len(calib) == 0:
+        raise UnsupportedModelError("calibration data must be a non-empty N×C×H×W tensor")
+    if not torch.isfinite(calib).all():
+        raise UnsupportedModelError("calibration data hold NaN/Inf")
+    t0 = time.perf_counter()
+    calib = calib.detach().float()
+    result = copy.deepcopy(sim)
+    result.eval()
+    gm = result.net
+    float_gm = fold_bn(model)
+    generator = torch.Generator().manual_seed(seed)
+    state = _State(generator, config.drop_prob)
+
+    # A working copy of the graph whose weight layers and quantizers are the learnable wrappers.
+    sim_modules = dict(gm.named_modules())
+    root: dict[str, object] = {}
+    weights: dict[str, _RoundedLayer] = {}
+    acts: dict[str, _LearnedActQuant] = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            root[node.target] = _fetch(gm, node.target)
+        if node.op != "call_module":
+            continue
+        module = sim_modules[node.target]
+        if isinstance(module, WEIGHT_LAYERS) and node.target in sim.weight_scales:
+            try:
+                w_float = float_gm.get_submodule(node.target).weight
+            except AttributeError:
+                raise UnsupportedModelError(f"the model has no layer {node.target!r}: the SimModel was not made "
+                                            "from this model") from None
+            if w_float.shape != module.weight.shape:
+                raise UnsupportedModelError(f"layer {node.target!r} differs between the model and the SimModel")
+            bits, scale = sim.weight_scales[node.target]
+            weights[node.target] = root[node.target] = _RoundedLayer(module, w_float, scale, bits, state)
+        elif isinstance(module, ActQuantizer):
+            learnable = config.act_lr > 0 and module.role != "input"  # the pixel grid is known exactly
+            acts[node.target] = root[node.target] = _LearnedActQuant(module, state, learnable)
+        else:
+            root[node.target] = module
+    work = fx.GraphModule(root, copy.deepcopy(gm.graph))
+    work_modules = dict(work.named_modules())
+    wrapped = lambda n, kind: n.op == "call_module" and isinstance(work_modules.get(n.target), kind)  # noqa: E731
+    is_weight = lambda n: wrapped(n, _RoundedLayer)  # noqa: E731
+    is_act = lambda n: wrapped(n, _LearnedActQuant)  # noqa: E731
+    if config.method == "block":
+        units = _block_units(work.graph, is_weight)
+    else:
+        units = _layer_units(work.graph, is_weight, is_act, work_modules)
+
+    log = []
+    x_q = x_fp = None
+    previous: _Unit | None = None
+    for index, unit in enumerate(units):
+        module = _unit_module(root, unit)
+        unit_weights = [work_modules[n.target] for n in unit.nodes if is_weight(n)]
+        unit_acts = [work_modules[n.target] for n in unit.nodes if is_act(n)]
+        learn_acts = [a for a in unit_acts if a.learnable and not getattr(a, "done", False)]
+        if previous is not None and unit.input is previous.nodes[-1]:
+            x_q, x_fp = out_q, target  # chained blocks: the previous unit's outputs are this one's inputs
+        else:
+            state.mode = "hard"
+            x_q = _capture(work, unit.input, calib)
+            state.mode = "float"
+            x_fp = _capture(work, unit.input, calib)
+        state.mode = "float"
+        target = _run(module, x_fp)
+
+        opt_v = torch.optim.Adam([w.v for w in unit_weights], lr=config.lr)
+        scales = [a.log_scale for a in learn_acts]
+        opt_s = torch.optim.Adam(scales, lr=config.act_lr) if scales else None
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, config.iters, eta_min=0.0) if opt_s else None
+        warm = int(config.warmup * config.iters)
+        state.mode, state.drop = "soft", config.drop_prob > 0
+        bar = tqdm(range(config.iters), desc=f"reconstruct {index + 1}/{len(units)} {unit.name}",
+                   disable=not progress, leave=False)
+        t_unit = time.perf_counter()
+        rec = reg = torch.zeros(())
+        for step in bar:
+            interrupt.check("reconstruct")
+            idx = torch.randint(len(calib), (config.batch_size,), generator=generator)
+            inp = x_q[idx]
+            if state.drop:
+                inp = state.mix(inp, x_fp[idx])
+            rec = _reconstruction_error(module(inp), target[idx])
+            if step >= warm and config.reg_weight > 0:
+                progress_share = (step - warm) / max(1, config.iters - warm)
+                beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress_share)
+                reg = sum(w.regulariser(beta) for w in unit_weights)
+                loss = rec + config.reg_weight * reg
+            else:
+                loss = rec
+            opt_v.zero_grad(set_to_none=True)
+            if opt_s:
+                opt_s.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_v.step()
+            if opt_s:
+                opt_s.step()
+                sched.step()
+            if step % 10 == 0 or step == config.iters - 1:
+                bar.set_postfix(loss=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.4g}", refresh=False)
+        bar.close()
+        state.drop = False
+        for w in unit_weights:
+            w.learned = True
+        for a in learn_acts:
+            a.done = True
+        state.mode = "hard"
+        out_q = _run(module, x_q)
+        final = float(_reconstruction_error(out_q, target))
+        log.append({"unit": unit.name, "layers": [str(n.target) for n in unit.nodes if is_weight(n)],
+                    "seconds": round(time.perf_counter() - t_unit, 2), "final_loss": final})
+        previous = unit
+
+    with torch.no_grad():
+        for w in weights.values():
+            if w.learned:
+                w.layer.weight.copy_(w.hard_weight())
+        for a in acts.values():
+            if getattr(a, "done", False):
+                a.write_back()
+    result.reconstruction = {"config": config.to_dict(), "seed": seed, "units": log,
+                             "seconds": round(time.perf_counter() - t0, 2)}
+    return result
