@@ -409,7 +409,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                 opt_s.step()
                 sched.step()
             if step % 10 == 0 or step == config.iters - 1:
-                bar.set_postfix(loss=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.4g}", refresh=False)
+                bar.set_postfix(loss=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.4g}")
         bar.close()
         state.drop = False
         for w in unit_weights:
