@@ -29,8 +29,8 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gzsq.distill.io import load_calibration, save_calibration  # noqa: E402
-from gzsq.evaluate import load_eval_set  # noqa: E402
+from gzsq.sources.saved import load_calibration, save_calibration  # noqa: E402
+from gzsq.evaluation import load_eval_set  # noqa: E402
 from gzsq.export import OnnxClassifier, export_fp32_onnx  # noqa: E402
 from gzsq.export.onnx_int8 import Int8ExportConfig, depthwise_weights, export_onnx_int8  # noqa: E402
 from gzsq.models import load_model  # noqa: E402

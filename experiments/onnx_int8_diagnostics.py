@@ -24,7 +24,7 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gzsq.evaluate import load_eval_set  # noqa: E402
+from gzsq.evaluation import load_eval_set  # noqa: E402
 from gzsq.export import OnnxClassifier, export_fp32_onnx  # noqa: E402
 from gzsq.export.onnx_int8 import _ImageReader  # noqa: E402
 from gzsq.models import load_model  # noqa: E402

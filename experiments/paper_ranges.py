@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from gzsq.atomic import atomic_write_text  # noqa: E402
 from gzsq.config import QuantConfig  # noqa: E402
-from gzsq.evaluate import load_eval_set, predict, top1  # noqa: E402
+from gzsq.evaluation import load_eval_set, predict, top1  # noqa: E402
 from gzsq.fold import fold_bn  # noqa: E402
 from gzsq.models import load_model  # noqa: E402
-from gzsq.quantize.sim import quantize  # noqa: E402
+from gzsq.quantization.sim import quantize  # noqa: E402
 from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
 
 

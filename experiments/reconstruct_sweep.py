@@ -30,10 +30,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gzsq.config import QuantConfig  # noqa: E402
-from gzsq.evaluate import calibration_folds, load_eval_set, predict, top1  # noqa: E402
+from gzsq.config import CalibrationConfig, QuantConfig  # noqa: E402
+from gzsq.evaluation import calibration_folds, load_eval_set, predict, top1  # noqa: E402
 from gzsq.models import load_model  # noqa: E402
-from gzsq.quantize.sim import quantize  # noqa: E402
+from gzsq.quantization.sim import quantize  # noqa: E402
 from gzsq.reconstruct import ReconstructConfig, reconstruct  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -171,9 +171,10 @@ def main() -> None:
                                 continue
                             if calib_set is None:
                                 t = time.perf_counter()
-                                (fold,) = calibration_folds(
-                                    model, full, calib=calib, n_calib=args.n_calib, seed=seed, setting="bn-free",
-                                    calib_data=str(SHARED / "data/cifar10/train-jpeg.tar") if calib == "real" else None)
+                                calibration = CalibrationConfig(
+                                    source=calib, n_images=args.n_calib, seed=seed, setting="bn-free",
+                                    data=str(SHARED / "data/cifar10/train-jpeg.tar") if calib == "real" else None)
+                                (fold,) = calibration_folds(model, full, calibration)
                                 calib_set, calib_seconds = fold.images, time.perf_counter() - t
                             t = time.perf_counter()
                             sim = quantize(model, calib_set, QuantConfig(w_bits=w_bits, a_bits=a_bits))

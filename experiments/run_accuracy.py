@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from gzsq.atomic import atomic_open  # noqa: E402
 from gzsq.config import QuantConfig  # noqa: E402
-from gzsq.evaluate import calib_label, calibration_folds, evaluate_folds, load_eval_set, predict  # noqa: E402
+from gzsq.config import CalibrationConfig, calib_label  # noqa: E402
+from gzsq.evaluation import calibration_folds, evaluate_folds, load_eval_set, predict  # noqa: E402
 from gzsq.fold import has_batchnorm  # noqa: E402
 from gzsq.models import load_model  # noqa: E402
 
@@ -118,9 +119,10 @@ def main(argv=None) -> int:
                 if eval_set is None:
                     eval_set = load_eval_set(model, spec["data"])
                     fp32_pred = predict(model, eval_set.images)
-                folds = calibration_folds(model, eval_set, calib=calib, n_calib=spec["n"], seed=seed,
-                                          setting=run_settings[0], preset=preset,
-                                          calib_data=str(spec["calib_data"]) if spec["calib_data"] else None)
+                calibration = CalibrationConfig(source=calib, n_images=spec["n"], seed=seed, setting=run_settings[0],
+                                                preset=preset,
+                                                data=str(spec["calib_data"]) if spec["calib_data"] else None)
+                folds = calibration_folds(model, eval_set, calibration)
                 calib_seconds = sum(f.seconds for f in folds)
                 for w, a in todo:
                     config = QuantConfig(w_bits=w, a_bits=a, observer=args.observer)

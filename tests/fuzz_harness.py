@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gzsq.data import load_dataset
-from gzsq.distill.io import load_calibration, save_calibration
-from gzsq.distill.loop import Checkpoint, DistillConfig, Objective, distill_images
+from gzsq.sources.saved import load_calibration, save_calibration
+from gzsq.distillation.loop import Checkpoint, DistillConfig, Objective, distill_images
 from gzsq.errors import GzsqError
 from gzsq.models import load_model
 from gzsq.models.resnet_cifar import CifarResNet
@@ -400,7 +400,7 @@ def resume_seeds() -> list[bytes]:
         path = Path(d) / "run.partial"
         net, objective = _resume_setup()
         checkpoint = Checkpoint(str(path), every=2, resume=False, key="fuzz")
-        import gzsq.distill.loop as loop
+        import gzsq.distillation.loop as loop
 
         original = loop._save_checkpoint
 

@@ -1,4 +1,4 @@
-"""Bad input, through the CLI and the Python API (issue 5, SPEC §9).
+"""Bad input, through the CLI and the Python API .
 
 The contract for every case: a non-zero exit (2; 130 for Ctrl-C), exactly ONE line on stderr,
 `gzsq: error: <what is wrong and what to do>`, no traceback, and nothing at the output path
@@ -34,11 +34,11 @@ from torch import nn
 
 from gzsq.config import QuantConfig
 from gzsq.data import load_dataset
-from gzsq.distill import loop as distill_loop
-from gzsq.distill.io import load_calibration
+from gzsq.distillation import loop as distill_loop
+from gzsq.sources.saved import load_calibration
 from gzsq.errors import (ConfigError, DataError, GzsqError, ModelLoadError, OutputError, UnsupportedModelError)
 from gzsq.models import InputSpec, load_model, read_checkpoint, validate_model
-from gzsq.quantize.sim import quantize
+from gzsq.quantization.sim import quantize
 from gzsq.sources import make_calibration
 
 from .cli_tools import (assert_nothing_at, assert_one_line_error, run_cli, run_cli_process)

@@ -15,8 +15,8 @@ import json
 import numpy as np
 import pytest
 
-from gzsq.config import QuantConfig
-from gzsq.evaluate import EvalSet, evaluate_quantization, load_eval_set
+from gzsq.config import CalibrationConfig, QuantConfig
+from gzsq.evaluation import EvalSet, evaluate_quantization, load_eval_set
 from gzsq.models import load_model
 
 from .cli_tools import run_cli
@@ -42,8 +42,9 @@ def test_gzsq_beats_gaussian_noise_at_w4a4_on_resnet32_bn_free():
     full = load_eval_set(model, needs(CIFAR_TEST))
     subset = EvalSet(full.path, full.images[::10].clone(), full.labels[::10])
     config = QuantConfig(w_bits=4, a_bits=4)
-    top1 = {calib: [evaluate_quantization(model, subset, calib=calib, n_calib=256, seed=seed, setting="bn-free",
-                                          config=config)["top1"] for seed in (0, 1, 2)]
+    top1 = {calib: [evaluate_quantization(model, subset, CalibrationConfig(source=calib, n_images=256, seed=seed,
+                                                                           setting="bn-free"), config)["top1"]
+                    for seed in (0, 1, 2)]
             for calib in ("gzsq", "gaussian")}
     gap = np.mean(top1["gzsq"]) - np.mean(top1["gaussian"])
     assert gap >= W4A4_MARGIN, (gap, top1)

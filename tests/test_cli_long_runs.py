@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gzsq.distill import loop as distill_loop
+from gzsq.distillation import loop as distill_loop
 
 from .cli_tools import assert_nothing_at, assert_one_line_error, run_cli
 from .conftest import RESNET20, needs

@@ -8,12 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gzsq.config import QuantConfig
-from gzsq.evaluate import load_eval_set, predict
+from gzsq.evaluation import load_eval_set, predict
 from gzsq.errors import ConfigError
 from gzsq.export import Int8ExportConfig, OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
 from gzsq.fold import fold_bn
 from gzsq.models import load_model
-from gzsq.quantize.sim import quantize
+from gzsq.quantization.sim import quantize
 from gzsq.sources import SourceOptions, make_calibration
 
 from .conftest import CIFAR_TEST, CIFAR_TRAIN, IMAGENET, RESNET20, make_tiny, needs
@@ -74,7 +74,7 @@ def test_fixed_batch_model_is_calibrated_and_run_in_its_batch_size(tmp_path):
 
 
 def test_simulated_w8a8_agrees_with_onnxruntime_int8(tmp_path):
-    """SPEC §4: the simulator and the real int8 model agree on top-1 to within 0.3 pt (1000 CIFAR-10 test
+    """The simulator and the real int8 model agree on top-1 to within 0.3 pt (1000 CIFAR-10 test
     images, every 10th so all classes appear, same calibration set). The simulator runs with
     placement="runtime", which quantizes what ONNX Runtime's QDQ graph quantizes, and the export uses
     the full 8-bit weight grid with s8 activations (whose kernels compute exactly ONNX Runtime's QDQ

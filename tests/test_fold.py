@@ -1,4 +1,4 @@
-"""BN folding: no BatchNorm left, outputs equal to the original (SPEC §4)."""
+"""BN folding: no BatchNorm left, outputs equal to the original."""
 
 import pytest
 import torch

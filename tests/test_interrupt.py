@@ -50,7 +50,9 @@ def signal_at(stage: str, args: list, sig: int = signal.SIGINT) -> tuple[CliResu
     proc.send_signal(sig)
     sent = time.monotonic()
     out, err = proc.communicate(timeout=120)
-    return CliResult(proc.returncode, out, err), time.monotonic() - sent
+    seconds = time.monotonic() - sent
+    print(f"{stage}: {signal.Signals(sig).name} -> exit {proc.returncode} after {seconds:.2f} s")  # seen with -s
+    return CliResult(proc.returncode, out, err), seconds
 
 
 def _r20(*args) -> list:

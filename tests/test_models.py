@@ -5,7 +5,7 @@ import torch
 
 from gzsq.data import load_dataset
 from gzsq.errors import ModelLoadError
-from gzsq.evaluate import predict
+from gzsq.evaluation import predict
 from gzsq.models import available_models, load_model
 
 from .conftest import CIFAR_TEST, RESNET20, needs

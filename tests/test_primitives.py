@@ -1,4 +1,4 @@
-"""Property tests for the quantization arithmetic (SPEC §4)."""
+"""Property tests for the quantization arithmetic."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gzsq.errors import ConfigError
-from gzsq.quantize import primitives as P
+from gzsq.quantization import primitives as P
 
 bits_st = st.integers(2, 8)
 seed_st = st.integers(0, 10_000)

@@ -7,9 +7,9 @@ import torch
 from gzsq.config import QuantConfig
 from gzsq.data import load_dataset
 from gzsq.errors import ConfigError
-from gzsq.evaluate import predict
+from gzsq.evaluation import predict
 from gzsq.models import load_model
-from gzsq.quantize.sim import quantize
+from gzsq.quantization.sim import quantize
 
 from .conftest import CIFAR_TEST, CIFAR_TRAIN, RESNET20, needs
 

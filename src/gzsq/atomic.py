@@ -1,4 +1,4 @@
-"""Atomic output files (SPEC §9): a temp file in the target's folder, then one rename.
+"""Atomic output files: a temp file in the target's folder, then one rename.
 
 A run that fails, is interrupted or is killed must never leave a half-written
 model, report or calibration set where the user expects a finished one. Every

@@ -1,4 +1,4 @@
-"""Command line: `gzsq quantize` (the main job), `gzsq evaluate`, `gzsq distill` and `gzsq bench` (SPEC §8).
+"""Command line: `gzsq quantize` (the main job), `gzsq evaluate`, `gzsq distill` and `gzsq bench`.
 
 Errors the user can fix print one line `gzsq: error: …` and exit 2; progress
 bars go to stderr; with --json the last line of stdout is one JSON object.
@@ -22,9 +22,9 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import GzsqError, OutputError, RunInterrupted
+from .errors import GzsqError, RunInterrupted
 from .interrupt import describe, signals_handled
-from .sources.registry import MAX_CALIBRATION_IMAGES, MAX_SEED
+from .config import MAX_CALIBRATION_IMAGES, MAX_SEED
 
 EPILOG_EVALUATE = """examples:
   gzsq evaluate --model cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th \\
@@ -151,8 +151,8 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
     p.add_argument("--preset", default="default",
                    help="gzsq recipe: 'default' (best measured for its time: 20 steps; at 224x224 16 images "
                         "optimized, the rest flips/shifts), 'fast' (half of a CIFAR set optimized: ~2x faster there, "
-                        "worse at W4A4), 'thorough' (every image, 30 steps) or 'paper' (METHOD.md literally, up to "
-                        "500 steps); default: default")
+                        "worse at W4A4), 'thorough' (every image, 30 steps) or 'paper' (the paper's recursion and loss "
+                        "literally, up to 500 steps); default: default")
     p.add_argument("--calib-data", metavar="PATH",
                    help="dataset for --calib real (.npz, folder with labels.csv, or tar of class folders). "
                         "If it is the evaluation set, two folds are used so no image is calibrated and evaluated")
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="quantize with a calibration source and measure accuracy vs FP32",
                         description="Fold BN, calibrate activation ranges on images from --calib, simulate "
-                                    "W/A-bit quantization (SPEC §4) and report FP32 top-1, quantized top-1 and "
+                                    "W/A-bit quantization (docs/method.md §3) and report FP32 top-1, quantized top-1 and "
                                     "top-1 agreement on --data.",
                         epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_verbosity_args(ev, top=False)
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calib_args(ds, "256, or 64 for ImageNet-size models")
     ds.set_defaults(func=cmd_distill)
 
-    bn = sub.add_parser("bench", help="time the main job and int8 vs FP32 latency on this machine",
+    bn = sub.add_parser("bench", help="time the main job and int8 vs FP32 latency on the CPU it runs on",
                         description="Run `gzsq quantize` on MODEL into a temporary folder (seconds per stage,\n"
                                     "calibration images/s), then time ONNX Runtime on the FP32 and the int8 model at\n"
                                     "batch 1 and 32, interleaved so that machine noise hits both alike (median ms,\n"
@@ -273,24 +273,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_quantize(args) -> int:
-    from .atomic import ensure_output_path
-    from .pipeline import BACKENDS, quantize_model, report_paths
+def _calibration(args):
+    """The CalibrationConfig a command line asks for (defaults resolved later, per model)."""
+    from .config import CalibrationConfig
 
-    out = Path(args.output)
-    if out.suffix.lower() not in BACKENDS:
-        raise OutputError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PyTorch PT2E), got {out.name}")
-    extra = [out.with_name(out.stem + ".fp32.onnx")] if args.keep_fp32 else []
-    for path in (out, *report_paths(out), *extra):  # all refused before any work, not half-way
-        ensure_output_path(path, force=args.force)
+    return CalibrationConfig(source=args.calib, n_images=args.n_calib, seed=args.seed, preset=args.preset,
+                             setting=args.setting, data=args.calib_data,
+                             saved_set=getattr(args, "calib_set", None))
+
+
+def cmd_quantize(args) -> int:
+    from dataclasses import replace
+
+    from .config import EvaluationConfig, Int8ExportConfig, QuantizeJob
+    from .pipeline import check_quantize_outputs, quantize_model, report_paths
+
+    job = QuantizeJob(calibration=_calibration(args),
+                      export=replace(Int8ExportConfig(), reduce_range=not args.full_range_weights,
+                                     bias_correction=not args.no_bias_correction),
+                      evaluation=EvaluationConfig(data=args.eval_data, threads=args.threads),
+                      keep_fp32=args.keep_fp32, progress=_progress(args))
+    check_quantize_outputs(args.output, job, force=args.force)  # refused before the model loads
     busy = _use_threads(args)
     model = _load_model(args)
-    report = quantize_model(model, out, calib=args.calib, preset=args.preset, n_calib=args.n_calib,
-                            seed=args.seed, setting=args.setting, calib_data=args.calib_data,
-                            eval_data=args.eval_data, keep_fp32=args.keep_fp32, threads=args.threads,
-                            full_range_weights=args.full_range_weights,
-                            bias_correction=not args.no_bias_correction, calib_set=args.calib_set,
-                            progress=_progress(args))
+    out = Path(args.output)
+    report = quantize_model(model, out, job, force=args.force)
     if args.json:
         slim = {k: v for k, v in report.items() if k != "activation_ranges"}
         slim["activation_ranges"] = len(report["activation_ranges"])
@@ -308,10 +315,6 @@ def cmd_quantize(args) -> int:
     if busy:
         _note(args, busy)
     return 0
-
-
-def _default_n(model) -> int:
-    return 64 if model.input_spec.size >= 128 else 256
 
 
 def _verbosity(args) -> int:
@@ -356,25 +359,22 @@ def _use_threads(args) -> str | None:
 
 def cmd_evaluate(args) -> int:
     from .config import QuantConfig
-    from .evaluate import default_setting, evaluate_quantization, load_eval_set
-    from .sources import check_source
+    from .evaluation import evaluate_quantization, load_eval_set
+    from .sources import check_calibration
 
-    config = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, observer=args.observer,
-                         per_channel_weights=not args.per_tensor_weights, weight_clip=args.weight_clip,
-                         first_last_8bit=args.first_last_8bit)
+    quant = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, observer=args.observer,
+                        per_channel_weights=not args.per_tensor_weights, weight_clip=args.weight_clip,
+                        first_last_8bit=args.first_last_8bit)
     progress = _progress(args)
     t = time.perf_counter()
     busy = _use_threads(args)
     model = _load_model(args)
-    setting = args.setting or default_setting(model)
-    check_source(args.calib, model, setting)
-    _note(args, f"loaded {args.model} (setting {setting}) in {time.perf_counter() - t:.1f} s", 1)
+    calibration = check_calibration(model, _calibration(args))
+    _note(args, f"loaded {args.model} (setting {calibration.setting}) in {time.perf_counter() - t:.1f} s", 1)
     eval_set = load_eval_set(model, args.data, progress=progress)
     _note(args, f"{len(eval_set.labels)} evaluation images from {args.data}", 1)
     load_seconds = time.perf_counter() - t
-    result = evaluate_quantization(model, eval_set, calib=args.calib, n_calib=args.n_calib or _default_n(model),
-                                   seed=args.seed, setting=setting, config=config, calib_data=args.calib_data,
-                                   preset=args.preset, progress=progress)
+    result = evaluate_quantization(model, eval_set, calibration, quant, progress=progress)
     result["seconds"] = {"load": round(load_seconds, 2), **result["seconds"]}
     if args.json:
         print(json.dumps(result))
@@ -397,9 +397,8 @@ def cmd_bench(args) -> int:
 
     busy = _use_threads(args)
     model = _load_model(args)
-    result = bench_model(model, calib=args.calib, preset=args.preset, n_calib=args.n_calib, seed=args.seed,
-                         setting=args.setting, calib_data=args.calib_data, repeats=args.repeats,
-                         threads=args.threads, progress=_progress(args))
+    result = bench_model(model, _calibration(args), repeats=args.repeats, threads=args.threads,
+                         progress=_progress(args))
     if args.json:
         print(json.dumps(result))
     else:
@@ -417,81 +416,16 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def partial_path(output: str | Path) -> Path:
-    """Where `gzsq distill -o OUT` keeps its resumable state while it runs."""
-    return Path(f"{output}.partial")
-
-
-def _check_distill_outputs(args) -> Path:
-    """Before any work: outputs writable and not already there (unless --force); an old .partial needs a decision."""
-    from .atomic import ensure_output_path
-
-    ensure_output_path(args.output, force=args.force)
-    if args.preview:
-        ensure_output_path(args.preview, force=args.force, flag="--preview")
-        if Path(args.preview).absolute() == Path(args.output).absolute():
-            raise OutputError("--preview and -o name the same file; give the preview its own .png name")
-    partial = partial_path(args.output)
-    if partial.exists() and not (args.resume or args.force):
-        raise OutputError(f"{partial} holds an interrupted run: pass --resume to continue it or --force to start over")
-    return partial
-
-
-def _resume_note(args, partial: Path, existed: bool) -> str | None:
-    """What happened to an old checkpoint, told once the run succeeded (an error must stay the only line)."""
-    if args.force and existed:
-        return f"--force: started over; the interrupted run in {partial} was discarded"
-    if args.resume and existed:
-        return f"resumed the interrupted run saved in {partial}"
-    if args.resume:
-        return f"--resume: there was no {partial}; ran from the beginning"
-    return None
-
-
 def cmd_distill(args) -> int:
-    from .atomic import atomic_path
-    from .distill.io import save_calibration, save_preview
-    from .distill.loop import Checkpoint
-    from .errors import DistillationDivergedError
-    from .evaluate import default_setting
-    from .fold import fold_bn
-    from .sources import SourceOptions, check_source, make_calibration
+    from .config import DistillJob
+    from .pipeline import check_distill_outputs, distill_set
 
-    partial = _check_distill_outputs(args)
+    job = DistillJob(calibration=_calibration(args), preview=args.preview, checkpoint_every=args.checkpoint_every,
+                     resume=args.resume, force=args.force, progress=_progress(args))
+    check_distill_outputs(args.output, job)  # refused before the model loads
     busy = _use_threads(args)
     model = _load_model(args)
-    setting = args.setting or default_setting(model)
-    check_source(args.calib, model, setting)
-    seen = model if setting == "bn" else fold_bn(model)
-    n = args.n_calib or _default_n(model)
-    # The weights themselves are in the checkpoint's key (a hash of the targets they give), so the
-    # same file reached by another path, or from another folder, still resumes.
-    run = json.dumps({"model": args.model, "setting": setting, "calib": args.calib, "preset": args.preset},
-                     sort_keys=True)
-    checkpoint = Checkpoint(str(partial), every=args.checkpoint_every, resume=args.resume and not args.force,
-                            key=run)
-    note = _resume_note(args, partial, partial.exists())
-    options = SourceOptions(setting=setting, calib_data=args.calib_data, preset=args.preset,
-                            progress=_progress(args), checkpoint=checkpoint)
-    meta = {"model": args.model, "setting": setting, "preset": args.preset}
-    try:
-        calibration = make_calibration(args.calib, seen, n, seed=args.seed, options=options)
-        # Both files appear together or not at all: each is renamed into place only after both are complete,
-        # and a Ctrl-C is acted on only before the first rename.
-        with atomic_path(args.output, interruptible=not args.preview) as tmp_out:
-            save_calibration(tmp_out, calibration, meta)
-            if args.preview:
-                with atomic_path(args.preview) as tmp_preview:
-                    save_preview(tmp_preview, calibration.images, model.input_spec)
-    except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
-        kept = (f"{partial} keeps the progress: rerun the same command with --resume to continue"
-                if partial.exists() else "nothing was written; rerun to start again")
-        raise RunInterrupted(f"{describe(signum)} before {args.output} was written; {kept}", signum) from None
-    except DistillationDivergedError:
-        partial.unlink(missing_ok=True)  # resuming would diverge again
-        raise
-    partial.unlink(missing_ok=True)
+    calibration, note = distill_set(model, args.output, job)
     if note:
         _note(args, note)
     print(f"wrote {len(calibration.images)} images from {args.calib} to {args.output} "

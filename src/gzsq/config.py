@@ -1,17 +1,165 @@
-"""Frozen configuration objects; variants via dataclasses.replace (STYLE.md)."""
+"""Every setting of a gzsq job, as small frozen dataclasses: built once, validated here, passed down whole.
+
+A job is a few of these composed: `QuantizeJob` = where calibration images come
+from (`CalibrationConfig`) + how ONNX Runtime quantizes (`Int8ExportConfig`) +
+what to evaluate on (`EvaluationConfig`); `gzsq evaluate` pairs a
+`CalibrationConfig` with a `QuantConfig` (the simulated scheme). Variants are
+made with `dataclasses.replace`. This module imports nothing heavy, so the CLI can
+validate a command line before torch loads.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import numbers
+from dataclasses import asdict, dataclass, field
 
 from .errors import ConfigError
-from .quantize.observers import OBSERVERS
-from .quantize.primitives import check_bits
+
+MIN_BITS, MAX_BITS = 2, 8
+OBSERVERS = ("minmax", "percentile", "mse")  # activation range rules (gzsq.quantization.observers)
+SETTINGS = ("bn", "bn-free")
+LOSS_NAMES = ("z", "l2", "kl")  # distillation losses (gzsq.distillation.losses)
+# More calibration images than this is a typo, not a plan: ranges settle after a few hundred, and
+# 100 000 ImageNet-size images would need ~60 GB of memory.
+MAX_CALIBRATION_IMAGES = 100_000
+MAX_SEED = 2**32 - 1  # what every RNG gzsq seeds (torch, numpy) accepts
+
+
+def check_bits(bits: int, what: str = "bits") -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ConfigError(f"{what} must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
+    return bits
+
+
+def check_n_calib(n) -> int:
+    """The number of calibration images: an integer from 1 to MAX_CALIBRATION_IMAGES."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ConfigError(f"number of calibration images must be a positive integer, got {n!r}")
+    if n > MAX_CALIBRATION_IMAGES:
+        raise ConfigError(f"{n} calibration images is too many (at most {MAX_CALIBRATION_IMAGES:,}; "
+                          "256 is the usual choice)")
+    return int(n)
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
+def calib_label(source: str, preset: str) -> str:
+    """How tables name a calibration source: gzsq-<preset> for gzsq, the source's name otherwise."""
+    return f"gzsq-{preset}" if source == "gzsq" and preset else source
+
+
+def default_n_calib(model) -> int:
+    """256 calibration images, 64 for ImageNet-size inputs (≥ 128 px): what every measurement used."""
+    return 64 if model.input_spec.size >= 128 else 256
+
+
+def default_setting(model) -> str:
+    """`bn` when the model has BatchNorm layers (their statistics may be read), else `bn-free`."""
+    from .fold import has_batchnorm
+
+    return "bn" if has_batchnorm(model) else "bn-free"
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Where the calibration images come from.
+
+    source: a registered source — gzsq (distilled from the weights: the method), zeroq (BN
+        statistics), gaussian / uniform noise, real (images from `data`).
+    n_images, setting: None picks the default for the model (`resolved`).
+    preset: the gzsq recipe ("default", "fast", "thorough", "paper").
+    data: the dataset `real` draws from. saved_set: a set written by `gzsq distill`, used
+        instead of making one (its own source, seed and size then apply).
+    """
+
+    source: str = "gzsq"
+    n_images: int | None = None
+    seed: int = 0
+    preset: str = "default"
+    setting: str | None = None
+    data: str | None = None
+    saved_set: str | None = None
+
+    def __post_init__(self):
+        if self.n_images is not None:
+            check_n_calib(self.n_images)
+        check_seed(self.seed)
+        if self.setting is not None and self.setting not in SETTINGS:
+            raise ConfigError(f"setting must be one of {', '.join(SETTINGS)}, got {self.setting!r}")
+
+    def resolved(self, model) -> CalibrationConfig:
+        """This config with the model's defaults filled in (number of images, setting)."""
+        from dataclasses import replace
+
+        return replace(self, n_images=self.n_images or default_n_calib(model),
+                       setting=self.setting or default_setting(model))
+
+    @property
+    def label(self) -> str:
+        return calib_label(self.source, self.preset)
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Everything a calibration source may need besides the model, n and the seed (the sources' one
+    signature: `fn(model, n, *, seed, options)`)."""
+
+    setting: str = "bn-free"  # what the source may read: "bn" (BN statistics) or "bn-free"
+    calib_data: str | None = None  # dataset path, for `real`
+    calib_indices: tuple[int, ...] | None = None  # restrict `real` to these rows (2-fold protocol)
+    preset: str = "default"  # for distilling sources (gzsq)
+    overrides: tuple[tuple[str, object], ...] = ()  # distillation settings that replace the preset's
+    progress: bool = False
+    checkpoint: object | None = None  # a distill.loop.Checkpoint: where distilling sources save/resume state
+
+    def __post_init__(self):
+        if self.setting not in SETTINGS:
+            raise ConfigError(f"setting must be one of {', '.join(SETTINGS)}, got {self.setting!r}")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One distillation recipe. Defaults are ZeroQ's published ones."""
+
+    iterations: int = 500
+    lr: float = 0.5
+    batch_size: int = 64  # images optimized together (statistics are taken over the batch)
+    loss: str = "z"  # z | l2 | kl, applied at every target layer
+    input_weight: float = 1.0  # weight of the term keeping the input itself N(0, 1)
+    tv_weight: float = 0.0  # total-variation image prior
+    ce_weight: float = 0.0  # cross-entropy towards random target classes ("enriched" data)
+    clamp_pixels: bool = False  # keep every pixel inside the valid image range
+    early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
+    min_iterations: int = 0
+    distill_images: int = 0  # optimize only this many and make the rest by flips/shifts (0: all)
+    # Or size that number by pixels: optimize just enough images to cover this many pixels (at least 16,
+    # the smallest batch whose statistics we trust), so one recipe costs about the same per step at
+    # 32×32 and at 224×224. Ignored when distill_images is set; 0: off.
+    distill_pixels: int = 0
+
+    def images_to_optimize(self, n: int, shape: tuple[int, ...]) -> int:
+        """How many of the n images are optimized (the rest are flips/shifts of them)."""
+        if 0 < self.distill_images < n:
+            return self.distill_images
+        if self.distill_pixels > 0:
+            pixels = int(shape[-1]) * int(shape[-2])
+            return min(n, max(16, self.distill_pixels // pixels))
+        return n
+
+    def __post_init__(self):
+        if self.loss not in LOSS_NAMES:
+            raise ConfigError(f"unknown distillation loss {self.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
+        if self.iterations < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise ConfigError("distillation needs iterations >= 1, batch_size >= 2 and lr > 0")
 
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """What to quantize and how (SPEC §4). Defaults: the spec's reference scheme."""
+    """What the simulator quantizes and how (docs/method.md §3). Defaults: the reference scheme."""
 
     w_bits: int = 8
     a_bits: int = 8
@@ -20,8 +168,8 @@ class QuantConfig:
     observer: str = "minmax"  # activation range rule: minmax | percentile | mse
     input_bits: int = 8  # the network input is an 8-bit image whatever a_bits says
     first_last_8bit: bool = False  # keep the first and last weight layer (and their inputs) at 8 bit
-    # Where activations are quantized. "spec": SPEC §4 (network input, every Conv/Linear input, residual-add
-    # outputs) — the reference for every published accuracy. "runtime": every tensor an int8 runtime stores,
+    # Where activations are quantized. "spec": the reference scheme (network input, every Conv/Linear input,
+    # residual-add outputs), behind every published accuracy. "runtime": every tensor an int8 runtime stores,
     # as ONNX Runtime's QDQ graphs do (also Conv/Linear outputs, pooled, padded and sliced tensors, logits);
     # use it to predict what the exported int8 model will do.
     placement: str = "spec"
@@ -39,3 +187,85 @@ class QuantConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Int8ExportConfig:
+    """How ONNX Runtime quantizes the graph. The defaults are what measured best on an AVX2 CPU's
+    kernels (results/lite0_int8_gap.txt compares each switch).
+
+    reduce_range: weights on ONNX Runtime's [−64, 64] grid, which its fused kernels cannot
+        saturate without VNNI; False for CPUs with VNNI or ARM dot-product instructions.
+    depthwise_full_range, pair_safe: under reduce_range, give depthwise convs the full grid
+        (their kernel widens to 32 bits) and other convs the finest grid on which no pair of
+        neighbouring products can overflow (`pair_safe_weight_ranges`).
+    bias_correction: each conv's bias absorbs E[(W_q − W)·x] (`gzsq.export.bias_correction`).
+    calibration: "minmax" (the simulator's default observer) or "percentile" (ONNX Runtime's 99.999th).
+    activations / weights: "uint8" or "int8". u8 activations × s8 weights is the fast path on
+        AVX2; u8 weights (u8×u8 kernels) take the full grid safely but ran 2.6–3.0× slower.
+    """
+
+    per_channel: bool = True
+    reduce_range: bool = True
+    depthwise_full_range: bool = True
+    pair_safe: bool = True
+    bias_correction: bool = True
+    calibration: str = "minmax"
+    activations: str = "uint8"
+    weights: str = "int8"
+
+    def __post_init__(self):
+        for name, value, choices in (("calibration", self.calibration, ("minmax", "percentile")),
+                                     ("activations", self.activations, ("uint8", "int8")),
+                                     ("weights", self.weights, ("uint8", "int8"))):
+            if value not in choices:
+                raise ConfigError(f"unknown int8 export {name} {value!r}; choose one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What to measure a job's models on. data: a labelled set (.npz, folder with labels.csv, tar of class
+    folders), None for no evaluation. threads: CPU threads for ONNX Runtime (0: its default)."""
+
+    data: str | None = None
+    threads: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise ConfigError(f"threads must be a whole number >= 0, got {self.threads!r}")
+
+
+@dataclass(frozen=True)
+class QuantizeJob:
+    """The main job, `gzsq quantize`: calibration images → int8 model (+ report, + evaluation).
+
+    keep_fp32: also write the FP32 ONNX export beside the output (OUT.fp32.onnx).
+    progress: progress bars on stderr.
+    """
+
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    export: Int8ExportConfig = field(default_factory=Int8ExportConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    keep_fp32: bool = False
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class DistillJob:
+    """`gzsq distill`: make a calibration set once and save it (.npz, optionally a preview grid).
+
+    checkpoint_every: save the distillation state to OUT.partial every K steps (and when
+    interrupted); resume: continue from it; force: overwrite outputs and discard an old OUT.partial.
+    """
+
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    preview: str | None = None
+    checkpoint_every: int = 10
+    resume: bool = False
+    force: bool = False
+    progress: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) \
+                or self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every must be a positive number of steps, got {self.checkpoint_every!r}")

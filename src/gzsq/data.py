@@ -1,4 +1,4 @@
-"""Image datasets from disk, in the three layouts gzsq reads (issue 2, item 6).
+"""Image datasets from disk, in the three layouts gzsq reads.
 
 - `.npz` with `images` (uint8 N×H×W×C) and `labels` (int);
 - a folder holding `labels.csv` with columns `file,label` (extra columns ignored);
@@ -6,7 +6,8 @@
   only the images asked for are read.
 
 A `Dataset` is a label array plus a loader of uint8 HWC images by index; the
-model's `InputSpec` turns those into tensors. Nothing is cached on disk.
+model's `InputSpec` turns those into tensors (`load_eval_set`: an `EvalSet`,
+the labelled images every measurement runs on). Nothing is cached on disk.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
+from torch import nn
+from tqdm.auto import tqdm
 
+from . import interrupt
 from .errors import DataError
 
 
@@ -198,3 +203,45 @@ def load_dataset(path: str | Path) -> Dataset:
     if path.name.lower().endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
         raise DataError(f"cannot read tar {path}: not a tar archive, or a damaged one")
     raise DataError(f"{path}: unknown dataset format (expected .npz, a folder with labels.csv, or a tar of class folders)")
+
+
+@dataclass
+class EvalSet:
+    """Labelled images ready for a model: what every accuracy is measured on."""
+
+    path: str
+    images: torch.Tensor  # N×C×H×W, normalized for the model
+    labels: np.ndarray
+    preprocessing: str = ""  # what was done to the images, for reports (InputSpec.describe)
+
+
+def load_eval_set(model: nn.Module, path: str | Path, *, progress: bool = False,
+                  labels_must_fit: bool = True) -> EvalSet:
+    """`labels_must_fit=False` admits labels beyond the model's classes (FP32-vs-int8 agreement still means
+    something there, e.g. a 2-class ONNX model run on ImageNet images)."""
+    data = load_dataset(path)
+    from .models.validate import check_input
+
+    num_classes = check_input(model)
+    if labels_must_fit:
+        check_labels(data.labels, num_classes, str(path))
+    elif len(data.labels) == 0:
+        raise DataError(f"{path} holds no images")
+    spec = model.input_spec
+    chunks, as_is = [], 0
+    for start in tqdm(range(0, len(data), 250), desc="load data", disable=not progress, leave=False):
+        interrupt.check("load-data")
+        images = data.images(range(start, min(start + 250, len(data))))
+        as_is += sum(spec.has_input_size(im) for im in images)
+        chunks.append(spec.to_tensor(images))
+    return EvalSet(str(path), torch.cat(chunks), data.labels, spec.describe(as_is, len(data)))
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+    """Every label must name one of the model's classes; a CIFAR set on an ImageNet model is not an accuracy."""
+    if len(labels) == 0:
+        raise DataError(f"{where} holds no images")
+    top = int(labels.max())
+    if top >= num_classes:
+        raise DataError(f"{where}: label {top} is out of range for a model with {num_classes} classes "
+                        f"(labels must be 0..{num_classes - 1}); is this the model's dataset?")

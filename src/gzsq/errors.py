@@ -1,4 +1,4 @@
-"""The one error family gzsq raises on bad input (STYLE.md: one type to catch).
+"""The one error family gzsq raises on bad input (one type to catch).
 
 The CLI catches `GzsqError` only and prints its message as one line; anything
 else escaping is a bug and keeps its traceback.

@@ -1,4 +1,4 @@
-"""Fold BatchNorm into the layer that feeds it (SPEC §4, first step).
+"""Fold BatchNorm into the layer that feeds it (the first step of every quantization).
 
 Works on the traced data-flow graph (torch.fx), not on module names: a BN is
 folded into the Conv2d/Linear whose output it reads, provided nothing else reads

@@ -1,4 +1,5 @@
-"""The main job, `gzsq quantize`: model in → calibration images from no data → int8 model out + report.
+"""The user-level jobs: `gzsq quantize` (model in → calibration images from no data → int8 model out +
+report) and `gzsq distill` (a calibration set made once and saved).
 
 Stages, each timed: calibration images (a registered source, gzsq by default),
 then one of two backends, picked by the output's suffix:
@@ -12,6 +13,10 @@ then one of two backends, picked by the output's suffix:
 With a labelled set, FP32-vs-int8 top-1 and agreement are measured on the
 backend's own models. The report (`OUT.report.json` + `.md`) holds all of it,
 plus every activation range the int8 ONNX file encodes.
+
+Both jobs check their outputs before any work (`check_quantize_outputs`,
+`check_distill_outputs`), write atomically and leave nothing behind on an error
+or Ctrl-C (`distill_set` keeps its resumable OUT.partial).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +32,24 @@ from torch import nn
 
 from . import interrupt
 from .atomic import write_text_atomic
-from .errors import ConfigError
-from .evaluate import calib_label, default_setting, load_eval_set
-from .export import Int8ExportConfig, OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
-from .fold import fold_bn
-from .sources import SourceOptions, check_source, make_calibration
-
+from .atomic import atomic_path, ensure_output_path
+from .config import DistillJob, QuantizeJob
+from .data import load_eval_set
+from .errors import ConfigError, DistillationDivergedError, OutputError, RunInterrupted
+from .export import OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
+from .metrics import agreement, predict, top1
+from .models.validate import model_name
+from .sources import Calibration, calibrate, check_calibration
 
 BACKENDS = {".onnx": "onnxruntime", ".pt2": "pt2e"}
+
+
+def backend_for(out: str | Path) -> str:
+    """The backend an output's suffix picks; anything else is a one-line error."""
+    backend = BACKENDS.get(Path(out).suffix.lower())
+    if backend is None:
+        raise ConfigError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PyTorch PT2E), got {Path(out).name}")
+    return backend
 
 
 def report_paths(out: str | Path) -> tuple[Path, Path]:
@@ -42,27 +58,35 @@ def report_paths(out: str | Path) -> tuple[Path, Path]:
     return Path(f"{stem}.report.json"), Path(f"{stem}.report.md")
 
 
-def default_n_calib(model: nn.Module) -> int:
-    return 64 if model.input_spec.size >= 128 else 256
+def fp32_path_for(out: str | Path) -> Path:
+    """Where `keep_fp32` writes the FP32 ONNX export beside OUT: OUT.fp32.onnx."""
+    out = Path(out)
+    return out.with_name(out.stem + ".fp32.onnx")
 
 
-def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", preset: str = "default",
-                   n_calib: int | None = None, seed: int = 0, setting: str | None = None,
-                   calib_data: str | None = None, eval_data: str | None = None, keep_fp32: bool = False,
-                   threads: int = 0, full_range_weights: bool = False, bias_correction: bool = True,
-                   calib_set: str | None = None,
-                   progress: bool = False) -> dict:
+def output_paths(out: str | Path, job: QuantizeJob) -> list[Path]:
+    """Every file the job writes (the model, its two reports, the FP32 copy when kept)."""
+    return [Path(out), *report_paths(out), *([fp32_path_for(out)] if job.keep_fp32 else [])]
+
+
+def check_quantize_outputs(out: str | Path, job: QuantizeJob, *, force: bool = False) -> None:
+    """Before any work: a known suffix, and every output writable and not there already (unless `force`)."""
+    backend_for(out)
+    for path in output_paths(out, job):  # all refused before any work, not half-way
+        ensure_output_path(path, force=force)
+
+
+def quantize_model(model: nn.Module, out: str | Path, job: QuantizeJob = QuantizeJob(), *,
+                   force: bool = False) -> dict:
     """Write an int8 model of `model` to `out` (.onnx or .pt2) and return the report (also written beside it).
 
     On any error or Ctrl-C, whatever this call wrote (model, reports, FP32 copy) is removed again."""
+    check_quantize_outputs(out, job, force=force)
     out = Path(out)
-    written = [out, *report_paths(out), out.with_name(out.stem + ".fp32.onnx")]
+    written = [out, *report_paths(out), fp32_path_for(out)]
     before = {p: p.exists() for p in written}
     try:
-        return _quantize_model(model, out, calib=calib, preset=preset, n_calib=n_calib, seed=seed, setting=setting,
-                               calib_data=calib_data, eval_data=eval_data, keep_fp32=keep_fp32, threads=threads,
-                               full_range_weights=full_range_weights, bias_correction=bias_correction,
-                               calib_set=calib_set, progress=progress)
+        return _quantize_model(model, out, job)
     except BaseException:
         for path in written:
             if path.exists() and not before[path]:
@@ -70,62 +94,50 @@ def quantize_model(model: nn.Module, out: str | Path, *, calib: str = "gzsq", pr
         raise
 
 
-def _quantize_model(model, out, *, calib, preset, n_calib, seed, setting, calib_data, eval_data, keep_fp32,
-                    threads, full_range_weights, bias_correction, calib_set, progress) -> dict:
-    backend = BACKENDS.get(out.suffix.lower())
-    if backend is None:
-        raise ConfigError(f"the output must end in .onnx (ONNX Runtime) or .pt2 (PT2E), got {out.name}")
-    # bad evaluation data fails here, before the long work
-    eval_set = load_eval_set(model, eval_data, labels_must_fit=False) if eval_data is not None else None
+def _quantize_model(model: nn.Module, out: Path, job: QuantizeJob) -> dict:
+    backend = backend_for(out)
+    # bad evaluation data and a source that cannot run fail here, before the long work
+    data = job.evaluation.data
+    eval_set = load_eval_set(model, data, labels_must_fit=False) if data is not None else None
+    calibration_config = check_calibration(model, job.calibration)
     seconds: dict[str, float] = {}
-    setting = setting or default_setting(model)
-    if calib_set is None:
-        check_source(calib, model, setting)
-    n_calib = n_calib or default_n_calib(model)
-    layout = getattr(model, "onnx_layout", "nchw")
 
     t = time.perf_counter()
-    if calib_set is not None:  # a set made earlier by `gzsq distill`: distill once, quantize many times
-        calibration = load_calibration_for(model, calib_set)
-        calibration.log["calib_set"] = str(calib_set)
-        meta = calibration.log.get("meta", {})
-        calib, n_calib, seed = calibration.source, len(calibration.images), calibration.seed
-        preset = meta.get("preset", "") if calib == "gzsq" else ""
-        setting = meta.get("setting", setting)
-    else:
-        seen = model if setting == "bn" else fold_bn(model)
-        options = SourceOptions(setting=setting, calib_data=calib_data, preset=preset, progress=progress)
-        calibration = make_calibration(calib, seen, n_calib, seed=seed, options=options)
+    calibration = calibrate(model, calibration_config, progress=job.progress)
     seconds["calibration_data"] = time.perf_counter() - t
+    if calibration_config.saved_set is not None:  # a set made by `gzsq distill`: its own settings apply
+        meta = calibration.log.get("meta", {})
+        calibration.log["calib_set"] = str(calibration_config.saved_set)
+        calibration_config = replace(calibration_config, source=calibration.source,
+                                     n_images=len(calibration.images), seed=calibration.seed,
+                                     preset=meta.get("preset", "") if calibration.source == "gzsq" else "",
+                                     setting=meta.get("setting", calibration_config.setting))
 
     if backend == "pt2e":
-        return _finish(model, out, _run_pt2e(model, out, calibration, eval_set, seconds, progress), calibration,
-                       seconds, setting=setting, calib=calib, preset=preset, n_calib=n_calib, seed=seed, layout="nchw")
+        evaluation = _run_pt2e(model, out, calibration, eval_set, seconds, job.progress)
+        return _finish(model, out, job, evaluation, calibration, calibration_config, seconds, layout="nchw")
+    layout = getattr(model, "onnx_layout", "nchw")
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as work:
         t = time.perf_counter()
         if getattr(model, "onnx_path", None):
             fp32_path = Path(model.onnx_path)
         else:  # exported straight to OUT.fp32.onnx when it is kept: one atomic write, no copy
-            fp32_path = export_fp32_onnx(model, out.with_name(out.stem + ".fp32.onnx") if keep_fp32
-                                         else Path(work) / "fp32.onnx")
+            fp32_path = export_fp32_onnx(model, fp32_path_for(out) if job.keep_fp32 else Path(work) / "fp32.onnx")
         seconds["export_fp32"] = time.perf_counter() - t
         interrupt.check()  # the exporter cannot be interrupted: act on a Ctrl-C right after it
 
         t = time.perf_counter()
-        export_onnx_int8(fp32_path, out, calibration.images.numpy(),
-                         Int8ExportConfig(reduce_range=not full_range_weights, bias_correction=bias_correction),
-                         layout=layout, input_range=model.input_spec.input_range())
+        export_onnx_int8(fp32_path, out, calibration.images.numpy(), job.export, layout=layout,
+                         input_range=model.input_spec.input_range())
         seconds["quantize_int8"] = time.perf_counter() - t
 
         evaluation = None
         if eval_set is not None:
             t = time.perf_counter()
-            evaluation = _evaluate_onnx(fp32_path, out, eval_set, layout, threads, progress)
+            evaluation = _evaluate_onnx(fp32_path, out, eval_set, layout, job.evaluation.threads, job.progress)
             seconds["evaluate"] = time.perf_counter() - t
 
-    return _finish(model, out, evaluation, calibration, seconds, setting=setting, calib=calib, preset=preset,
-                   n_calib=n_calib, seed=seed, layout=layout, full_range=full_range_weights,
-                   bias_correction=bias_correction)
+    return _finish(model, out, job, evaluation, calibration, calibration_config, seconds, layout=layout)
 
 
 FORMATS = {
@@ -137,7 +149,6 @@ FORMATS = {
 
 
 def _run_pt2e(model, out, calibration, eval_set, seconds, progress):
-    from .evaluate import predict
     from .export.pt2e import quantize_pt2e, save_pt2e
 
     t = time.perf_counter()
@@ -153,31 +164,30 @@ def _run_pt2e(model, out, calibration, eval_set, seconds, progress):
     return _metrics(eval_set, fp32, int8, n_outputs=None)
 
 
-def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, preset, n_calib, seed, layout,
-            full_range=False, bias_correction=False) -> dict:
+def _finish(model, out, job: QuantizeJob, evaluation, calibration, calib, seconds, *, layout) -> dict:
     backend = BACKENDS[out.suffix.lower()]
     fmt = FORMATS[backend]
     if backend == "onnxruntime":
-        fmt += ("; weights on the full [-127, 127] grid" if full_range else
+        fmt += ("; weights on the full [-127, 127] grid" if not job.export.reduce_range else
                 "; weight grids safe for CPUs without VNNI (whose u8xs8 kernels add pairs in 16 bits): depthwise convs "
                 "on the full [-127, 127] grid (their kernel widens to 32 bits), other convs per channel on the finest "
                 "grid whose neighbouring-pair sums cannot saturate, the classifier on ONNX Runtime's reduce_range "
                 "[-64, 64]")
-        if bias_correction:
+        if job.export.bias_correction:
             fmt += "; conv biases corrected for the mean shift of weight rounding"
     ranges = activation_ranges(out) if backend == "onnxruntime" else {}
     report = {
-        "model": getattr(model, "gzsq_name", type(model).__name__),
+        "model": model_name(model),
         "output": str(out),
         "backend": backend,
         "format": fmt,
         "input": {"layout": layout, "size": model.input_spec.size, "mean_0to1": list(model.input_spec.mean),
                   "std_0to1": list(model.input_spec.std), "channel_order": model.input_spec.channel_order},
-        "setting": setting,
-        "calib": calib_label(calib, preset),
+        "setting": calib.setting,
+        "calib": calib.label,
         "calib_set": calibration.log.get("calib_set"),
-        "n_calib": n_calib,
-        "seed": seed,
+        "n_calib": calib.n_images,
+        "seed": calib.seed,
         "distill": {k: calibration.log[k] for k in ("iterations", "final_loss", "stopped_early")
                     if k in calibration.log},
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
@@ -188,18 +198,6 @@ def _finish(model, out, evaluation, calibration, seconds, *, setting, calib, pre
     write_text_atomic(json_path, json.dumps(report, indent=1) + "\n")
     write_text_atomic(md_path, render_report(report))
     return report
-
-
-def load_calibration_for(model: nn.Module, path: str | Path):
-    """A saved calibration set, checked against the model's input shape."""
-    from .distill.io import load_calibration
-    from .errors import DataError
-
-    calibration = load_calibration(path)
-    if tuple(calibration.images.shape[1:]) != tuple(model.input_spec.shape):
-        raise DataError(f"{path} holds {tuple(calibration.images.shape[1:])} images but the model takes "
-                        f"{tuple(model.input_spec.shape)}: distill the set from this model")
-    return calibration
 
 
 def _evaluate_onnx(fp32_path, int8_path, eval_set, layout, threads, progress) -> dict:
@@ -214,10 +212,10 @@ def _evaluate_onnx(fp32_path, int8_path, eval_set, layout, threads, progress) ->
 def _metrics(eval_set, fp32: np.ndarray, int8: np.ndarray, n_outputs: int | None) -> dict:
     labels = eval_set.labels
     result = {"data": eval_set.path, "images": int(len(fp32)), "preprocessing": eval_set.preprocessing,
-              "agreement": round(float((fp32 == int8).mean() * 100), 2)}
+              "agreement": round(agreement(int8, fp32), 2)}
     if len(labels) and (n_outputs is None or int(labels.max()) < n_outputs):
-        result["fp32_top1"] = round(float((fp32 == labels).mean() * 100), 2)
-        result["int8_top1"] = round(float((int8 == labels).mean() * 100), 2)
+        result["fp32_top1"] = round(top1(fp32, labels), 2)
+        result["int8_top1"] = round(top1(int8, labels), 2)
     else:  # e.g. a 2-class model evaluated on ImageNet images: only agreement means something
         result["note"] = (f"the labels (up to {int(labels.max())}) do not index this model's "
                           f"{n_outputs} outputs: agreement only")
@@ -254,3 +252,77 @@ def render_report(r: dict) -> str:
 
 def _fmt(values) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def partial_path(out: str | Path) -> Path:
+    """Where `distill_set` keeps its resumable state while it runs: OUT.partial."""
+    return Path(f"{out}.partial")
+
+
+def check_distill_outputs(out: str | Path, job: DistillJob) -> Path:
+    """Before any work: outputs writable and not already there (unless force); an old OUT.partial needs a
+    decision (resume or force). → the OUT.partial path."""
+    ensure_output_path(out, force=job.force)
+    if job.preview:
+        ensure_output_path(job.preview, force=job.force, flag="--preview")
+        if Path(job.preview).absolute() == Path(out).absolute():
+            raise OutputError("--preview and -o name the same file; give the preview its own .png name")
+    partial = partial_path(out)
+    if partial.exists() and not (job.resume or job.force):
+        raise OutputError(f"{partial} holds an interrupted run: pass --resume to continue it or --force to start over")
+    return partial
+
+
+def distill_set(model: nn.Module, out: str | Path, job: DistillJob = DistillJob()) -> tuple[Calibration, str | None]:
+    """Make a calibration set as `job.calibration` says and write it to `out` (.npz; a preview grid too).
+
+    The same seed and inputs give a byte-identical file. The run saves its state to OUT.partial as it
+    goes; an interruption keeps it, and `resume=True` continues to the images an uninterrupted run
+    gives. → (the set, a note on what happened to an old OUT.partial, or None).
+    """
+    import json
+    import signal
+
+    from .distillation.checkpoint import Checkpoint
+    from .interrupt import describe
+    from .sources.saved import save_calibration, save_preview
+
+    partial = check_distill_outputs(out, job)
+    calibration_config = check_calibration(model, job.calibration)
+    existed = partial.exists()
+    # The weights themselves are in the checkpoint's key (a hash of the targets they give), so the same
+    # file reached by another path, or from another folder, still resumes.
+    key = json.dumps({"model": model_name(model), "setting": calibration_config.setting,
+                      "calib": calibration_config.source, "preset": calibration_config.preset}, sort_keys=True)
+    checkpoint = Checkpoint(str(partial), every=job.checkpoint_every, resume=job.resume and not job.force, key=key)
+    meta = {"model": model_name(model), "setting": calibration_config.setting, "preset": calibration_config.preset}
+    try:
+        calibration = calibrate(model, calibration_config, progress=job.progress, checkpoint=checkpoint)
+        # Both files appear together or not at all: each is renamed into place only after both are complete,
+        # and a Ctrl-C is acted on only before the first rename.
+        with atomic_path(out, interruptible=not job.preview) as tmp_out:
+            save_calibration(tmp_out, calibration, meta)
+            if job.preview:
+                with atomic_path(job.preview) as tmp_preview:
+                    save_preview(tmp_preview, calibration.images, model.input_spec)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        kept = (f"{partial} keeps the progress: rerun the same command with --resume to continue"
+                if partial.exists() else "nothing was written; rerun to start again")
+        raise RunInterrupted(f"{describe(signum)} before {out} was written; {kept}", signum) from None
+    except DistillationDivergedError:
+        partial.unlink(missing_ok=True)  # resuming would diverge again
+        raise
+    partial.unlink(missing_ok=True)
+    return calibration, _resume_note(job, partial, existed)
+
+
+def _resume_note(job: DistillJob, partial: Path, existed: bool) -> str | None:
+    """What happened to an old checkpoint, told once the run succeeded (an error must stay the only line)."""
+    if job.force and existed:
+        return f"--force: started over; the interrupted run in {partial} was discarded"
+    if job.resume and existed:
+        return f"resumed the interrupted run saved in {partial}"
+    if job.resume:
+        return f"--resume: there was no {partial}; ran from the beginning"
+    return None

@@ -43,7 +43,7 @@ from . import interrupt
 from .errors import ConfigError, UnsupportedModelError
 from .fold import fold_bn
 from .graph_ops import is_relu
-from .quantize.sim import WEIGHT_LAYERS, ActQuantizer, SimModel
+from .quantization.sim import WEIGHT_LAYERS, ActQuantizer, SimModel
 
 METHODS = ("block", "adaround")
 
@@ -308,7 +308,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
     """
     config = config or ReconstructConfig()
     if not isinstance(sim, SimModel):
-        raise UnsupportedModelError("reconstruct needs the SimModel that gzsq.quantize.sim.quantize returned")
+        raise UnsupportedModelError("reconstruct needs the SimModel that gzsq.quantization.sim.quantize returned")
     if not isinstance(calib, torch.Tensor) or calib.dim() != 4 or len(calib) == 0:
         raise UnsupportedModelError("calibration data must be a non-empty N×C×H×W tensor")
     if not torch.isfinite(calib).all():

@@ -1,11 +1,11 @@
 """FP32 ONNX → int8 ONNX (QDQ) with ONNX Runtime's static quantizer, calibrated on gzsq's images.
 
-The scheme follows SPEC §4 as ONNX Runtime can express it: weights int8
+The scheme follows the simulator's (docs/method.md §3) as ONNX Runtime can express it: weights int8
 symmetric per output channel, activations uint8 asymmetric per tensor, ranges
 from min/max over the calibration set, logits left float.
 
 Weight grids are chosen so the fused int8 kernels compute what the QDQ graph
-says. On x86 CPUs without VNNI (this machine: AVX2 only) ONNX Runtime's u8×s8
+says. On x86 CPUs without VNNI (AVX2 only) ONNX Runtime's u8×s8
 kernels sum pairs of neighbouring products in 16 bits, and with full-range weights
 those sums saturate (results/onnx_int8_diagnostics.txt, results/lite0_int8_gap.txt:
 on EfficientNet-Lite0 the fused model then disagreed with its own QDQ reference on
@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,41 +44,9 @@ from onnx import numpy_helper
 
 from .. import interrupt
 from ..atomic import atomic_path
-from ..errors import ConfigError, UnsupportedModelError
+from ..config import Int8ExportConfig
+from ..errors import UnsupportedModelError
 from .bias_correction import correct_conv_biases
-
-
-@dataclass(frozen=True)
-class Int8ExportConfig:
-    """How ONNX Runtime quantizes the graph. The defaults are what measured best on this
-    machine's AVX2 kernels (results/lite0_int8_gap.txt compares each switch).
-
-    reduce_range: weights on ONNX Runtime's [−64, 64] grid, which its fused kernels cannot
-        saturate without VNNI; False for CPUs with VNNI or ARM dot-product instructions.
-    depthwise_full_range, pair_safe: under reduce_range, give depthwise convs the full grid
-        (their kernel widens to 32 bits) and other convs the finest grid on which no pair of
-        neighbouring products can overflow (`pair_safe_weight_ranges`).
-    bias_correction: each conv's bias absorbs E[(W_q − W)·x] (`gzsq.export.bias_correction`).
-    calibration: "minmax" (SPEC's observer) or "percentile" (ONNX Runtime's 99.999th).
-    activations / weights: "uint8" or "int8". u8 activations × s8 weights is the fast path
-        here; u8 weights (u8×u8 kernels) take the full grid safely but ran 2.6–3.0× slower.
-    """
-
-    per_channel: bool = True
-    reduce_range: bool = True
-    depthwise_full_range: bool = True
-    pair_safe: bool = True
-    bias_correction: bool = True
-    calibration: str = "minmax"
-    activations: str = "uint8"
-    weights: str = "int8"
-
-    def __post_init__(self):
-        for field, value, choices in (("calibration", self.calibration, ("minmax", "percentile")),
-                                      ("activations", self.activations, ("uint8", "int8")),
-                                      ("weights", self.weights, ("uint8", "int8"))):
-            if value not in choices:
-                raise ConfigError(f"unknown int8 export {field} {value!r}; choose one of {', '.join(choices)}")
 
 
 class _ImageReader:

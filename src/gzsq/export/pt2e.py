@@ -1,4 +1,4 @@
-"""PyTorch int8 via PT2E (SPEC §5): torch.export → torchao's X86InductorQuantizer → calibrate → convert.
+"""PyTorch int8 via PT2E: torch.export → torchao's X86InductorQuantizer → calibrate → convert.
 
 An optional extra (`pip install -e '.[pt2e]'`, torchao). The converted program holds
 quantize/dequantize ops around int8-representable weights and activations; run eagerly

@@ -1,7 +1,7 @@
 """GZSQ: calibration images distilled to match statistics estimated from the weights.
 
 METHOD.md: stage 1–2 (`gzsq.targets.weight_targets`) give a (mean, std) per
-channel of every Conv2d/Linear output; stage 3 (`gzsq.distill.loop`) optimizes
+channel of every Conv2d/Linear output; stage 3 (`gzsq.distillation.loop`) optimizes
 images until the folded network's layer outputs show those statistics. The
 source reads only the folded weights, so it runs identically in both settings.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
-from ..distill.loop import DistillConfig, Objective, distill_images
+from ..distillation.loop import DistillConfig, Objective, distill_images
 from ..errors import ConfigError
 from ..fold import fold_bn
 from ..targets import weight_targets

@@ -1,4 +1,4 @@
-"""The naive zero-shot baselines: Gaussian and uniform noise (SPEC §3.3)."""
+"""The naive zero-shot baselines: Gaussian and uniform noise ."""
 
 from __future__ import annotations
 

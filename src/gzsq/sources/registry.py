@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -10,31 +9,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..config import CalibrationConfig, SourceOptions, check_n_calib, check_seed
 from ..errors import ConfigError
 from ..models.validate import validate_model
-
-SETTINGS = ("bn", "bn-free")
-# More calibration images than this is a typo, not a plan: ranges settle after a few hundred, and
-# 100 000 ImageNet-size images would need ~60 GB of memory.
-MAX_CALIBRATION_IMAGES = 100_000
-MAX_SEED = 2**32 - 1  # what every RNG gzsq seeds (torch, numpy) accepts
-
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """Everything a source may need besides the model, n and the seed."""
-
-    setting: str = "bn-free"  # what the source may read: "bn" (BN statistics) or "bn-free"
-    calib_data: str | None = None  # dataset path, for `real`
-    calib_indices: tuple[int, ...] | None = None  # restrict `real` to these rows (2-fold protocol)
-    preset: str = "default"  # for distilling sources (gzsq)
-    overrides: tuple[tuple[str, object], ...] = ()  # distillation settings that replace the preset's
-    progress: bool = False
-    checkpoint: object | None = None  # a distill.loop.Checkpoint: where distilling sources save/resume state
-
-    def __post_init__(self):
-        if self.setting not in SETTINGS:
-            raise ConfigError(f"setting must be one of {', '.join(SETTINGS)}, got {self.setting!r}")
 
 
 @dataclass(frozen=True)
@@ -98,24 +75,39 @@ def make_calibration(name: str, model: nn.Module, n: int, *, seed: int = 0,
     return Calibration(calib.images.detach().float().contiguous(), name, seed, seconds, calib.log)
 
 
-def check_n_calib(n) -> int:
-    """The number of calibration images: an integer from 1 to MAX_CALIBRATION_IMAGES."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ConfigError(f"number of calibration images must be a positive integer, got {n!r}")
-    if n > MAX_CALIBRATION_IMAGES:
-        raise ConfigError(f"{n} calibration images is too many (at most {MAX_CALIBRATION_IMAGES:,}; "
-                          "256 is the usual choice)")
-    return int(n)
-
-
-def check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
-    return int(seed)
-
-
 def input_shape(model: nn.Module) -> tuple[int, int, int]:
     spec = getattr(model, "input_spec", None)
     if spec is None:
         raise ConfigError("the model carries no input_spec; load it with gzsq.models.load_model")
     return spec.shape
+
+
+def check_calibration(model: nn.Module, config: CalibrationConfig) -> CalibrationConfig:
+    """Resolve the model's defaults into `config` and refuse (one line) a source that cannot run on it,
+    before any long work. → the resolved config."""
+    config = config.resolved(model)
+    if config.saved_set is None:
+        check_source(config.source, model, config.setting)
+    return config
+
+
+def calibrate(model: nn.Module, config: CalibrationConfig, *, progress: bool = False, checkpoint=None,
+              calib_indices: tuple[int, ...] | None = None, overrides: tuple = ()) -> Calibration:
+    """The calibration stage: images for `model` as `config` says.
+
+    The source sees what the setting allows: the network with its BatchNorm layers (`bn`), or the
+    BN-folded network (`bn-free`, as in a deployment export). A `saved_set` is loaded and checked
+    against the model instead. `checkpoint` (a distill `Checkpoint`) lets distilling sources resume;
+    `calib_indices` restricts `real` to some rows; `overrides` replace preset settings (ablations).
+    """
+    from ..fold import fold_bn
+    from .saved import load_calibration_for
+
+    config = check_calibration(model, config)
+    if config.saved_set is not None:
+        return load_calibration_for(model, config.saved_set)
+    seen = model if config.setting == "bn" else fold_bn(model)
+    options = SourceOptions(setting=config.setting, calib_data=config.data, calib_indices=calib_indices,
+                            preset=config.preset, overrides=tuple(overrides), progress=progress,
+                            checkpoint=checkpoint)
+    return make_calibration(config.source, seen, config.n_images, seed=config.seed, options=options)

@@ -12,8 +12,9 @@ from dataclasses import replace
 
 from torch import nn
 
-from ..distill.loop import DistillConfig, Objective, distill_images
+from ..distillation.loop import DistillConfig, Objective, distill_images
 from ..errors import SourceNotApplicableError
+from ..models.validate import model_name
 from .registry import Calibration, SourceOptions, input_shape, register_source
 
 # ZeroQ's published recipe; like gzsq's paper preset it stops once the loss has not improved
@@ -28,7 +29,7 @@ def _batchnorms(model) -> dict[str, nn.Module]:
 
 def check_zeroq(model, setting: str) -> None:
     if setting == "bn-free" or not _batchnorms(model):
-        name = getattr(model, "gzsq_name", type(model).__name__)
+        name = model_name(model)
         why = "the bn-free setting hides them" if _batchnorms(model) else f"{name} has none"
         raise SourceNotApplicableError(f"zeroq needs BatchNorm running statistics; {why} (try --calib gzsq)")
 

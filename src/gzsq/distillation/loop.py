@@ -1,4 +1,4 @@
-"""The shared distillation engine: Adam on the pixels (METHOD.md §3, ZeroQ's recipe).
+"""The shared distillation engine: Adam on the pixels (docs/method.md §2, ZeroQ's recipe).
 
 `distill_images` optimizes a batch of images so that the per-channel
 statistics of chosen layers' outputs match targets. It knows nothing about
@@ -10,56 +10,19 @@ saves its state every K iterations, and resumes from it after an interruption.
 
 from __future__ import annotations
 
-import hashlib
 import time
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from .. import interrupt
-from ..atomic import atomic_write_bytes
+from ..config import DistillConfig
 from ..errors import ConfigError, DistillationDivergedError
+from . import checkpoint as checkpoints
+from .checkpoint import Checkpoint
 from .losses import LOSSES, total_variation
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """One distillation recipe. Defaults are ZeroQ's published ones (METHOD.md §3)."""
-
-    iterations: int = 500
-    lr: float = 0.5
-    batch_size: int = 64  # images optimized together (statistics are taken over the batch)
-    loss: str = "z"  # z | l2 | kl, applied at every target layer
-    input_weight: float = 1.0  # weight of the term keeping the input itself N(0, 1)
-    tv_weight: float = 0.0  # total-variation image prior
-    ce_weight: float = 0.0  # cross-entropy towards random target classes ("enriched" data)
-    clamp_pixels: bool = False  # keep every pixel inside the valid image range
-    early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
-    min_iterations: int = 0
-    distill_images: int = 0  # optimize only this many and make the rest by flips/shifts (0: all)
-    # Or size that number by pixels: optimize just enough images to cover this many pixels (at least 16,
-    # the smallest batch whose statistics we trust), so one recipe costs about the same per step at
-    # 32×32 and at 224×224. Ignored when distill_images is set; 0: off.
-    distill_pixels: int = 0
-
-    def images_to_optimize(self, n: int, shape: tuple[int, ...]) -> int:
-        """How many of the n images are optimized (the rest are flips/shifts of them)."""
-        if 0 < self.distill_images < n:
-            return self.distill_images
-        if self.distill_pixels > 0:
-            pixels = int(shape[-1]) * int(shape[-2])
-            return min(n, max(16, self.distill_pixels // pixels))
-        return n
-
-    def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ConfigError(f"unknown distillation loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if self.iterations < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise ConfigError("distillation needs iterations >= 1, batch_size >= 2 and lr > 0")
 
 
 @dataclass
@@ -69,7 +32,6 @@ class Objective:
 
     targets: dict[str, tuple[torch.Tensor, torch.Tensor]]
     read_input: bool = False  # True: statistics of the module's input (zeroq at BN layers)
-    extra: dict = field(default_factory=dict)
 
 
 class _ChannelMoments(torch.autograd.Function):
@@ -117,124 +79,21 @@ def _channel_stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var.add(1e-8).sqrt()
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """Where `distill_images` saves its state every `every` iterations so an interrupted run can resume.
-
-    The file (torch.save of tensors and plain values, read back weights-only) is
-    written atomically; the caller removes it once the result is safely stored.
-    With `resume`, an existing file is continued instead of started over — and
-    refused if it belongs to another run: `key` is the caller's description of
-    the run (model, weights, source, ...); the loop adds n, shape, seed, the
-    recipe and a hash of the targets, so a checkpoint never leaks into a run it
-    was not made by. A resumed run gives the very same images as an
-    uninterrupted one (the optimizer, scheduler and RNG states are restored).
-    """
-
-    path: str
-    every: int = 10
-    resume: bool = False
-    key: str = ""
-
-    def __post_init__(self):
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise ConfigError(f"checkpoint interval must be a positive number of iterations, got {self.every!r}")
-
-
-_CHECKPOINT_FORMAT = "gzsq-distill-checkpoint/1"
-
-
-def _run_key(checkpoint: Checkpoint, objective: Objective, n: int, shape, config: DistillConfig, seed: int,
-             num_classes) -> str:
-    h = hashlib.sha256()
-    h.update(repr((checkpoint.key, n, tuple(shape), config, seed, num_classes, objective.read_input)).encode())
-    for name, (mu, sigma) in objective.targets.items():
-        h.update(name.encode())
-        h.update(mu.detach().float().contiguous().numpy().tobytes())
-        h.update(sigma.detach().float().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _load_checkpoint(checkpoint: Checkpoint, key: str) -> dict | None:
-    """The saved state of this run, or None when there is none to resume."""
-    path = Path(checkpoint.path)
-    if not (checkpoint.resume and path.exists()):
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        ok = isinstance(state, dict) and state.get("format") == _CHECKPOINT_FORMAT
-    except Exception:
-        raise _damaged(path) from None
-    if not ok:
-        raise _damaged(path)
-    if state.get("key") != key:
-        raise ConfigError(f"{path} is the checkpoint of a different run (model, weights, settings, n or seed "
-                          "differ); delete it, or resume with the same command")
-    return state
-
-
-def _damaged(path) -> ConfigError:
-    return ConfigError(f"cannot resume from {path}: it is damaged or not a gzsq distillation checkpoint; "
-                       "delete it to start over")
-
-
-def _check_state(state: dict, sizes: list[int], kept: list[int], shape, iterations: int, path) -> None:
-    """A checkpoint whose key matches can still be damaged; check every field before trusting it.
-
-    sizes[b]: images optimized in batch b; kept[b]: how many of them the batch contributes.
-    """
-    def tensor(t, dims, dtype=torch.float32):
-        return isinstance(t, torch.Tensor) and t.dtype == dtype and tuple(t.shape) == tuple(dims)
-
-    def numbers(xs, length):
-        return isinstance(xs, list) and len(xs) == length and all(isinstance(v, float) for v in xs)
-
-    try:
-        b, it = state["batch"], state["it"]
-        ok = (type(b) is int and type(it) is int and 0 <= b < len(sizes) and 0 <= it < iterations
-              and isinstance(state["batches"], list) and len(state["batches"]) == b
-              and all(tensor(t, (kept[i],) + tuple(shape)) for i, t in enumerate(state["batches"]))
-              and isinstance(state["curves"], list) and len(state["curves"]) == b
-              and all(isinstance(c, list) and 1 <= len(c) <= iterations and numbers(c, len(c))
-                      for c in state["curves"])
-              and state["iters_run"] == [len(c) for c in state["curves"]]
-              and isinstance(state["gen"], torch.Tensor) and state["gen"].dtype == torch.uint8
-              and isinstance(state["seconds"], float))
-        if ok and state["x"] is None:
-            ok = it == 0 and all(state[k] is None for k in ("labels", "opt", "sched", "best", "since_best", "curve"))
-        elif ok:
-            ok = (tensor(state["x"], (sizes[b],) + tuple(shape)) and tensor(state["labels"], (sizes[b],), torch.int64)
-                  and isinstance(state["opt"], dict) and isinstance(state["sched"], dict)
-                  and isinstance(state["best"], float) and type(state["since_best"]) is int
-                  and numbers(state["curve"], it) and it > 0)
-    except (KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise _damaged(path)
-
-
-def _check_adam(opt: torch.optim.Optimizer, x: torch.Tensor) -> None:
-    """Adam's restored moments must match the images they belong to (load_state_dict does not check)."""
-    state = opt.state[x] if x in opt.state else {}
-    for k in ("exp_avg", "exp_avg_sq"):
-        if k in state and (not isinstance(state[k], torch.Tensor) or state[k].shape != x.shape):
-            raise ValueError(k)
-    if "step" in state and not (isinstance(state["step"], torch.Tensor) and state["step"].numel() == 1):
-        raise ValueError("step")
-
-
-def _save_checkpoint(checkpoint: Checkpoint, state: dict) -> None:
-    # Not interruptible: the state saved when a signal arrives is the one --resume needs.
-    atomic_write_bytes(checkpoint.path, lambda f: torch.save({"format": _CHECKPOINT_FORMAT, **state}, f),
-                       interruptible=False)
-
-
 def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[int, int, int],
                    config: DistillConfig, *, seed: int = 0, pixel_bounds=None, num_classes: int | None = None,
                    progress: bool = False, desc: str = "distill",
                    checkpoint: Checkpoint | None = None) -> tuple[torch.Tensor, dict]:
+    """Optimize n images of `shape` so the model's layer statistics match `objective`; → (images, log).
+
+    Images start from N(0, 1) (seeded) and are optimized in batches of `config.batch_size` with
+    Adam on the pixels; the loss at every target layer compares the batch's per-channel (mean,
+    std) with the target's (`config.loss`), plus the optional input, total-variation and
+    cross-entropy terms. Only `config.images_to_optimize` images are optimized: the rest of the n
+    are flips and shifts of them. `pixel_bounds` (low, high), with `config.clamp_pixels`, keeps
+    pixels valid. A NaN/Inf loss stops with DistillationDivergedError. Ctrl-C is acted on at the
+    start of each step, after the steps done so far were saved to `checkpoint`. The log holds the
+    iterations run per batch, final losses, the first batch's loss curve and the seconds taken.
+    """
     model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -248,8 +107,8 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
         raise ConfigError(f"targets name modules the model lacks: {missing[:3]}")
     loss_fn = LOSSES[config.loss]
     captured: dict[str, torch.Tensor] = {}
-    key = _run_key(checkpoint, objective, n, shape, config, seed, num_classes) if checkpoint else ""
-    saved = _load_checkpoint(checkpoint, key) if checkpoint else None
+    key = checkpoints.run_key(checkpoint, objective, n, shape, config, seed, num_classes) if checkpoint else ""
+    saved = checkpoints.load_checkpoint(checkpoint, key) if checkpoint else None
 
     def hook(name):
         def fn(module, inputs, output):
@@ -263,13 +122,13 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     first_batch, earlier_seconds = 0, 0.0
     if saved is not None:
         kept = [min(config.batch_size, n_opt - b0) for b0 in batch_starts]
-        _check_state(saved, [max(2, k) for k in kept], kept, shape, config.iterations, checkpoint.path)
+        checkpoints.check_state(saved, [max(2, k) for k in kept], kept, shape, config.iterations, checkpoint.path)
         batches, curves, iters_run = list(saved["batches"]), list(saved["curves"]), list(saved["iters_run"])
         first_batch, earlier_seconds = saved["batch"], saved["seconds"]
         try:
             gen.set_state(saved["gen"])
         except RuntimeError:
-            raise _damaged(checkpoint.path) from None
+            raise checkpoints.damaged(checkpoint.path) from None
     start = time.perf_counter()
     done = first_batch * config.iterations + (saved["it"] if saved is not None else 0)
     handles = [modules[k].register_forward_hook(hook(k)) for k in objective.targets]
@@ -304,14 +163,14 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 try:
                     opt.load_state_dict(saved["opt"])
                     sched.load_state_dict(saved["sched"])
-                    _check_adam(opt, x)
+                    checkpoints.check_adam(opt, x)
                 except (KeyError, TypeError, ValueError, RuntimeError, IndexError):
-                    raise _damaged(checkpoint.path) from None
+                    raise checkpoints.damaged(checkpoint.path) from None
                 best, since_best, curve, it0 = saved["best"], saved["since_best"], list(saved["curve"]), saved["it"]
             for it in range(it0, config.iterations):
                 if interrupt.requested("distill"):  # keep the steps done so far for --resume, then stop
                     if checkpoint and it > it0:
-                        _save_checkpoint(checkpoint, state_now(bi, it, x, labels, opt, sched, best, since_best,
+                        checkpoints.save_checkpoint(checkpoint, state_now(bi, it, x, labels, opt, sched, best, since_best,
                                                                curve))
                     interrupt.check()
                 opt.zero_grad(set_to_none=True)
@@ -351,13 +210,13 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     bar.update(config.iterations - it - 1)
                     break
                 if checkpoint and (it + 1) % checkpoint.every == 0 and it + 1 < config.iterations:
-                    _save_checkpoint(checkpoint, state_now(bi, it + 1, x, labels, opt, sched, best, since_best,
+                    checkpoints.save_checkpoint(checkpoint, state_now(bi, it + 1, x, labels, opt, sched, best, since_best,
                                                            curve))
             batches.append(x.detach()[: min(config.batch_size, n_opt - b0)].contiguous())
             curves.append(curve)
             iters_run.append(len(curve))
             if checkpoint and bi + 1 < len(batch_starts):  # a batch boundary: the next one starts fresh
-                _save_checkpoint(checkpoint, state_now(bi + 1, 0, None, None, None, None, None, None, None))
+                checkpoints.save_checkpoint(checkpoint, state_now(bi + 1, 0, None, None, None, None, None, None, None))
     finally:
         bar.close()
         for h in handles:

@@ -1,4 +1,4 @@
-"""Quantization arithmetic as plain functions (SPEC §4): choose qparams, fake-quantize.
+"""Quantization arithmetic as plain functions (docs/method.md §3): choose qparams, fake-quantize.
 
 Weights: symmetric signed, grid q ∈ [−(2^(b−1)−1), 2^(b−1)−1] (restricted range, so
 +w and −w quantize alike), one scale per output channel (or per tensor).
@@ -10,16 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
+from ..config import MAX_BITS, MIN_BITS, check_bits  # noqa: F401  (the quantizers' bit range)
 
-MIN_BITS, MAX_BITS = 2, 8
 _EPS = 1e-12
-
-
-def check_bits(bits: int, what: str = "bits") -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ConfigError(f"{what} must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
-    return bits
 
 
 def weight_scale(w: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:

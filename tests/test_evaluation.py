@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from gzsq.config import QuantConfig
-from gzsq.evaluate import EvalSet, calibration_folds, evaluate_quantization, load_eval_set, predict, top1
+from gzsq.config import CalibrationConfig, QuantConfig
+from gzsq.evaluation import EvalSet, calibration_folds, evaluate_quantization, load_eval_set, predict, top1
 
 
 def _eval_set(n=40, seed=0):
@@ -34,8 +34,7 @@ def test_real_calibration_on_the_evaluation_set_never_sees_an_evaluated_image(ti
     path = tmp_path / "set.npz"
     np.savez(path, images=rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), labels=np.arange(40) % 5)
     eval_set = load_eval_set(tiny, path)
-    folds = calibration_folds(tiny, eval_set, calib="real", n_calib=8, seed=0, setting="bn",
-                              calib_data=None)
+    folds = calibration_folds(tiny, eval_set, CalibrationConfig(source="real", n_images=8, setting="bn"))
     assert len(folds) == 2
     rows = np.concatenate([f.eval_rows for f in folds])
     assert sorted(rows.tolist()) == list(range(len(eval_set.labels)))
@@ -48,8 +47,8 @@ def test_real_calibration_on_the_evaluation_set_never_sees_an_evaluated_image(ti
 
 def test_one_row_of_the_table(tiny):
     data = _eval_set()
-    row = evaluate_quantization(tiny, data, calib="gaussian", n_calib=16, seed=1,
-                                config=QuantConfig(w_bits=8, a_bits=8))
+    row = evaluate_quantization(tiny, data, CalibrationConfig(source="gaussian", n_images=16, seed=1),
+                                QuantConfig(w_bits=8, a_bits=8))
     assert row["calib"] == "gaussian" and row["folds"] == 1 and row["setting"] == "bn"
     assert row["fp32_top1"] == round(top1(predict(tiny, data.images), data.labels), 2)
     # 8-bit quantization of a tiny net on its own inputs should agree with FP32 on almost every image

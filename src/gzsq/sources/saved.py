@@ -1,7 +1,7 @@
 """Save and load a distilled calibration set (.npz with its settings), and a preview grid.
 
 Files are written atomically (`gzsq.atomic`) and byte-for-byte reproducibly:
-the same images and settings give the same bytes (SPEC §9). That is why the
+the same images and settings give the same bytes. That is why the
 .npz is zipped here with fixed member timestamps instead of by np.savez (which
 stamps the current time), and why wall-clock timings are not stored in it
 (they go to stdout; `Calibration.seconds` of a loaded set is 0.0).
@@ -19,7 +19,7 @@ import torch
 
 from ..atomic import atomic_open, atomic_path
 from ..errors import DataError
-from ..sources.registry import Calibration
+from .registry import Calibration
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip can record: a constant, not "now"
 
@@ -104,3 +104,12 @@ def _jsonable(obj):
     if isinstance(obj, torch.Tensor):
         return obj.tolist()
     return str(obj)
+
+
+def load_calibration_for(model, path: str | Path) -> Calibration:
+    """A saved calibration set, checked against the model's input shape."""
+    calibration = load_calibration(path)
+    if tuple(calibration.images.shape[1:]) != tuple(model.input_spec.shape):
+        raise DataError(f"{path} holds {tuple(calibration.images.shape[1:])} images but the model takes "
+                        f"{tuple(model.input_spec.shape)}: distill the set from this model")
+    return calibration

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from gzsq.distill.io import load_calibration, save_calibration, save_preview
-from gzsq.distill import loop as distill_loop
-from gzsq.distill.loop import Checkpoint, DistillConfig, Objective, distill_images
+from gzsq.sources.saved import load_calibration, save_calibration, save_preview
+from gzsq.distillation import loop as distill_loop
+from gzsq.distillation.loop import Checkpoint, DistillConfig, Objective, distill_images
 from gzsq.errors import ConfigError, DistillationDivergedError
 from gzsq.fold import fold_bn
 from gzsq.sources import Calibration

@@ -1,0 +1,44 @@
+"""Running a model over images, and the two numbers every measurement reports.
+
+top-1: the share of images whose predicted class is the label. agreement: the share
+whose quantized top-1 equals the FP32 top-1 — steadier than top-1 on small sets
+(on 500 images one image is 0.2 pt), and meaningful even without labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import interrupt
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int | None = None, progress: bool = False,
+            desc: str = "evaluate") -> np.ndarray:
+    """Top-1 class per image. channels_last: ~1.5× faster convolutions on CPU (the model is converted
+    for the call and given back in the default layout). The default batch holds about 256 CIFAR
+    images' worth of pixels (8 at 224×224), so a Ctrl-C between batches is acted on quickly."""
+    model.eval()  # (PT2E programs patch eval() and return None, so it is not chained)
+    model.to(memory_format=torch.channels_last)
+    batch_size = batch_size or max(8, 256 * 32 * 32 // max(1, images[0].numel() // 3))
+    out = []
+    try:
+        for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
+            interrupt.check("evaluate")
+            batch = images[start:start + batch_size].contiguous(memory_format=torch.channels_last)
+            out.append(model(batch).argmax(1))
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+    return torch.cat(out).numpy()
+
+
+def top1(pred: np.ndarray, labels: np.ndarray) -> float:
+    return float((pred == labels).mean() * 100)
+
+
+def agreement(pred: np.ndarray, reference: np.ndarray) -> float:
+    """Percent of images on which two models pick the same class."""
+    return float((pred == reference).mean() * 100)
