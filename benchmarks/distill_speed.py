@@ -27,14 +27,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from gzsq.bench import peak_memory_mib
+from gzsq.fold import fold_bn
+from gzsq.models import load_model
+from gzsq.sources import SourceOptions, make_calibration
+from gzsq.sources.gzsq import PRESETS
 
-from gzsq.bench import peak_memory_mib  # noqa: E402
-from gzsq.fold import fold_bn  # noqa: E402
-from gzsq.models import load_model  # noqa: E402
-from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
-from gzsq.sources.gzsq import PRESETS  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(model, n, preset, overrides, seed=0) -> tuple[float, int]:

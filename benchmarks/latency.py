@@ -15,19 +15,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
 import onnxruntime as ort
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gzsq.bench import time_pair  # noqa: E402
-from gzsq.export import OnnxClassifier, export_fp32_onnx, export_onnx_int8  # noqa: E402
-from gzsq.models import load_model  # noqa: E402
-from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
+from gzsq.bench import time_pair
+from gzsq.export import OnnxClassifier, export_fp32_onnx, export_onnx_int8
+from gzsq.models import load_model
+from gzsq.sources import SourceOptions, make_calibration
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

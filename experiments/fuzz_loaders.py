@@ -1,7 +1,7 @@
 """Fuzz every loader gzsq has with 10 000+ generated inputs and count what happened (issue 5).
 
-    python experiments/fuzz_loaders.py                 # 10 200 inputs, writes results/fuzz_loaders.txt
-    python experiments/fuzz_loaders.py --total 600 --out /tmp/f.txt
+    python -m experiments.fuzz_loaders                 # 10 200 inputs, writes results/fuzz_loaders.txt
+    python -m experiments.fuzz_loaders --total 600 --out /tmp/f.txt
 
 Targets, strategies and the pass rule are in tests/fuzz_harness.py: every input must give a
 result or a GzsqError (a clean one-line error); anything else is a crash, printed with the
@@ -20,14 +20,12 @@ import time
 import traceback
 from pathlib import Path
 
+from hypothesis import HealthCheck, Phase, given, settings
+
+from gzsq.atomic import atomic_write_bytes, atomic_write_text
+from tests.fuzz_harness import TARGETS, outcome
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.fuzz_harness
-sys.path.insert(0, str(ROOT / "src"))
-
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-
-from gzsq.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
-from tests.fuzz_harness import TARGETS, outcome  # noqa: E402
 
 # share of the inputs per loader: the checkpoint reader faces the internet, so it gets the most
 SHARES = {"checkpoint": 3, "dataset-npz": 2, "dataset-labels.csv": 1.5, "dataset-tar": 2, "calibration-set-npz": 1,
@@ -80,7 +78,7 @@ def main() -> int:
     targets = args.targets.split(",")
     weight = sum(SHARES[t] for t in targets)
     crash_dir = ROOT / "results/fuzz_crashes"
-    lines = [f"# python experiments/fuzz_loaders.py --total {args.total}",
+    lines = [f"# python -m experiments.fuzz_loaders --total {args.total}",
              "# every input must give a result (ok) or a GzsqError subclass; anything else is a CRASH",
              "", f"{'loader':22s} {'inputs':>7s} {'ok':>6s}  clean errors (GzsqError subclasses){'':14s} crashes  seconds"]
     total_inputs = total_crashes = 0

@@ -26,15 +26,14 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from gzsq.sources.saved import load_calibration, save_calibration
+from gzsq.evaluation import load_eval_set
+from gzsq.export import OnnxClassifier, export_fp32_onnx
+from gzsq.export.onnx_int8 import Int8ExportConfig, depthwise_weights, export_onnx_int8
+from gzsq.models import load_model
+from gzsq.sources import SourceOptions, make_calibration
 
-from gzsq.sources.saved import load_calibration, save_calibration  # noqa: E402
-from gzsq.evaluation import load_eval_set  # noqa: E402
-from gzsq.export import OnnxClassifier, export_fp32_onnx  # noqa: E402
-from gzsq.export.onnx_int8 import Int8ExportConfig, depthwise_weights, export_onnx_int8  # noqa: E402
-from gzsq.models import load_model  # noqa: E402
-from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared"
 # name → the export's settings

@@ -15,11 +15,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from gzsq.atomic import atomic_path, atomic_write_text
+from run_accuracy import key_of, read_rows, write_rows
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-sys.path.insert(0, str(ROOT / "src"))
-from gzsq.atomic import atomic_path, atomic_write_text  # noqa: E402
-from run_accuracy import key_of, read_rows, write_rows  # noqa: E402
 
 BITS = [(8, 8), (6, 6), (4, 8), (4, 4)]
 CALIB_ORDER = ["real", "gaussian", "uniform", "zeroq", "gzsq-paper", "gzsq-thorough", "gzsq-fast", "gzsq-default"]

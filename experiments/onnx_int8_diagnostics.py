@@ -12,7 +12,6 @@ fused run. Fused ≠ reference means the int8 kernels saturate on this CPU.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,14 +20,13 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from gzsq.evaluation import load_eval_set
+from gzsq.export import OnnxClassifier, export_fp32_onnx
+from gzsq.export.onnx_int8 import ImageReader
+from gzsq.models import load_model
+from gzsq.sources import SourceOptions, make_calibration
 
-from gzsq.evaluation import load_eval_set  # noqa: E402
-from gzsq.export import OnnxClassifier, export_fp32_onnx  # noqa: E402
-from gzsq.export.onnx_int8 import _ImageReader  # noqa: E402
-from gzsq.models import load_model  # noqa: E402
-from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared"
 VARIANTS = [  # name, activations, reduce_range, float logits
@@ -64,7 +62,7 @@ def main() -> None:
                 if float_logits:
                     extra["OpTypesToExcludeOutputQuantization"] = ["Gemm", "MatMul"]
                 path = Path(work) / f"{name}-q.onnx"
-                quantize_static(str(fp32_path), str(path), _ImageReader(calib, "input", 32, "nchw"),
+                quantize_static(str(fp32_path), str(path), ImageReader(calib, "input", 32, "nchw"),
                                 quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce,
                                 activation_type=act, weight_type=QuantType.QInt8,
                                 calibrate_method=CalibrationMethod.MinMax, extra_options=extra)

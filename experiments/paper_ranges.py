@@ -24,16 +24,15 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from gzsq.atomic import atomic_write_text
+from gzsq.config import QuantConfig
+from gzsq.evaluation import load_eval_set, predict, top1
+from gzsq.fold import fold_bn
+from gzsq.models import load_model
+from gzsq.quantization.sim import quantize
+from gzsq.sources import SourceOptions, make_calibration
 
-from gzsq.atomic import atomic_write_text  # noqa: E402
-from gzsq.config import QuantConfig  # noqa: E402
-from gzsq.evaluation import load_eval_set, predict, top1  # noqa: E402
-from gzsq.fold import fold_bn  # noqa: E402
-from gzsq.models import load_model  # noqa: E402
-from gzsq.quantization.sim import quantize  # noqa: E402
-from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def widths(sim) -> dict[str, float]:

@@ -25,15 +25,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from gzsq.atomic import atomic_open
+from gzsq.config import QuantConfig
+from gzsq.config import CalibrationConfig, calib_label
+from gzsq.evaluation import calibration_folds, evaluate_folds, load_eval_set, predict
+from gzsq.fold import has_batchnorm
+from gzsq.models import load_model
 
-from gzsq.atomic import atomic_open  # noqa: E402
-from gzsq.config import QuantConfig  # noqa: E402
-from gzsq.config import CalibrationConfig, calib_label  # noqa: E402
-from gzsq.evaluation import calibration_folds, evaluate_folds, load_eval_set, predict  # noqa: E402
-from gzsq.fold import has_batchnorm  # noqa: E402
-from gzsq.models import load_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 COLUMNS = ["model", "setting", "calib", "w_bits", "a_bits", "observer", "n_calib", "seed",
            "fp32_top1", "top1", "agreement", "seconds"]

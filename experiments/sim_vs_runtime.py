@@ -9,19 +9,17 @@ full-range weights (what the agreement test uses). The test in tests/test_export
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from gzsq.config import QuantConfig
+from gzsq.evaluation import load_eval_set, predict
+from gzsq.export import Int8ExportConfig, OnnxClassifier, export_fp32_onnx, export_onnx_int8
+from gzsq.models import load_model
+from gzsq.quantization.sim import quantize
+from gzsq.sources import SourceOptions, make_calibration
 
-from gzsq.config import QuantConfig  # noqa: E402
-from gzsq.evaluation import load_eval_set, predict  # noqa: E402
-from gzsq.export import Int8ExportConfig, OnnxClassifier, export_fp32_onnx, export_onnx_int8  # noqa: E402
-from gzsq.models import load_model  # noqa: E402
-from gzsq.quantization.sim import quantize  # noqa: E402
-from gzsq.sources import SourceOptions, make_calibration  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared"
 

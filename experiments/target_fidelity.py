@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from gzsq.atomic import atomic_write_text
+from gzsq.data import load_dataset
+from gzsq.fold import fold_bn
+from gzsq.models import load_model
+from gzsq.targets import weight_targets
 
-from gzsq.atomic import atomic_write_text  # noqa: E402
-from gzsq.data import load_dataset  # noqa: E402
-from gzsq.fold import fold_bn  # noqa: E402
-from gzsq.models import load_model  # noqa: E402
-from gzsq.targets import weight_targets  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
     "paper (METHOD.md recursion, data-flow)": dict(rule="paper"),

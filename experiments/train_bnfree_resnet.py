@@ -44,13 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+from gzsq.atomic import atomic_write_bytes
+from gzsq.data import load_dataset
+from gzsq.models.resnet_cifar import BasicBlock, CifarResNet
+from gzsq.models.zoo import BNFREE_CHECKPOINT, CIFAR_SPEC
 
-from gzsq.atomic import atomic_write_bytes  # noqa: E402
-from gzsq.data import load_dataset  # noqa: E402
-from gzsq.models.resnet_cifar import BasicBlock, CifarResNet  # noqa: E402
-from gzsq.models.zoo import BNFREE_CHECKPOINT, CIFAR_SPEC  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TRAIN = "/work/shared/data/cifar10/train-jpeg.tar"
 TEST = "/work/shared/data/cifar10/test.npz"

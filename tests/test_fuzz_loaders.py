@@ -1,6 +1,6 @@
 """A quick fuzz of every loader (tests/fuzz_harness.py): generated files give a result or a GzsqError.
 
-CI runs a few dozen inputs per loader; `python experiments/fuzz_loaders.py` runs 10 000+ and
+CI runs a few dozen inputs per loader; `python -m experiments.fuzz_loaders` runs 10 000+ and
 writes results/fuzz_loaders.txt.
 """
 

@@ -49,7 +49,7 @@ from ..errors import UnsupportedModelError
 from .bias_correction import correct_conv_biases
 
 
-class _ImageReader:
+class ImageReader:
     """CalibrationDataReader over an in-memory N×C×H×W array, in the model's input layout."""
 
     def __init__(self, images: np.ndarray, input_name: str, batch: int, layout: str):
@@ -177,7 +177,7 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
         images = np.asarray(calib_images, np.float32)
 
         def quantize(source: Path, target: Path, images: np.ndarray) -> None:
-            reader = _ImageReader(images, input_name, fixed_batch or 32, layout)
+            reader = ImageReader(images, input_name, fixed_batch or 32, layout)
             with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print progress to stdout
                 quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
                                 per_channel=config.per_channel, reduce_range=config.reduce_range,
@@ -190,7 +190,7 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
             # one batch of calibration images is enough, and saves a full calibration.
             first = Path(work) / "first.onnx"
             quantize(prepared, first, images[: fixed_batch or 2])
-            reader = _ImageReader(images, input_name, fixed_batch or 32, layout)
+            reader = ImageReader(images, input_name, fixed_batch or 32, layout)
             feeds = iter(reader.get_next, None)
             corrected, _ = correct_conv_biases(prepared_proto, onnx.load(str(first)), feeds)
             prepared = Path(work) / "corrected.onnx"

