@@ -20,30 +20,29 @@ import argparse
 import csv
 import statistics
 import sys
+import tempfile
 import time
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from gzsq.config import CalibrationConfig, QuantConfig
+from gzsq.evaluation import calibration_folds, load_eval_set, predict, top1
+from gzsq.models import load_model
+from gzsq.quantization.sim import quantize
+from gzsq.reconstruct import ReconstructConfig, reconstruct
 
-from gzsq.config import CalibrationConfig, QuantConfig  # noqa: E402
-from gzsq.evaluation import calibration_folds, load_eval_set, predict, top1  # noqa: E402
-from gzsq.models import load_model  # noqa: E402
-from gzsq.quantization.sim import quantize  # noqa: E402
-from gzsq.reconstruct import ReconstructConfig, reconstruct  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared"
 CSV = ROOT / "results/reconstruct.csv"
 MD = ROOT / "results/reconstruct.md"
-COLUMNS = ["model", "w_bits", "a_bits", "calib", "method", "iters", "batch_size", "drop_prob", "act_lr", "seed",
-           "eval_images", "fp32_top1", "top1", "agreement", "calib_seconds", "quantize_seconds",
+COLUMNS = ["model", "w_bits", "a_bits", "observer", "weight_clip", "calib", "method", "iters", "batch_size",
+           "drop_prob", "act_lr", "seed", "eval_images", "fp32_top1", "top1", "agreement", "calib_seconds", "quantize_seconds",
            "reconstruct_seconds", "threads"]
-KEY = ["model", "w_bits", "a_bits", "calib", "method", "iters", "batch_size", "drop_prob", "act_lr", "seed",
-       "eval_images"]
+KEY = ["model", "w_bits", "a_bits", "observer", "weight_clip", "calib", "method", "iters", "batch_size", "drop_prob",
+       "act_lr", "seed", "eval_images"]
 
 
 def read_rows() -> list[dict]:
@@ -77,7 +76,7 @@ def write_table(command: str | None = None) -> None:
     groups = defaultdict(list)
     for r in rows:
         groups[(r["model"], r["w_bits"], r["a_bits"], r["eval_images"], r["calib"], r["method"], r["iters"],
-                r["batch_size"], r["drop_prob"], r["act_lr"])].append(r)
+                r["batch_size"], r["drop_prob"], r["act_lr"], f'{r["observer"]}/{r["weight_clip"]}')].append(r)
     fp32 = {(r["model"], r["eval_images"]): r["fp32_top1"] for r in rows}
     lines = [
         "# Reconstruction: learned rounding and step sizes vs round-to-nearest",
@@ -101,11 +100,11 @@ def write_table(command: str | None = None) -> None:
         by_model[(k[0], k[1], k[2], k[3])].append(k)
     for (model, wb, ab, n_eval) in sorted(by_model):
         lines += [f"## {model} W{wb}A{ab} (FP32 {fp32[(model, n_eval)]} % on {n_eval} test images)", "",
-                  "| calibration | method | steps/unit | batch | drop | act lr | top-1 | agreement | "
+                  "| calibration | start ranges | method | steps/unit | batch | drop | act lr | top-1 | agreement | "
                   "reconstruct s | calib s |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         keys = sorted(by_model[(model, wb, ab, n_eval)],
-                      key=lambda k: (k[4], k[5] != "rtn", k[5], int(k[6]), k[7], k[8], k[9]))
+                      key=lambda k: (k[4], k[10], k[5] != "rtn", k[5], int(k[6]), k[7], k[8], k[9]))
         for k in keys:
             g = groups[k]
             t1 = [float(r["top1"]) for r in g]
@@ -113,7 +112,7 @@ def write_table(command: str | None = None) -> None:
             rs = statistics.mean(float(r["reconstruct_seconds"]) for r in g)
             cs = statistics.mean(float(r["calib_seconds"]) for r in g)
             rtn = k[5] == "rtn"
-            lines.append(f"| {k[4]} | {k[5]} | {'–' if rtn else k[6]} | {'–' if rtn else k[7]} | "
+            lines.append(f"| {k[4]} | {k[10]} | {k[5]} | {'–' if rtn else k[6]} | {'–' if rtn else k[7]} | "
                          f"{'–' if rtn else k[8]} | {'–' if rtn else k[9]} | {mean_std(t1)} | "
                          f"{statistics.mean(ag):.2f} | {'–' if rtn else f'{rs:.0f}'} | {cs:.0f} |")
         lines.append("")
@@ -121,6 +120,25 @@ def write_table(command: str | None = None) -> None:
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
     MD.write_text("\n".join(lines))
+
+
+CACHE = Path(tempfile.gettempdir()) / "gzsq-reconstruct-calib"  # sets made once per (model, source, n, seed)
+
+
+def calibration_set(model, full, calib: str, n: int, seed: int) -> tuple[torch.Tensor, float]:
+    """The library's calibration set (as `gzsq evaluate` makes it) and the seconds it took to make."""
+    path = CACHE / f"{model.gzsq_name}-{calib}-{n}-{seed}.pt"
+    if path.exists():
+        saved = torch.load(path)
+        return saved["images"], saved["seconds"]
+    t = time.perf_counter()
+    calibration = CalibrationConfig(source=calib, n_images=n, seed=seed, setting="bn-free",
+                                    data=str(SHARED / "data/cifar10/train-jpeg.tar") if calib == "real" else None)
+    (fold,) = calibration_folds(model, full, calibration)
+    seconds = time.perf_counter() - t
+    CACHE.mkdir(parents=True, exist_ok=True)
+    torch.save({"images": fold.images, "seconds": seconds}, path)
+    return fold.images, seconds
 
 
 def main() -> None:
@@ -135,6 +153,8 @@ def main() -> None:
     ap.add_argument("--drop-prob", type=float, default=0.5)
     ap.add_argument("--act-lr", type=float, default=ReconstructConfig().act_lr)
     ap.add_argument("--n-calib", type=int, default=256)
+    ap.add_argument("--observer", default="minmax", help="QuantConfig.observer: the ranges reconstruction starts from")
+    ap.add_argument("--weight-clip", default="maxabs", help="QuantConfig.weight_clip: the weight scale (kept)")
     ap.add_argument("--eval-stride", type=int, default=1, help="evaluate on every k-th test image")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--table", action="store_true", help="only rewrite results/reconstruct.md")
@@ -163,21 +183,19 @@ def main() -> None:
                             rconf = ReconstructConfig(method="block" if method == "rtn" else method,
                                                       iters=max(iters, 1), batch_size=args.batch_size,
                                                       drop_prob=args.drop_prob, act_lr=args.act_lr)
-                            row = {"model": model_name, "w_bits": w_bits, "a_bits": a_bits, "calib": calib,
+                            row = {"model": model_name, "w_bits": w_bits, "a_bits": a_bits,
+                                   "observer": args.observer, "weight_clip": args.weight_clip, "calib": calib,
                                    "method": method, "iters": iters, "batch_size": args.batch_size,
                                    "drop_prob": args.drop_prob, "act_lr": args.act_lr, "seed": seed,
                                    "eval_images": len(labels)}
                             if key_of(row) in done:
                                 continue
                             if calib_set is None:
-                                t = time.perf_counter()
-                                calibration = CalibrationConfig(
-                                    source=calib, n_images=args.n_calib, seed=seed, setting="bn-free",
-                                    data=str(SHARED / "data/cifar10/train-jpeg.tar") if calib == "real" else None)
-                                (fold,) = calibration_folds(model, full, calibration)
-                                calib_set, calib_seconds = fold.images, time.perf_counter() - t
+                                calib_set, calib_seconds = calibration_set(model, full, calib, args.n_calib, seed)
                             t = time.perf_counter()
-                            sim = quantize(model, calib_set, QuantConfig(w_bits=w_bits, a_bits=a_bits))
+                            qconfig = QuantConfig(w_bits=w_bits, a_bits=a_bits, observer=args.observer,
+                                                  weight_clip=args.weight_clip)
+                            sim = quantize(model, calib_set, qconfig)
                             q_seconds = time.perf_counter() - t
                             t = time.perf_counter()
                             if method != "rtn":

@@ -167,7 +167,7 @@ def test_bad_inputs_are_one_line_errors():
 
 
 # ResNet-20 W4A4 on CIFAR-10: 128 test images as calibration, 1000 others (every 10th) to score.
-# Measured with `python tests/test_reconstruct.py` (seeds 0, 1, 2; one thread):
+# Measured with `python -m tests.test_reconstruct` (seeds 0, 1, 2; one thread):
 #   round-to-nearest RTN_MEASURED, reconstruction (block, 60 steps per block) BLOCK_MEASURED.
 # The test asks for at least MARGIN points over round-to-nearest at seed 0.
 R20_CONFIG = ReconstructConfig(iters=60, batch_size=32)
