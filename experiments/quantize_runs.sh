@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4's done-when runs of the main job, one after the other; each command and its JSON go to
+# The committed runs of the main job (`gzsq quantize`), one after the other; each command and its JSON go to
 # results/quantize/runs.txt (the int8 models themselves stay out of git: results/quantize/*.onnx).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +23,9 @@ for seed in 1 2; do
       --eval-data ../shared/data/imagenet-sample --force
 done
 mv "$OUT.tmp" "$OUT"
-# ONNX Runtime FP32 vs int8 latency (issue 4 item 6)
+# ONNX Runtime FP32 vs int8 latency
 .venv/bin/python benchmarks/latency.py --repeats 30 > benchmarks/results/latency.txt.tmp && mv benchmarks/results/latency.txt.tmp benchmarks/results/latency.txt
-# `gzsq bench` (SPEC 7/8): the main job's seconds per stage, calibration images/s, latency, peak memory
+# `gzsq bench`: the main job's seconds per stage, calibration images/s, latency, peak memory
 {
   for args in "efficientnet-lite0" "cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th"; do
     echo "\$ gzsq bench $args"
