@@ -1,8 +1,10 @@
 """Same seed, same bytes — across separate processes, and under which conditions.
 
-`gzsq distill MODEL -o OUT.npz --seed S` writes byte-identical files (set and preview) when run again in
-another process **with the same number of CPU threads**, on the same machine and torch build. The thread
-count changes the result: torch's CPU kernels sum in another order with one thread than with several, and
+`gzsq distill MODEL -o OUT.npz --seed S --threads 1` writes byte-identical files (set and preview) when run
+again in another process, on the same machine and torch build: that is the guarantee, and what this file
+tests. With several threads, runs on the same machine usually agree too, but not always: in one run of the
+whole suite on a loaded 2-core machine, two `--threads 2` runs one after the other gave different files
+(the same check passed on every other try), so no test relies on it. The thread count changes the result: torch's CPU kernels sum in another order with one thread than with several, and
 20 Adam steps amplify that rounding. Measured here (ResNet-20, 16 images, seed 3, torch 2.13 CPU, 2-core
 AVX2 machine): `--threads 1` gave one file, `--threads 2`, `3` and `4` all gave another, whose images differ
 from the one-thread images by up to 0.36 (normalized pixel units; 97 % of the values differ). Without
@@ -13,10 +15,9 @@ builds were not tried; they may round differently even at the same thread count.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from .cli_tools import run_cli, run_cli_process, start_cli_process
+from .cli_tools import run_cli, start_cli_process
 from .conftest import RESNET20, needs
 
 
@@ -41,14 +42,3 @@ def test_two_processes_with_one_thread_write_the_same_bytes(tmp_path):
     r = run_cli(_args(tmp_path / "here.npz", 1))
     assert r.code == 0, str(r)
     assert _files(tmp_path / "here.npz") == _files(a)
-
-
-@pytest.mark.timeout(240)
-def test_two_processes_with_two_threads_write_the_same_bytes(tmp_path):
-    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    for out in (a, b):  # one after the other: each uses both threads
-        r = run_cli_process(_args(out, 2), timeout=200)
-        assert r.code == 0, str(r)
-    assert _files(a) == _files(b)
-    with np.load(a) as z:  # a real set, not two empty files that trivially match
-        assert z["images"].shape == (16, 3, 32, 32) and np.isfinite(z["images"]).all()
