@@ -4,7 +4,7 @@
     python benchmarks/distill_speed.py --full          # run the 500-iteration recipe to the end too
 
 The default recipe is timed --repeats times (the median is reported and every
-run listed: on this machine one run was 20 % slower than the next). All three
+run listed: on a 2-core CPU one run was 20 % slower than the next). All three
 recipes use the same targets and loss. `default` optimizes a subset
 (256 CIFAR images' worth of pixels: all 256 at 32×32, 16 at 224×224) for 20 Adam
 steps and makes the rest by flips/shifts; `thorough` optimizes every image for
@@ -12,8 +12,8 @@ steps and makes the rest by flips/shifts; `thorough` optimizes every image for
 budget). Without --full the thorough and 500-step times are the measured time of
 --probe-steps steps on all images scaled to 30 and 500 steps (each step costs
 the same: one forward and backward on the same batch), and are labelled so. Machines here are noisy: read
-the ratios, which are measured in the same run. Issue 3's goals on this 2-core
-machine: ResNet-20, 256 images in <= 15 s; Lite0, 64 images in <= 60 s.
+the ratios, which are measured in the same run. The goals on a 2-core CPU:
+ResNet-20, 256 images in <= 15 s; Lite0, 64 images in <= 60 s.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fuzz every loader gzsq has with 10 000+ generated inputs and count what happened (issue 5).
+"""Fuzz every loader gzsq has with 10 000+ generated inputs and count what happened.
 
     python -m experiments.fuzz_loaders                 # 10 200 inputs, writes results/fuzz_loaders.txt
     python -m experiments.fuzz_loaders --total 600 --out /tmp/f.txt

@@ -1,4 +1,4 @@
-"""Where EfficientNet-Lite0's ONNX Runtime int8 accuracy goes, and what closes the gap (issue 4).
+"""Where EfficientNet-Lite0's ONNX Runtime int8 accuracy goes, and what closes the gap.
 
     python experiments/lite0_int8_gap.py > results/lite0_int8_gap.txt
 
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 # name → the export's settings
 VARIANTS = {
-    "reduce_range everywhere (session-2 export)":
+    "reduce_range everywhere":
         Int8ExportConfig(depthwise_full_range=False, bias_correction=False, pair_safe=False),
     "full grid everywhere": Int8ExportConfig(reduce_range=False, bias_correction=False),
     "full grid, uint8 weights (u8×u8 kernels)":

@@ -1,6 +1,6 @@
-"""Fill results/accuracy.csv: models × settings × calibration sources × bit-widths × seeds (SPEC §6).
+"""Fill results/accuracy.csv: models × settings × calibration sources × bit-widths × seeds (protocol: docs/method.md §5).
 
-    python experiments/run_accuracy.py                       # the issue-2/3 grid, resumable
+    python experiments/run_accuracy.py                       # the whole grid, resumable
     python experiments/run_accuracy.py --models cifar10-resnet20 --calibs real --seeds 0
 
 Resumable: rows already in the CSV (same model, setting, calib, bits, observer,

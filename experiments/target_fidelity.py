@@ -1,4 +1,4 @@
-"""How close are the weight-derived targets to the statistics real images produce? (issue 3: "find out why")
+"""How close are the weight-derived targets to the statistics real images produce?
 
     python experiments/target_fidelity.py            # writes results/target_fidelity.md
 
@@ -26,7 +26,7 @@ from gzsq.targets import weight_targets
 ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
-    "paper (METHOD.md recursion, data-flow)": dict(rule="paper"),
+    "paper (the paper's recursion, data-flow)": dict(rule="paper"),
     "paper, sequential module order": dict(rule="paper", order="sequential"),
     "paper + ReLU-aware": dict(rule="paper", relu_aware=True),
     "moments, ReLU ignored": dict(rule="moments"),
