@@ -35,7 +35,7 @@ VARIANTS = [  # name, activations, reduce_range, float logits
     ("s8 act, full weights, float logits", QuantType.QInt8, False, True),
     ("u8 act, full weights, float logits", QuantType.QUInt8, False, True),
     ("s8 act, reduce_range, float logits", QuantType.QInt8, True, True),
-    ("u8 act, reduce_range, float logits (gzsq default)", QuantType.QUInt8, True, True),
+    ("u8 act, reduce_range, float logits", QuantType.QUInt8, True, True),  # gzsq exports the pair-safe grid instead
 ]
 
 
