@@ -40,8 +40,8 @@ def test_evaluate_json_last_line(small_test_set, capsys):
 
 def test_evaluate_gzsq_bn_free_w4a4_runs(small_test_set, capsys):
     code, out, _ = _evaluate(["--data", str(small_test_set), "--setting", "bn-free", "--calib", "gzsq",
-                              "--w-bits", "4", "--a-bits", "4", "--n-calib", "32"], capsys)
-    assert code == 0 and "quantized top-1" in out
+                              "--w-bits", "4", "--a-bits", "4", "--n-calib", "32", "--reconstruct", "none"], capsys)
+    assert code == 0 and "quantized top-1" in out and "reconstruct none" in out
 
 
 def test_evaluate_zeroq_bn_free_refused_in_one_line(small_test_set, capsys):
@@ -269,3 +269,21 @@ def test_a_successful_run_prints_only_gzsq_on_stderr(tmp_path):
     assert result.code == 0, str(result)
     assert result.err == "", str(result)
     assert out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_evaluate_reconstructs_below_8_bits(small_test_set, capsys):
+    """`--reconstruct` auto picks block reconstruction at W4A4 and leaves W8A8 alone; a short run (20 steps per
+    block, 32 gaussian images) must not end below round-to-nearest's agreement by more than a few images."""
+    rows = {}
+    for method in ("none", "auto"):
+        code, out, err = _evaluate(["--data", str(small_test_set), "--calib", "gaussian", "--n-calib", "32",
+                                    "--w-bits", "4", "--a-bits", "4", "--reconstruct", method,
+                                    "--reconstruct-iters", "20", "--json"], capsys)
+        assert code == 0, err
+        rows[method] = json.loads(out.strip().splitlines()[-1])
+    assert rows["none"]["reconstruct"] == "none" and rows["auto"]["reconstruct"] == "block"
+    assert "reconstruct" in rows["auto"]["seconds"]
+    assert rows["auto"]["agreement"] >= rows["none"]["agreement"] - 2.0, rows
+    code, out, _ = _evaluate(["--data", str(small_test_set), "--calib", "gaussian", "--n-calib", "8", "--json"],
+                             capsys)
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["reconstruct"] == "none"

@@ -4,7 +4,7 @@ Errors the user can fix print one line `gzsq: error: …` and exit 2; progress
 bars go to stderr; with --json the last line of stdout is one JSON object.
 
 Bad flags are such errors too (one line, exit 2); Ctrl-C prints one line and
-exits 130; anything else is a bug and keeps its traceback. Results go to
+exits 130 (SIGTERM: 143); anything else is a bug and keeps its traceback. Results go to
 stdout; progress bars (when stderr is a terminal) and notes go to stderr: `-q`
 silences both, `-v` adds notes. Output files are written atomically, never
 over an existing file without --force.
@@ -230,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--weight-clip", default="maxabs", choices=["maxabs", "mse"],
                     help="weight range: max-abs (default) or MSE-optimal clipping (helps at <= 6 bits)")
     ev.add_argument("--first-last-8bit", action="store_true", help="keep the first and last layer at 8 bit")
+    ev.add_argument("--reconstruct", default="auto", choices=["auto", "none", "adaround", "block"],
+                    help="learn weight rounding and activation step sizes on the calibration images against the "
+                         "float model: block (per residual block, QDrop mixing), adaround (per layer), none "
+                         "(round to nearest). auto: block below 8 bits, none at W8A8 (results/reconstruct.md)")
+    ev.add_argument("--reconstruct-iters", type=_positive, default=500, metavar="N",
+                    help="optimizer steps per block or layer (default: 500)")
     _add_calib_args(ev, "256, or 64 for ImageNet-size models")
     ev.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     ev.set_defaults(func=cmd_evaluate)
@@ -374,14 +380,16 @@ def cmd_evaluate(args) -> int:
     eval_set = load_eval_set(model, args.data, progress=progress)
     _note(args, f"{len(eval_set.labels)} evaluation images from {args.data}", 1)
     load_seconds = time.perf_counter() - t
-    result = evaluate_quantization(model, eval_set, calibration, quant, progress=progress)
+    result = evaluate_quantization(model, eval_set, calibration, quant, reconstruction=_reconstruction(args),
+                                   progress=progress)
     result["seconds"] = {"load": round(load_seconds, 2), **result["seconds"]}
     if args.json:
         print(json.dumps(result))
     else:
         s = result
         print(f"model {s['model']}  setting {s['setting']}  calib {s['calib']} (n={s['n_calib']}, seed={s['seed']}"
-              f"{', 2 folds' if s['folds'] == 2 else ''})  W{s['w_bits']}A{s['a_bits']}  observer {s['observer']}")
+              f"{', 2 folds' if s['folds'] == 2 else ''})  W{s['w_bits']}A{s['a_bits']}  observer {s['observer']}"
+              f"  reconstruct {s['reconstruct']}")
         print(f"  images          {s['preprocessing']}")
         print(f"  FP32 top-1      {s['fp32_top1']:6.2f} %")
         print(f"  quantized top-1 {s['top1']:6.2f} %   ({s['top1'] - s['fp32_top1']:+.2f} pt)")
@@ -390,6 +398,18 @@ def cmd_evaluate(args) -> int:
     if busy:
         _note(args, busy)
     return 0
+
+
+def _reconstruction(args):
+    """The ReconstructConfig `--reconstruct` asks for, or None (round to nearest)."""
+    method = args.reconstruct
+    if method == "auto":
+        method = "block" if min(args.w_bits, args.a_bits) < 8 else "none"
+    if method == "none":
+        return None
+    from .reconstruct import ReconstructConfig
+
+    return ReconstructConfig(method=method, iters=args.reconstruct_iters)
 
 
 def cmd_bench(args) -> int:

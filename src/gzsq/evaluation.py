@@ -61,14 +61,22 @@ def calibration_folds(model: nn.Module, eval_set: EvalSet, calibration: Calibrat
 
 
 def evaluate_folds(model: nn.Module, eval_set: EvalSet, folds: list[CalibrationFold], config: QuantConfig,
-                   fp32_pred: np.ndarray, *, progress: bool = False) -> tuple[dict, dict]:
-    """Quantize once per fold, predict that fold's rows; → (metrics, seconds)."""
+                   fp32_pred: np.ndarray, *, reconstruction=None, seed: int = 0,
+                   progress: bool = False) -> tuple[dict, dict]:
+    """Quantize once per fold (then reconstruct, with a `ReconstructConfig`), predict that fold's rows;
+    → (metrics, seconds)."""
     quant_pred = np.empty(len(eval_set.labels), dtype=np.int64)
     seconds = {"quantize": 0.0, "quant_eval": 0.0}
     for fold in folds:
         t = time.perf_counter()
         sim = quantize(model, fold.images, config, progress=progress)
         seconds["quantize"] += time.perf_counter() - t
+        if reconstruction is not None:
+            from .reconstruct import reconstruct
+
+            t = time.perf_counter()
+            sim = reconstruct(model, sim, fold.images, reconstruction, seed=seed, progress=progress)
+            seconds["reconstruct"] = seconds.get("reconstruct", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         quant_pred[fold.eval_rows] = predict(sim, eval_set.images[fold.eval_rows], progress=progress,
                                              desc="quantized")
@@ -80,16 +88,19 @@ def evaluate_folds(model: nn.Module, eval_set: EvalSet, folds: list[CalibrationF
 
 
 def evaluate_quantization(model: nn.Module, eval_set: EvalSet, calibration: CalibrationConfig = CalibrationConfig(),
-                          quant: QuantConfig = QuantConfig(), *, overrides=(), progress: bool = False) -> dict:
-    """One row of the results table: FP32 top-1, calibration, simulated quantization, quantized top-1 and
-    agreement, seconds per stage (see the module docstring)."""
+                          quant: QuantConfig = QuantConfig(), *, reconstruction=None, overrides=(),
+                          progress: bool = False) -> dict:
+    """One row of the results table: FP32 top-1, calibration, simulated quantization (with learned rounding
+    and step sizes when `reconstruction` is a `ReconstructConfig`), quantized top-1 and agreement, seconds
+    per stage (see the module docstring)."""
     calibration = check_calibration(model, calibration)
     t = time.perf_counter()
     fp32_pred = predict(model, eval_set.images, progress=progress, desc="fp32")
     seconds = {"fp32_eval": time.perf_counter() - t}
     folds = calibration_folds(model, eval_set, calibration, overrides=overrides, progress=progress)
     seconds["calibration_data"] = sum(f.seconds for f in folds)
-    metrics, more = evaluate_folds(model, eval_set, folds, quant, fp32_pred, progress=progress)
+    metrics, more = evaluate_folds(model, eval_set, folds, quant, fp32_pred, reconstruction=reconstruction,
+                                   seed=calibration.seed, progress=progress)
     seconds.update(more)
     log = folds[0].log
     return {
@@ -99,6 +110,7 @@ def evaluate_quantization(model: nn.Module, eval_set: EvalSet, calibration: Cali
         "w_bits": quant.w_bits,
         "a_bits": quant.a_bits,
         "observer": quant.observer,
+        "reconstruct": reconstruction.method if reconstruction is not None else "none",
         "n_calib": calibration.n_images,
         "seed": calibration.seed,
         "folds": len(folds),
