@@ -61,7 +61,7 @@ class ReconstructConfig:
     iters: int = 500  # optimizer steps per unit (block or layer)
     batch_size: int = 32  # calibration images per step (drawn with replacement)
     lr: float = 1e-3  # Adam, rounding variables V
-    act_lr: float = 1e-3  # Adam on log(step size), cosine-annealed; 0 keeps the calibrated ranges
+    act_lr: float = 1e-2  # Adam on log(step size), cosine-annealed; 0 keeps the calibrated ranges
     drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
     reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
     warmup: float = 0.2  # share of the steps before the regulariser starts
@@ -157,6 +157,7 @@ class _LearnedActQuant(nn.Module):
         self.zero_point = q.zero_point
         self.log_scale = nn.Parameter(torch.tensor(math.log(q.scale)), requires_grad=learnable)
         self.learnable = learnable
+        self.learned = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self.state.mode
@@ -365,7 +366,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         module = _unit_module(root, unit)
         unit_weights = [work_modules[n.target] for n in unit.nodes if is_weight(n)]
         unit_acts = [work_modules[n.target] for n in unit.nodes if is_act(n)]
-        learn_acts = [a for a in unit_acts if a.learnable and not getattr(a, "done", False)]
+        learn_acts = [a for a in unit_acts if a.learnable and not a.learned]
         if previous is not None and unit.input is previous.nodes[-1]:
             x_q, x_fp = out_q, target  # chained blocks: the previous unit's outputs are this one's inputs
         else:
@@ -415,7 +416,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         for w in unit_weights:
             w.learned = True
         for a in learn_acts:
-            a.done = True
+            a.learned = True
         state.mode = "hard"
         out_q = _run(module, x_q)
         final = float(_reconstruction_error(out_q, target))
@@ -428,7 +429,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             if w.learned:
                 w.layer.weight.copy_(w.hard_weight())
         for a in acts.values():
-            if getattr(a, "done", False):
+            if a.learned:
                 a.write_back()
     result.reconstruction = {"config": config.to_dict(), "seed": seed, "units": log,
                              "seconds": round(time.perf_counter() - t0, 2)}
