@@ -30,7 +30,7 @@ from PIL import Image
 
 from gzsq.data import load_dataset
 from gzsq.sources.saved import load_calibration, save_calibration
-from gzsq.distillation.loop import Checkpoint, DistillConfig, Objective, distill_images
+from gzsq.distillation import Checkpoint, DistillConfig, Objective, distill_images
 from gzsq.errors import GzsqError
 from gzsq.models import load_model
 from gzsq.models.resnet_cifar import CifarResNet
@@ -400,19 +400,19 @@ def resume_seeds() -> list[bytes]:
         path = Path(d) / "run.partial"
         net, objective = _resume_setup()
         checkpoint = Checkpoint(str(path), every=2, resume=False, key="fuzz")
-        import gzsq.distillation.loop as loop
+        import gzsq.distillation.checkpoint as checkpoints
 
-        original = loop._save_checkpoint
+        original = checkpoints.save_checkpoint
 
         def keep(ck, state):
             original(ck, state)
             seeds.append(path.read_bytes())
 
-        loop._save_checkpoint = keep
+        checkpoints.save_checkpoint = keep
         try:
             distill_images(net, objective, 8, (3, 4, 4), _RESUME_CONFIG, seed=0, num_classes=3, checkpoint=checkpoint)
         finally:
-            loop._save_checkpoint = original
+            checkpoints.save_checkpoint = original
     return seeds
 
 
