@@ -197,3 +197,24 @@ def test_inverted_residual_block_by_hand():
     # the residual add: means add, variances add (the projection is linear, no rectification)
     m4, s4 = linear(net.after, m0 + m3, s0**2 + s3**2)
     assert torch.allclose(t.layers["1.after"].mean, m4) and torch.allclose(t.layers["1.after"].std, s4)
+
+
+def test_depthwise_coherence_changes_only_depthwise_layers_variance_rule():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), InvertedResidual()).eval()
+    base = weight_targets(model, rule="moments", relu_aware=True, coherence=1.0)
+    same = weight_targets(model, rule="moments", relu_aware=True, coherence=1.0, depthwise_coherence=1.0)
+    assert all(torch.equal(base.layers[k].std, same.layers[k].std) for k in base.layers)
+    t = weight_targets(model, rule="moments", relu_aware=True, coherence=1.0, depthwise_coherence=0.0)
+    for k in ("0", "1.expand"):  # upstream of the depthwise conv: untouched
+        assert torch.equal(t.layers[k].mean, base.layers[k].mean) and torch.equal(t.layers[k].std, base.layers[k].std)
+    dw = model[1].dw
+    w = dw.weight.detach().reshape(4, -1)
+    x = base.layers["1.expand"]
+    from gzsq.targets import _rectify
+
+    r = _rectify(x, 6.0)
+    # ρ = 0 at the depthwise conv: Var = Σ_k W² · Var[x_c] (ρ = 1 would use (Σ_k W)²)
+    assert torch.allclose(t.layers["1.dw"].std, ((w**2).sum(1) * r.std**2).sqrt())
+    assert torch.allclose(t.layers["1.dw"].mean, base.layers["1.dw"].mean)  # the mean rule has no ρ
+    assert weight_targets(model, rule="moments", depthwise_coherence=0.5).settings["depthwise_coherence"] == 0.5

@@ -126,9 +126,15 @@ def _layer_moments(layer: nn.Module, x: Stat, coherence: float = 0.0) -> Stat:
     return Stat((sum_w * xm).sum(1) + bias, ((gain * xv).sum(1)).clamp_min(0).sqrt())
 
 
+def _is_depthwise(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
+
+
 def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool = True, esa: str = "mean+min",
-                   relu_aware: bool = False, order: str = "dataflow", coherence: float = 0.0) -> Targets:
-    """Targets for every Conv2d/Linear output of the (folded) model; see the module docstring."""
+                   relu_aware: bool = False, order: str = "dataflow", coherence: float = 0.0,
+                   depthwise_coherence: float | None = None) -> Targets:
+    """Targets for every Conv2d/Linear output of the (folded) model; see the module docstring.
+    `depthwise_coherence`: ρ for depthwise convs (None: `coherence`, as for every other layer)."""
     if rule not in ("paper", "moments"):
         raise ConfigError(f"unknown propagation rule {rule!r} (paper or moments)")
     if order not in ("dataflow", "sequential"):
@@ -137,7 +143,7 @@ def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool =
     modules = dict(gm.named_modules())
     stats: dict[fx.Node, Stat] = {}
     out = Targets(settings=dict(rule=rule, per_channel=per_channel, esa=esa, relu_aware=relu_aware, order=order,
-                                 coherence=coherence))
+                                 coherence=coherence, depthwise_coherence=depthwise_coherence))
     previous_layer: Stat | None = None
     # Which axis holds the channels: 1 in NCHW, moved by permutes (ONNX imports of NHWC graphs wrap
     # ops such as padding in permutes, and a spatial pad must not be read as a channel pad).
@@ -151,7 +157,8 @@ def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool =
         elif node.op == "call_module" and isinstance(modules[node.target], (nn.Conv2d, nn.Linear)):
             x = previous_layer if (order == "sequential" and previous_layer is not None) else first
             layer = modules[node.target]
-            s = _layer_paper(layer, x, per_channel, esa) if rule == "paper" else _layer_moments(layer, adjust(x, layer.weight.shape[1] * getattr(layer, "groups", 1), esa), coherence)
+            rho = depthwise_coherence if depthwise_coherence is not None and _is_depthwise(layer) else coherence
+            s = _layer_paper(layer, x, per_channel, esa) if rule == "paper" else _layer_moments(layer, adjust(x, layer.weight.shape[1] * getattr(layer, "groups", 1), esa), rho)
             stats[node] = previous_layer = s
             out.layers[node.target] = s
         elif is_relu(node, modules):

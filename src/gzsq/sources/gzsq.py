@@ -29,6 +29,7 @@ class TargetConfig:
     relu_aware: bool = False
     order: str = "dataflow"  # dataflow | sequential (module order, the naive reading)
     coherence: float = 0.0  # moments rule only: 0 independent pixels … 1 smooth over the kernel
+    depthwise_coherence: float | None = None  # the same for depthwise convs only (None: `coherence`)
     # Floor on target stds, as a fraction of the layer's median: channels the propagation predicts
     # as (nearly) constant, e.g. dead after a ReLU, would otherwise dominate a KL loss (σ → 0).
     std_floor: float = 0.0
@@ -99,7 +100,8 @@ def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     folded = fold_bn(model)
     t = recipe.targets
     targets = weight_targets(folded, rule=t.rule, per_channel=t.per_channel, esa=t.esa,
-                             relu_aware=t.relu_aware, order=t.order, coherence=t.coherence)
+                             relu_aware=t.relu_aware, order=t.order, coherence=t.coherence,
+                             depthwise_coherence=t.depthwise_coherence)
     objective = Objective({k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median())))
                            for k, v in targets.layers.items()})
     num_classes = list(targets.layers.values())[-1].mean.numel()

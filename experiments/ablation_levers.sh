@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The lever rows of results/ablation_levers.md, in the order they were run (each line resumable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+A="$PY experiments/ablation.py --out results/ablation_levers --seeds 0,1,2 --threads 1"
+for m in efficientnet-lite0 mobilenet-v2; do
+  $A --models $m --variants gaussian,default,default/dw-coherence=0.5
+done
+for m in efficientnet-lite0 mobilenet-v2; do
+  $A --models $m --variants real,real/percentile
+done
+for m in efficientnet-lite0 mobilenet-v2; do
+  $A --models $m --variants default/32-distilled
+done
