@@ -717,7 +717,7 @@ def test_quantize_checks_eval_data_before_the_work(tmp_path, tiny_onnx):
     bad = tmp_path / "data.npz"
     np.savez(bad, images=np.zeros((3, 8, 8, 3), np.uint8), labels=np.zeros(2, np.int64))  # 3 images, 2 labels
     r, out = _quantize(tmp_path, tiny_onnx, "--eval-data", bad, "--input-resize", "8")
-    assert_one_line_error(r)
+    assert_one_line_error(r, "3 images", "2 labels")
     assert_nothing_at(out, tmp_path / "q.report.json", tmp_path / "q.report.md")
 
 
@@ -735,5 +735,5 @@ def test_quantize_ctrl_c_leaves_nothing(tmp_path, tiny_onnx, monkeypatch):
 
 def test_onnx_as_weights_of_a_zoo_model_is_refused(tmp_path, tiny_onnx):
     r = run_cli(["quantize", "cifar10-resnet20", "--weights", tiny_onnx, "-o", tmp_path / "q.onnx"])
-    assert_one_line_error(r)
+    assert_one_line_error(r, "looks like an ONNX model", "not a PyTorch state_dict")
     assert_nothing_at(tmp_path / "q.onnx")

@@ -49,7 +49,7 @@ def _whole_number(expected: str, low: int, high: int | None = None):
 
 _bits = _whole_number("a bit-width from 2 to 8", 2, 8)
 _seed = _whole_number(f"a seed from 0 to {MAX_SEED}", 0, MAX_SEED)
-_threads = _whole_number("a number of threads >= 0 (0: one per core)", 0)
+_threads = _whole_number("a number of threads >= 0 (0: torch's default)", 0)
 _positive = _whole_number("a positive integer", 1)
 
 
@@ -161,7 +161,9 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                    help=f"number of calibration images, 1 to {MAX_CALIBRATION_IMAGES} (default: {default_n})")
     p.add_argument("--seed", type=_seed, default=0, help="seed for every random choice (default: 0)")
     p.add_argument("--threads", type=_threads, default=0, metavar="N",
-                   help="CPU threads for distillation and evaluation (default 0: one per core). When another job "
+                   help="CPU threads for distillation and evaluation (default 0: torch's default, one per core or "
+                        "OMP_NUM_THREADS). The thread count changes float rounding, so pass --threads 1 for "
+                        "byte-identical sets on any machine. When another job "
                         "shares the cores, fewer threads than cores is much faster than oversubscribing them")
     p.add_argument("--setting", choices=["bn", "bn-free"],
                    help="what the calibration source may read: bn (BatchNorm statistics) or bn-free "
@@ -244,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("distill", help="synthesize a calibration set and save it as .npz (+ a preview grid)",
                         description="Make N calibration images with a source (default gzsq) and write them, "
                                     "with their settings and loss curve, to an .npz file. The same seed and "
-                                    "inputs give a byte-identical file. Ctrl-C keeps OUT.npz.partial: rerun "
+                                    "inputs with --threads 1 give a byte-identical file. Ctrl-C keeps OUT.npz.partial: rerun "
                                     "with --resume to continue.")
     _add_verbosity_args(ds, top=False)
     _add_model_args(ds, positional=True)

@@ -276,7 +276,7 @@ def check_distill_outputs(out: str | Path, job: DistillJob) -> Path:
 def distill_set(model: nn.Module, out: str | Path, job: DistillJob = DistillJob()) -> tuple[Calibration, str | None]:
     """Make a calibration set as `job.calibration` says and write it to `out` (.npz; a preview grid too).
 
-    The same seed and inputs give a byte-identical file. The run saves its state to OUT.partial as it
+    The same seed and inputs give a byte-identical file on one thread (`torch.set_num_threads(1)`). The run saves its state to OUT.partial as it
     goes; an interruption keeps it, and `resume=True` continues to the images an uninterrupted run
     gives. → (the set, a note on what happened to an old OUT.partial, or None).
     """
