@@ -11,5 +11,5 @@ for m in efficientnet-lite0 mobilenet-v2; do
   $A --models $m --variants real,real/percentile
 done
 for m in efficientnet-lite0 mobilenet-v2; do
-  $A --models $m --variants default/32-distilled
+  $A --models $m --variants default/32-distilled  # distill_images=32 (a first run sized it by pixels: still 16 at 224²)
 done
