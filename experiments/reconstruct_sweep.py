@@ -75,8 +75,12 @@ def write_table(command: str | None = None) -> None:
     rows = read_rows()
     groups = defaultdict(list)
     for r in rows:
-        groups[(r["model"], r["w_bits"], r["a_bits"], r["eval_images"], r["calib"], r["method"], r["iters"],
-                r["batch_size"], r["drop_prob"], r["act_lr"], f'{r["observer"]}/{r["weight_clip"]}')].append(r)
+        rtn = r["method"] == "rtn"  # the reconstruction settings do not apply: one row per seed
+        key = (r["model"], r["w_bits"], r["a_bits"], r["eval_images"], r["calib"], r["method"],
+               *(("0", "–", "–", "–") if rtn else (r["iters"], r["batch_size"], r["drop_prob"], r["act_lr"])),
+               f'{r["observer"]}/{r["weight_clip"]}')
+        if not (rtn and any(g["seed"] == r["seed"] for g in groups[key])):
+            groups[key].append(r)
     fp32 = {(r["model"], r["eval_images"]): r["fp32_top1"] for r in rows}
     lines = [
         "# Reconstruction: learned rounding and step sizes vs round-to-nearest",
