@@ -22,8 +22,16 @@ integers times the unchanged scales, and whose `ActQuantizer`s hold the learned 
 `SimModel.encodings()` and every exporter read exactly the learned encodings.
 
     from gzsq.reconstruct import reconstruct, ReconstructConfig
-    sim = quantize(model, calib, QuantConfig(w_bits=4, a_bits=4))
+    sim = quantize(model, calib, QuantConfig(w_bits=4, a_bits=4, observer="mse", weight_clip="mse"))
     sim = reconstruct(model, sim, calib, ReconstructConfig(), progress=True)
+
+Measured (results/reconstruct.md, `experiments/reconstruct_sweep.py`): on CIFAR ResNet-20 with gzsq's
+distilled images, W4A4 goes from 70.9 (round-to-nearest, MSE-clipped start) to 77.3 (FP32 81.0) and
+W4A8 from 75.5 to 80.5 with the defaults, ~3 min on one CPU thread; at W8A8 it gains nothing. Start
+from MSE-clipped ranges below 8 bits: min/max ranges leave the step sizes too far to move.
+
+Memory: every unit's float and quantized inputs and float outputs are held for all calibration
+images (CIFAR: a few MB; 256 images at 224×224: about 1 GB at the widest layers).
 """
 
 from __future__ import annotations
