@@ -98,6 +98,8 @@ VARIANTS.update({
     "real/percentile": ("real", "", (), "real images, 99.99th-percentile observer (min/max follows their outliers)"),
     "default/dw-coherence=0.5": ("gzsq", "default", (("depthwise_coherence", 0.5),),
                                  "depthwise convs' target variance with ρ=0.5 (ρ=1: their edge-like taps cancel)"),
+    "default/40-steps": ("gzsq", "default", (("iterations", 40),),
+                         "40 Adam steps instead of 20 (= preset `longer`): do deep layers get nearer their targets?"),
     "default/32-distilled": ("gzsq", "default", (("distill_images", 32),),
                              "32 distinct images optimized at 224² (default 16), the rest flips/shifts"),
 })

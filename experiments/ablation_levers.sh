@@ -13,3 +13,6 @@ done
 for m in efficientnet-lite0 mobilenet-v2; do
   $A --models $m --variants default/32-distilled  # distill_images=32 (a first run sized it by pixels: still 16 at 224²)
 done
+for m in efficientnet-lite0 mobilenet-v2; do
+  $A --models $m --variants default/40-steps
+done
