@@ -15,7 +15,7 @@ clone=../gzsq-ci-check
     start=$(date +%s)
     (cd "$clone" && CI=true bash .ci/run) > "/tmp/gzsq-ci-run-$k.log" 2>&1 < /dev/null
     status=$?
-    echo "run $k: exit $status after $(( $(date +%s) - start )) s: $(grep -E '^[0-9]+ (passed|failed)|(passed|failed).* in [0-9.]+s' "/tmp/gzsq-ci-run-$k.log" | tail -1)"
+    echo "run $k (commit $(git -C "$clone" rev-parse --short HEAD)): exit $status after $(( $(date +%s) - start )) s: $(grep -E '^[0-9]+ (passed|failed)|(passed|failed).* in [0-9.]+s' "/tmp/gzsq-ci-run-$k.log" | tail -1)"
   done
   rm -rf "$clone"
 } > "$out.tmp" && mv "$out.tmp" "$out"
