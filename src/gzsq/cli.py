@@ -85,8 +85,9 @@ def _add_verbosity_args(p: argparse.ArgumentParser, *, top: bool) -> None:
                    "results only", **({"default": False} if top else default))
 
 
-MODEL_HELP = ("zoo name — cifar10-resnetN (N=6n+2, needs --weights), cifar10-resnet20-nf, efficientnet-lite0/1/2 — "
-              "or an .onnx classifier file (state its preprocessing with the --input-* flags)")
+MODEL_HELP = ("zoo name — cifar10-resnetN (N=6n+2, needs --weights), cifar10-resnet20-nf, efficientnet-lite0/1/2, "
+              "mobilenet-v2 (--weights: torchvision's ImageNet checkpoint) — or an .onnx classifier file (state its "
+              "preprocessing with the --input-* flags)")
 
 
 def _add_model_args(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
@@ -152,8 +153,9 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
     p.add_argument("--preset", default="default",
                    help="gzsq recipe: 'default' (best measured for its time: 20 steps; at 224x224 16 images "
                         "optimized, the rest flips/shifts), 'fast' (half of a CIFAR set optimized: ~2x faster there, "
-                        "worse at W4A4), 'thorough' (every image, 30 steps) or 'paper' (the paper's recursion and loss "
-                        "literally, up to 500 steps); default: default")
+                        "worse at W4A4), 'longer' (the default with 40 steps: +1 pt W6A6 agreement on Lite0 and "
+                        "MobileNetV2 for twice the time), 'thorough' (every image, 30 steps) or 'paper' (the paper's "
+                        "recursion and loss literally, up to 500 steps); default: default")
     p.add_argument("--calib-data", metavar="PATH",
                    help="dataset for --calib real (.npz, folder with labels.csv, or tar of class folders). "
                         "If it is the evaluation set, two folds are used so no image is calibrated and evaluated")
@@ -410,7 +412,7 @@ def _reconstruction(args):
         method = "block" if min(args.w_bits, args.a_bits) < 8 else "none"
     if method == "none":
         return None
-    from .reconstruct import ReconstructConfig
+    from .config import ReconstructConfig
 
     return ReconstructConfig(method=method, iters=args.reconstruct_iters)
 

@@ -10,6 +10,7 @@ validate a command line before torch loads.
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import asdict, dataclass, field
 
@@ -19,6 +20,7 @@ MIN_BITS, MAX_BITS = 2, 8
 OBSERVERS = ("minmax", "percentile", "mse")  # activation range rules (gzsq.quantization.observers)
 SETTINGS = ("bn", "bn-free")
 LOSS_NAMES = ("z", "l2", "kl")  # distillation losses (gzsq.distillation.losses)
+RECONSTRUCT_METHODS = ("block", "adaround")  # gzsq.reconstruct
 # More calibration images than this is a typo, not a plan: ranges settle after a few hundred, and
 # 100 000 ImageNet-size images would need ~60 GB of memory.
 MAX_CALIBRATION_IMAGES = 100_000
@@ -158,6 +160,30 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class TargetConfig:
+    """How gzsq estimates each layer's activation statistics from the weights (docs/method.md §1)."""
+
+    rule: str = "paper"  # paper (the paper's recursion) | moments (linear-layer moment propagation)
+    per_channel: bool = True
+    esa: str = "mean+min"  # the paper's best for contraction layers
+    relu_aware: bool = False
+    order: str = "dataflow"  # dataflow | sequential (module order, the naive reading)
+    coherence: float = 0.0  # moments rule only: 0 independent pixels … 1 smooth over the kernel
+    depthwise_coherence: float | None = None  # the same for depthwise convs only (None: `coherence`)
+    # Floor on target stds, as a fraction of the layer's median: channels the propagation predicts
+    # as (nearly) constant, e.g. dead after a ReLU, would otherwise dominate a KL loss (σ → 0).
+    std_floor: float = 0.0
+
+
+@dataclass(frozen=True)
+class GzsqRecipe:
+    """One gzsq preset: how targets are estimated and how images are distilled to match them."""
+
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass(frozen=True)
 class QuantConfig:
     """What the simulator quantizes and how (docs/method.md §3). Defaults: the reference scheme."""
 
@@ -269,3 +295,38 @@ class DistillJob:
         if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) \
                 or self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be a positive number of steps, got {self.checkpoint_every!r}")
+
+
+@dataclass(frozen=True)
+class ReconstructConfig:
+    """How reconstruction runs. Defaults: see results/reconstruct.md for the measurements behind them."""
+
+    method: str = "block"  # "block" (residual block / conv+activation) or "adaround" (one layer at a time)
+    iters: int = 500  # optimizer steps per unit (block or layer)
+    batch_size: int = 32  # calibration images per step (drawn with replacement)
+    lr: float = 1e-3  # Adam, rounding variables V
+    act_lr: float = 1e-2  # Adam on log(step size), cosine-annealed; 0 keeps the calibrated ranges
+    drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
+    reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
+    warmup: float = 0.2  # share of the steps before the regulariser starts
+
+    def __post_init__(self):
+        if self.method not in RECONSTRUCT_METHODS:
+            raise ConfigError(f"reconstruction method must be one of {', '.join(RECONSTRUCT_METHODS)}, got {self.method!r}")
+        for name in ("iters", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
+        for name, lo, hi, lo_open, hi_open in (("lr", 0, math.inf, True, True), ("act_lr", 0, math.inf, False, True),
+                                               ("drop_prob", 0, 1, False, False),
+                                               ("reg_weight", 0, math.inf, False, True),
+                                               ("warmup", 0, 1, False, True)):
+            value = getattr(self, name)
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi))
+            if not ok:
+                interval = f"{'(' if lo_open else '['}{lo}, {'∞' if hi == math.inf else hi}{')' if hi_open else ']'}"
+                raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

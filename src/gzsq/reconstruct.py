@@ -1,4 +1,4 @@
-"""Reconstruction: learn weight rounding and activation step sizes against the float model (SPEC §4).
+"""Reconstruction: learn weight rounding and activation step sizes against the float model (docs/method.md §3).
 
 Round-to-nearest is the best rounding for each weight alone, not for a layer's output. Here the
 rounding of every weight (AdaRound: Nagel et al., 2020) and every activation quantizer's step size
@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
@@ -48,52 +48,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import interrupt
-from .errors import ConfigError, UnsupportedModelError
+from .config import RECONSTRUCT_METHODS as METHODS, ReconstructConfig  # noqa: F401  (part of this API)
+from .errors import UnsupportedModelError
 from .fold import fold_bn
 from .graph_ops import is_relu
 from .quantization.sim import WEIGHT_LAYERS, ActQuantizer, SimModel
-
-METHODS = ("block", "adaround")
 
 # AdaRound's rectified sigmoid h(V) = clamp(σ(V)(ζ − γ) + γ, 0, 1) and the regulariser's
 # exponent β, annealed from 20 to 2 after the warm-up (the paper's values).
 _ZETA, _GAMMA = 1.1, -0.1
 _BETA_START, _BETA_END = 20.0, 2.0
-
-
-@dataclass(frozen=True)
-class ReconstructConfig:
-    """How reconstruction runs. Defaults: see results/reconstruct.md for the measurements behind them."""
-
-    method: str = "block"  # "block" (residual block / conv+activation) or "adaround" (one layer at a time)
-    iters: int = 500  # optimizer steps per unit (block or layer)
-    batch_size: int = 32  # calibration images per step (drawn with replacement)
-    lr: float = 1e-3  # Adam, rounding variables V
-    act_lr: float = 1e-2  # Adam on log(step size), cosine-annealed; 0 keeps the calibrated ranges
-    drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
-    reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
-    warmup: float = 0.2  # share of the steps before the regulariser starts
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"reconstruction method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        for name in ("iters", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
-        for name, lo, hi, lo_open, hi_open in (("lr", 0, math.inf, True, True), ("act_lr", 0, math.inf, False, True),
-                                               ("drop_prob", 0, 1, False, False),
-                                               ("reg_weight", 0, math.inf, False, True),
-                                               ("warmup", 0, 1, False, True)):
-            value = getattr(self, name)
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                  and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi))
-            if not ok:
-                interval = f"{'(' if lo_open else '['}{lo}, {'∞' if hi == math.inf else hi}{')' if hi_open else ']'}"
-                raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _State:

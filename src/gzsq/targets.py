@@ -1,11 +1,11 @@
-"""Substitute activation statistics from the weights alone (METHOD.md, stages 1–2).
+"""Substitute activation statistics from the weights alone (the paper's stages 1–2; docs/method.md §1).
 
 `weight_targets(model, ...)` walks the folded network's data-flow graph and
 assigns every tensor a (mean, std) vector per channel, starting from N(0, 1)
 at the input; every Conv2d/Linear output (before its activation) becomes a
 target for distillation. Two propagation rules:
 
-- `paper`: METHOD.md's recursion, μ(n) = μ_W(n) + μ(n−1) + b_n and
+- `paper`: the paper's recursion, μ(n) = μ_W(n) + μ(n−1) + b_n and
   σ(n) = sqrt(σ_W(n)² + σ(n−1)²), with μ_W, σ_W the mean/std of each output
   channel's weights, and ESA filling entries when channel counts change.
 - `moments`: the moments a linear layer actually maps (inputs assumed independent):
@@ -60,7 +60,7 @@ class Targets:
 
 
 def esa_statistic(v: torch.Tensor, rule: str) -> torch.Tensor:
-    """One of METHOD.md's candidate fill values for a vector whose length must change."""
+    """One of the paper's candidate fill values for a vector whose length must change."""
     lo, hi, mid = v.min(), v.max(), v.mean()
     table = {"min": lo, "mean-min": mid - lo, "mean+min": mid + lo, "mean": mid,
              "max-mean": hi - mid, "max+mean": hi + mid, "max": hi}

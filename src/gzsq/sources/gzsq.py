@@ -1,51 +1,32 @@
 """GZSQ: calibration images distilled to match statistics estimated from the weights.
 
-METHOD.md: stage 1–2 (`gzsq.targets.weight_targets`) give a (mean, std) per
+The paper's stages 1–2 (`gzsq.targets.weight_targets`) give a (mean, std) per
 channel of every Conv2d/Linear output; stage 3 (`gzsq.distillation.loop`) optimizes
 images until the folded network's layer outputs show those statistics. The
 source reads only the folded weights, so it runs identically in both settings.
 
-Presets: `paper` follows METHOD.md literally; `default` is the recipe that
+Presets: `paper` follows the paper literally (docs/method.md); `default` is the recipe that
 measured best for its time (results/ablation.md says why); `thorough` optimizes
 every image for longer; `longer` is the default with twice the steps (results/ablation_levers.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 
-from ..distillation.loop import DistillConfig, Objective, distill_images
+from ..config import DistillConfig, GzsqRecipe, TargetConfig
+from ..distillation.loop import Objective, distill_images
 from ..errors import ConfigError
 from ..fold import fold_bn
 from ..targets import weight_targets
 from .registry import Calibration, SourceOptions, input_shape, register_source
 
 
-@dataclass(frozen=True)
-class TargetConfig:
-    rule: str = "paper"  # paper (METHOD.md recursion) | moments (linear-layer moment propagation)
-    per_channel: bool = True
-    esa: str = "mean+min"  # the paper's best for contraction layers
-    relu_aware: bool = False
-    order: str = "dataflow"  # dataflow | sequential (module order, the naive reading)
-    coherence: float = 0.0  # moments rule only: 0 independent pixels … 1 smooth over the kernel
-    depthwise_coherence: float | None = None  # the same for depthwise convs only (None: `coherence`)
-    # Floor on target stds, as a fraction of the layer's median: channels the propagation predicts
-    # as (nearly) constant, e.g. dead after a ReLU, would otherwise dominate a KL loss (σ → 0).
-    std_floor: float = 0.0
-
-
-@dataclass(frozen=True)
-class GzsqRecipe:
-    targets: TargetConfig = field(default_factory=TargetConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-
-
 # The measured-best targets (results/ablation.md), shared by every preset but `paper`.
 _MOMENT_TARGETS = TargetConfig(rule="moments", relu_aware=True, coherence=1.0, std_floor=0.1)
 
 PRESETS: dict[str, GzsqRecipe] = {
-    # METHOD.md literally: per-channel SE + ESA(mean+min) in data-flow order, L_Z + input term,
+    # The paper literally: per-channel SE + ESA(mean+min) in data-flow order, L_Z + input term,
     # ZeroQ's optimizer (Adam lr 0.5, up to 500 iterations; stops once the loss plateaus).
     "paper": GzsqRecipe(
         TargetConfig(rule="paper", per_channel=True, esa="mean+min"),
@@ -77,7 +58,7 @@ PRESETS: dict[str, GzsqRecipe] = {
         DistillConfig(iterations=40, lr=0.2, batch_size=256, loss="kl", clamp_pixels=True,
                       distill_pixels=256 * 32 * 32),
     ),
-    # The same targets and loss with every image optimized for 30 steps: the session-2 default, kept for
+    # The same targets and loss with every image optimized for 30 steps: the earlier default, kept for
     # users who would rather spend more time (results/accuracy.md compares the two).
     "thorough": GzsqRecipe(
         _MOMENT_TARGETS,
