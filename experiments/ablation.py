@@ -1,4 +1,4 @@
-"""The paper's open choices, measured: what picks gzsq's `default` preset (docs/method.md).
+"""The paper's open choices, measured: what picks gzsq's `default` preset (docs/how-it-works.md).
 
     python experiments/ablation.py                        # ResNet-20 and EfficientNet-Lite0
     python experiments/ablation.py --models cifar10-resnet20 --seeds 0,1

@@ -1,4 +1,4 @@
-"""Fill results/accuracy.csv: models × settings × calibration sources × bit-widths × seeds (protocol: docs/method.md §5).
+"""Fill results/accuracy.csv: models × settings × calibration sources × bit-widths × seeds (protocol: docs/how-it-works.md §5).
 
     python experiments/run_accuracy.py                       # the whole grid, resumable
     python experiments/run_accuracy.py --models cifar10-resnet20 --calibs real --seeds 0

@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="quantize with a calibration source and measure accuracy vs FP32",
                         description="Fold BN, calibrate activation ranges on images from --calib, simulate "
-                                    "W/A-bit quantization (docs/method.md §3) and report FP32 top-1, quantized top-1 and "
+                                    "W/A-bit quantization (docs/how-it-works.md §3) and report FP32 top-1, quantized top-1 and "
                                     "top-1 agreement on --data.",
                         epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_verbosity_args(ev, top=False)

@@ -161,7 +161,7 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """How gzsq estimates each layer's activation statistics from the weights (docs/method.md §1)."""
+    """How gzsq estimates each layer's activation statistics from the weights (docs/how-it-works.md §1)."""
 
     rule: str = "paper"  # paper (the paper's recursion) | moments (linear-layer moment propagation)
     per_channel: bool = True
@@ -185,7 +185,7 @@ class GzsqRecipe:
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """What the simulator quantizes and how (docs/method.md §3). Defaults: the reference scheme."""
+    """What the simulator quantizes and how (docs/how-it-works.md §3). Defaults: the reference scheme."""
 
     w_bits: int = 8
     a_bits: int = 8

@@ -1,4 +1,4 @@
-"""Accuracy and agreement of FP32 vs quantized models on real labelled data (docs/method.md §5).
+"""Accuracy and agreement of FP32 vs quantized models on real labelled data (docs/how-it-works.md §5).
 
 `evaluate_quantization` is the whole protocol for one configuration: FP32
 top-1, calibration (a `CalibrationConfig`), simulated quantization (a

@@ -1,4 +1,4 @@
-"""Reconstruction: learn weight rounding and activation step sizes against the float model (docs/method.md §3).
+"""Reconstruction: learn weight rounding and activation step sizes against the float model (docs/how-it-works.md §3).
 
 Round-to-nearest is the best rounding for each weight alone, not for a layer's output. Here the
 rounding of every weight (AdaRound: Nagel et al., 2020) and every activation quantizer's step size

@@ -1,4 +1,4 @@
-"""Substitute activation statistics from the weights alone (the paper's stages 1–2; docs/method.md §1).
+"""Substitute activation statistics from the weights alone (the paper's stages 1–2; docs/how-it-works.md §1).
 
 `weight_targets(model, ...)` walks the folded network's data-flow graph and
 assigns every tensor a (mean, std) vector per channel, starting from N(0, 1)

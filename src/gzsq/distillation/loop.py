@@ -1,4 +1,4 @@
-"""The shared distillation engine: Adam on the pixels (docs/method.md §2, ZeroQ's recipe).
+"""The shared distillation engine: Adam on the pixels (docs/how-it-works.md §2, ZeroQ's recipe).
 
 `distill_images` optimizes a batch of images so that the per-channel
 statistics of chosen layers' outputs match targets. It knows nothing about

@@ -1,4 +1,4 @@
-"""Distances between the statistics a batch produces and the target statistics (docs/method.md §2).
+"""Distances between the statistics a batch produces and the target statistics (docs/how-it-works.md §2).
 
 Each takes the batch's per-channel (mean, std) and the target (mean, std), all
 vectors of equal length, and returns a scalar averaged over channels.

@@ -1,4 +1,4 @@
-"""Real integer models out (docs/method.md §4): FP32 ONNX export, ONNX Runtime int8 (QDQ), and running them."""
+"""Real integer models out (docs/how-it-works.md §4): FP32 ONNX export, ONNX Runtime int8 (QDQ), and running them."""
 
 from .onnx_fp32 import export_fp32_onnx
 from ..config import Int8ExportConfig

@@ -1,6 +1,6 @@
 """FP32 ONNX → int8 ONNX (QDQ) with ONNX Runtime's static quantizer, calibrated on gzsq's images.
 
-The scheme follows the simulator's (docs/method.md §3) as ONNX Runtime can express it: weights int8
+The scheme follows the simulator's (docs/how-it-works.md §3) as ONNX Runtime can express it: weights int8
 symmetric per output channel, activations uint8 asymmetric per tensor, ranges
 from min/max over the calibration set, logits left float.
 

@@ -1,4 +1,4 @@
-"""Observers: how an activation's range is chosen from calibration data (docs/method.md §3).
+"""Observers: how an activation's range is chosen from calibration data (docs/how-it-works.md §3).
 
 Collecting statistics and turning them into a range are kept apart: one
 `RangeCollector` per quantized tensor keeps the exact min/max and a bounded random

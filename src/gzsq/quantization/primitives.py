@@ -1,4 +1,4 @@
-"""Quantization arithmetic as plain functions (docs/method.md §3): choose qparams, fake-quantize.
+"""Quantization arithmetic as plain functions (docs/how-it-works.md §3): choose qparams, fake-quantize.
 
 Weights: symmetric signed, grid q ∈ [−(2^(b−1)−1), 2^(b−1)−1] (restricted range, so
 +w and −w quantize alike), one scale per output channel (or per tensor).

@@ -1,4 +1,4 @@
-"""The simulation model: the folded network with fake-quantizers in place (docs/method.md §3).
+"""The simulation model: the folded network with fake-quantizers in place (docs/how-it-works.md §3).
 
 `quantize(model, calib, config)` folds BN, traces the graph, quantizes every
 Conv2d/Linear weight, and inserts an activation quantizer on every tensor that a

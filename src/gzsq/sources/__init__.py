@@ -1,4 +1,4 @@
-"""Calibration-data sources (docs/method.md §2): one registry, one signature.
+"""Calibration-data sources (docs/how-it-works.md §2): one registry, one signature.
 
 A source is a function `fn(model, n, *, seed, options) -> Calibration` registered
 by name. `model` is what the setting lets the source see: the network with its

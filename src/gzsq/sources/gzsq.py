@@ -5,7 +5,7 @@ channel of every Conv2d/Linear output; stage 3 (`gzsq.distillation.loop`) optimi
 images until the folded network's layer outputs show those statistics. The
 source reads only the folded weights, so it runs identically in both settings.
 
-Presets: `paper` follows the paper literally (docs/method.md); `default` is the recipe that
+Presets: `paper` follows the paper literally (docs/how-it-works.md); `default` is the recipe that
 measured best for its time (results/ablation.md says why); `thorough` optimizes
 every image for longer; `longer` is the default with twice the steps (results/ablation_levers.md).
 """

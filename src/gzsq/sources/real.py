@@ -1,7 +1,7 @@
 """Real images from a dataset the user names: the upper bound.
 
 Never the evaluation split: the CLI passes the training set, or for a single
-small set the *other* fold (docs/method.md §5) through `options.calib_indices`.
+small set the *other* fold (docs/how-it-works.md §5) through `options.calib_indices`.
 """
 
 from __future__ import annotations
