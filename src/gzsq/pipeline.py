@@ -22,6 +22,7 @@ or Ctrl-C (`distill_set` keeps its resumable OUT.partial).
 from __future__ import annotations
 
 import json
+import signal
 import tempfile
 import time
 from dataclasses import replace
@@ -31,15 +32,17 @@ import numpy as np
 from torch import nn
 
 from . import interrupt
-from .atomic import write_text_atomic
-from .atomic import atomic_path, ensure_output_path
+from .atomic import atomic_path, ensure_output_path, write_text_atomic
 from .config import DistillJob, QuantizeJob
+from .distillation.checkpoint import Checkpoint
 from .data import load_eval_set
 from .errors import ConfigError, DistillationDivergedError, OutputError, RunInterrupted
 from .export import OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
+from .interrupt import describe
 from .metrics import agreement, predict, top1
 from .models.validate import model_name
 from .sources import Calibration, calibrate, check_calibration
+from .sources.saved import save_calibration, save_preview
 
 BACKENDS = {".onnx": "onnxruntime", ".pt2": "pt2e"}
 
@@ -276,17 +279,11 @@ def check_distill_outputs(out: str | Path, job: DistillJob) -> Path:
 def distill_set(model: nn.Module, out: str | Path, job: DistillJob = DistillJob()) -> tuple[Calibration, str | None]:
     """Make a calibration set as `job.calibration` says and write it to `out` (.npz; a preview grid too).
 
-    The same seed and inputs give a byte-identical file on one thread (`torch.set_num_threads(1)`). The run saves its state to OUT.partial as it
-    goes; an interruption keeps it, and `resume=True` continues to the images an uninterrupted run
-    gives. → (the set, a note on what happened to an old OUT.partial, or None).
+    The same seed and inputs give a byte-identical file on one thread (`torch.set_num_threads(1)`). The
+    run saves its state to OUT.partial as it goes; an interruption keeps it, and `resume=True` continues
+    to the images an uninterrupted run gives. → (the set, a note on what happened to an old OUT.partial,
+    or None).
     """
-    import json
-    import signal
-
-    from .distillation.checkpoint import Checkpoint
-    from .interrupt import describe
-    from .sources.saved import save_calibration, save_preview
-
     partial = check_distill_outputs(out, job)
     calibration_config = check_calibration(model, job.calibration)
     existed = partial.exists()
