@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gzsq.config import check_bits
 from gzsq.errors import ConfigError
 from gzsq.quantization import primitives as P
 
@@ -70,4 +71,4 @@ def test_mse_clipping_never_worse_than_maxabs():
 @pytest.mark.parametrize("bad", [1, 9, 0, 16, 4.0, "8", True])
 def test_bits_outside_2_to_8_refused(bad):
     with pytest.raises(ConfigError):
-        P.check_bits(bad)
+        check_bits(bad)

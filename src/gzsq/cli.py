@@ -348,8 +348,8 @@ def _note(args, message: str, level: int = 0) -> None:
 def _use_threads(args) -> str | None:
     """Apply --threads; → a note for the end of the run if the CPU was already busy when it started.
 
-    Distillation and evaluation are compute-bound: two jobs each using every core ran 4–6× slower
-    here than one job alone. The note is told after success, so an error stays the only line.
+    Distillation and evaluation are compute-bound: two jobs each using every core run much slower
+    than one job alone. The note is told after success, so an error stays the only line.
     """
     import os
 
@@ -511,7 +511,7 @@ def _quiet_third_parties(verbosity: int):
 def entry() -> None:
     """The `gzsq` console script: `main()`, then the exit status. After a Ctrl-C or SIGTERM the process ends
     at once: everything is cleaned up by then, and tearing down torch and ONNX Runtime as the interpreter
-    exits took another second on a busy 2-core CPU, too long for a user who asked it to stop."""
+    exits was most of the delay between the signal and the exit, too long for a user who asked it to stop."""
     code = main()
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         sys.stdout.flush()

@@ -48,7 +48,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import interrupt
-from .config import RECONSTRUCT_METHODS as METHODS, ReconstructConfig  # noqa: F401  (part of this API)
+from .config import ReconstructConfig
 from .errors import UnsupportedModelError
 from .fold import fold_bn
 from .graph_ops import is_relu
@@ -334,6 +334,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
     log = []
     x_q = x_fp = None
     previous: _Unit | None = None
+    out_q = target = None  # the previous unit's quantized and float outputs, once there is one
     for index, unit in enumerate(units):
         module = _unit_module(root, unit)
         unit_weights = [work_modules[n.target] for n in unit.nodes if is_weight(n)]

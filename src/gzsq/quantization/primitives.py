@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from ..config import MAX_BITS, MIN_BITS, check_bits  # noqa: F401  (the quantizers' bit range)
 
 _EPS = 1e-12
 
