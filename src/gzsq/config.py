@@ -214,6 +214,15 @@ class QuantConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def starting_point(cls, w_bits: int = 8, a_bits: int = 8, *, first_last_8bit: bool = False) -> "QuantConfig":
+        """The ranges a quantize job starts from: min/max at 8 bits, MSE-clipped weights and
+        activations below (round to nearest and reconstruction both measured best so:
+        results/reconstruct.md)."""
+        rule = "minmax" if min(w_bits, a_bits) >= 8 else "mse"
+        return cls(w_bits=w_bits, a_bits=a_bits, observer=rule, weight_clip="maxabs" if rule == "minmax" else "mse",
+                   first_last_8bit=first_last_8bit)
+
 
 @dataclass(frozen=True)
 class Int8ExportConfig:
@@ -263,8 +272,12 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class QuantizeJob:
-    """The main job, `gzsq quantize`: calibration images → int8 model (+ report, + evaluation).
+    """The main job, `gzsq quantize`: calibration images → quantized model (+ report, + evaluation).
 
+    quant: bits and starting ranges. At W8A8 without reconstruction, ONNX Runtime's int8 quantizer
+        writes the .onnx file, configured by `export`; below 8 bits or with `reconstruction`, the file
+        is written from gzsq's simulation model (`from_simulator`), encodings and all.
+    reconstruction: learn rounding and step sizes on the calibration images (None: round to nearest).
     keep_fp32: also write the FP32 ONNX export beside the output (OUT.fp32.onnx).
     progress: progress bars on stderr.
     """
@@ -272,8 +285,15 @@ class QuantizeJob:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     export: Int8ExportConfig = field(default_factory=Int8ExportConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    reconstruction: ReconstructConfig | None = None
     keep_fp32: bool = False
     progress: bool = False
+
+    @property
+    def from_simulator(self) -> bool:
+        """Whether the model file is written from the simulation model (below 8 bits, or reconstructed)."""
+        return self.reconstruction is not None or min(self.quant.w_bits, self.quant.a_bits) < 8
 
 
 @dataclass(frozen=True)

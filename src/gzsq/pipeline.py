@@ -36,8 +36,9 @@ from .atomic import atomic_path, ensure_output_path, write_text_atomic
 from .config import DistillJob, QuantizeJob
 from .distillation.checkpoint import Checkpoint
 from .data import load_eval_set
-from .errors import ConfigError, DistillationDivergedError, OutputError, RunInterrupted
+from .errors import ConfigError, DistillationDivergedError, ModelLoadError, OutputError, RunInterrupted
 from .export import OnnxClassifier, activation_ranges, export_fp32_onnx, export_onnx_int8
+from .export.onnx_sim import encodings_path_for
 from .interrupt import describe
 from .metrics import agreement, predict, top1
 from .models.validate import model_name
@@ -68,13 +69,16 @@ def fp32_path_for(out: str | Path) -> Path:
 
 
 def output_paths(out: str | Path, job: QuantizeJob) -> list[Path]:
-    """Every file the job writes (the model, its two reports, the FP32 copy when kept)."""
-    return [Path(out), *report_paths(out), *([fp32_path_for(out)] if job.keep_fp32 else [])]
+    """Every file the job writes (the model, its two reports, its encodings when written from the
+    simulator, the FP32 copy when kept)."""
+    return [Path(out), *report_paths(out), *([encodings_path_for(out)] if job.from_simulator else []),
+            *([fp32_path_for(out)] if job.keep_fp32 else [])]
 
 
 def check_quantize_outputs(out: str | Path, job: QuantizeJob, *, force: bool = False) -> None:
     """Before any work: a known suffix, and every output writable and not there already (unless `force`)."""
-    backend_for(out)
+    if backend_for(out) != "onnxruntime" and job.from_simulator:
+        raise ConfigError("bits below 8 and reconstruction are written as ONNX: give an output ending in .onnx")
     for path in output_paths(out, job):  # all refused before any work, not half-way
         ensure_output_path(path, force=force)
 
@@ -86,7 +90,7 @@ def quantize_model(model: nn.Module, out: str | Path, job: QuantizeJob = Quantiz
     On any error or Ctrl-C, whatever this call wrote (model, reports, FP32 copy) is removed again."""
     check_quantize_outputs(out, job, force=force)
     out = Path(out)
-    written = [out, *report_paths(out), fp32_path_for(out)]
+    written = [out, *report_paths(out), encodings_path_for(out), fp32_path_for(out)]
     before = {p: p.exists() for p in written}
     try:
         return _quantize_model(model, out, job)
@@ -119,6 +123,8 @@ def _quantize_model(model: nn.Module, out: Path, job: QuantizeJob) -> dict:
     if backend == "pt2e":
         evaluation = _run_pt2e(model, out, calibration, eval_set, seconds, job.progress)
         return _finish(model, out, job, evaluation, calibration, calibration_config, seconds, layout="nchw")
+    if job.from_simulator:
+        return _quantize_from_simulator(model, out, job, calibration, calibration_config, eval_set, seconds)
     layout = getattr(model, "onnx_layout", "nchw")
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as work:
         t = time.perf_counter()
@@ -141,6 +147,74 @@ def _quantize_model(model: nn.Module, out: Path, job: QuantizeJob) -> dict:
             seconds["evaluate"] = time.perf_counter() - t
 
     return _finish(model, out, job, evaluation, calibration, calibration_config, seconds, layout=layout)
+
+
+def _fp32_onnx(model: nn.Module, out: Path, job: QuantizeJob, work: str) -> Path:
+    """The FP32 ONNX model to compare against: the user's own file, or the export (kept beside OUT if asked)."""
+    if getattr(model, "onnx_path", None):
+        return Path(model.onnx_path)
+    return export_fp32_onnx(model, fp32_path_for(out) if job.keep_fp32 else Path(work) / "fp32.onnx")
+
+
+def _quantize_from_simulator(model, out: Path, job: QuantizeJob, calibration, calibration_config, eval_set,
+                             seconds) -> dict:
+    """Simulation model (+ reconstruction) → ONNX QDQ holding exactly its encodings; evaluated by ONNX
+    Runtime and by the simulator on the same images, so the report shows that they agree."""
+    from .export.onnx_sim import export_sim_onnx
+    from .quantization.sim import quantize as simulate
+    from .quantization.sim import with_integer_biases
+    from .reconstruct import reconstruct
+
+    t = time.perf_counter()
+    sim = simulate(model, calibration.images, job.quant, progress=job.progress)
+    seconds["ranges"] = time.perf_counter() - t
+    if job.reconstruction is not None:
+        t = time.perf_counter()
+        sim = reconstruct(model, sim, calibration.images, job.reconstruction, seed=calibration_config.seed,
+                          progress=job.progress)
+        seconds["reconstruct"] = time.perf_counter() - t
+    sim = with_integer_biases(sim)
+    t = time.perf_counter()
+    encodings = export_sim_onnx(sim, out, model_name=model_name(model))
+    seconds["export"] = time.perf_counter() - t
+    interrupt.check()
+    runtime_error = None
+    try:
+        OnnxClassifier(out)
+    except ModelLoadError as exc:  # still a valid file with its encodings: say so, measure with the simulator
+        runtime_error = str(exc)
+    evaluation = None
+    if eval_set is not None:
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=out.parent) as work:
+            fp32_path = _fp32_onnx(model, out, job, work)
+            layout = getattr(model, "onnx_layout", "nchw")
+            images = eval_set.images.numpy()
+            fp32_logits = OnnxClassifier(fp32_path, layout=layout, threads=job.evaluation.threads).logits(
+                images, progress=job.progress, desc="fp32 (onnxruntime)")
+        n_outputs = fp32_logits.shape[1]
+        fp32 = fp32_logits.argmax(1)
+        simulated = predict(sim, eval_set.images, progress=job.progress, desc="simulator")
+        if runtime_error is None:
+            quantized = OnnxClassifier(out, threads=job.evaluation.threads).predict(
+                images, progress=job.progress, desc="quantized (onnxruntime)")
+            evaluation = _metrics(eval_set, fp32, quantized, n_outputs)
+            evaluation["runtime_matches_simulator"] = round(agreement(quantized, simulated), 2)
+        else:
+            evaluation = _metrics(eval_set, fp32, simulated, n_outputs)
+            evaluation["measured_by"] = "simulator (ONNX Runtime cannot run the file)"
+        sim_metrics = _metrics(eval_set, fp32, simulated, n_outputs)
+        evaluation["simulator_agreement"] = sim_metrics["agreement"]
+        if "int8_top1" in sim_metrics:
+            evaluation["simulator_top1"] = sim_metrics["int8_top1"]
+        seconds["evaluate"] = time.perf_counter() - t
+    elif job.keep_fp32:
+        _fp32_onnx(model, out, job, "")
+    report = _finish(model, out, job, evaluation, calibration, calibration_config, seconds, layout="nchw",
+                     encodings=encodings)
+    if runtime_error is not None:
+        report["runtime_error"] = runtime_error
+    return report
 
 
 FORMATS = {
@@ -167,10 +241,25 @@ def _run_pt2e(model, out, calibration, eval_set, seconds, progress):
     return _metrics(eval_set, fp32, int8, n_outputs=None)
 
 
-def _finish(model, out, job: QuantizeJob, evaluation, calibration, calib, seconds, *, layout) -> dict:
+def _simulator_format(job: QuantizeJob, encodings: dict) -> str:
+    q = job.quant
+    bits = sorted({w["bits"] for w in encodings["weights"].values()})
+    a_bits = sorted({a["bits"] for a in encodings["activations"].values()})
+    method = {None: "rounded to nearest", "block": "rounding and step sizes learned block by block",
+              "adaround": "rounding and step sizes learned layer by layer"}[getattr(job.reconstruction, "method", None)]
+    return (f"ONNX QDQ (opset 21) written from gzsq's simulation model, W{q.w_bits}A{q.a_bits}"
+            f"{', first and last layer at 8 bits' if q.first_last_8bit else ''}: weights "
+            f"{'/'.join(map(str, bits))}-bit symmetric per output channel ({q.weight_clip} ranges, {method}), "
+            f"activations {'/'.join(map(str, a_bits))}-bit asymmetric per tensor ({q.observer} ranges), biases "
+            "int32, float logits; 4-bit tensors in ONNX's int4/uint4, the others in int8/uint8 (a Clip keeps "
+            f"narrower grids exact); every scale and zero point in {encodings_path_for(encodings['onnx']).name}")
+
+
+def _finish(model, out, job: QuantizeJob, evaluation, calibration, calib, seconds, *, layout,
+            encodings: dict | None = None) -> dict:
     backend = BACKENDS[out.suffix.lower()]
-    fmt = FORMATS[backend]
-    if backend == "onnxruntime":
+    fmt = FORMATS[backend] if encodings is None else _simulator_format(job, encodings)
+    if backend == "onnxruntime" and encodings is None:
         fmt += ("; weights on the full [-127, 127] grid" if not job.export.reduce_range else
                 "; weight grids safe for CPUs without VNNI (whose u8xs8 kernels add pairs in 16 bits): depthwise convs "
                 "on the full [-127, 127] grid (their kernel widens to 32 bits), other convs per channel on the finest "
@@ -178,7 +267,10 @@ def _finish(model, out, job: QuantizeJob, evaluation, calibration, calib, second
                 "[-64, 64]")
         if job.export.bias_correction:
             fmt += "; conv biases corrected for the mean shift of weight rounding"
-    ranges = activation_ranges(out) if backend == "onnxruntime" else {}
+    if encodings is not None:
+        ranges = {a["tensor"]: (a["min"], a["max"]) for a in encodings["activations"].values()}
+    else:
+        ranges = activation_ranges(out) if backend == "onnxruntime" else {}
     report = {
         "model": model_name(model),
         "output": str(out),
@@ -197,6 +289,13 @@ def _finish(model, out, job: QuantizeJob, evaluation, calibration, calib, second
         "activation_ranges": {name: [round(lo, 6), round(hi, 6)] for name, (lo, hi) in ranges.items()},
         "evaluation": evaluation,
     }
+    if encodings is not None:
+        report["quantization"] = job.quant.to_dict()
+        report["encodings"] = str(encodings_path_for(out))
+        rec = encodings.get("reconstruction")
+        report["reconstruction"] = None if rec is None else {
+            "config": rec["config"], "seconds": rec["seconds"], "units": len(rec["units"]),
+            "final_loss_last_unit": rec["units"][-1]["final_loss"] if rec["units"] else None}
     json_path, md_path = report_paths(out)
     write_text_atomic(json_path, json.dumps(report, indent=1) + "\n")
     write_text_atomic(md_path, render_report(report))
@@ -234,21 +333,34 @@ def render_report(r: dict) -> str:
              f"- calibration: {r['n_calib']} images from `{r['calib']}` (setting {r['setting']}, seed {r['seed']})"
              + (f", distillation {r['distill']}" if r["distill"] else ""),
              "- seconds: " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()), ""]
+    q = r.get("quantization")
+    kind = f"W{q['w_bits']}A{q['a_bits']}" if q else "int8"
+    if r.get("reconstruction"):
+        rec = r["reconstruction"]
+        lines[-1:] = [f"- reconstruction: {rec['config']['method']}, {rec['config']['iters']} steps per unit, "
+                      f"{rec['units']} units, {rec['seconds']} s", ""]
+    if r.get("runtime_error"):
+        lines += [f"{r['runtime_error']}; the accuracy below is the simulator's.", ""]
     e = r.get("evaluation")
     if e:
         runtime = "ONNX Runtime" if r["backend"] == "onnxruntime" else "PyTorch, PT2E program run eagerly"
-        lines += [f"## Accuracy ({runtime}: FP32 model vs int8 model)", "",
+        lines += [f"## Accuracy ({runtime}: FP32 model vs {kind} model)", "",
                   f"on `{e['data']}` ({e['images']} images; {e['preprocessing']})", "", "| | value |",
                   "| --- | --- |"]
         if "fp32_top1" in e:
-            lines += [f"| FP32 top-1 | {e['fp32_top1']:.2f} % |", f"| int8 top-1 | {e['int8_top1']:.2f} % |",
+            lines += [f"| FP32 top-1 | {e['fp32_top1']:.2f} % |", f"| {kind} top-1 | {e['int8_top1']:.2f} % |",
                       f"| Δ | {e['int8_top1'] - e['fp32_top1']:+.2f} pt |"]
-        lines += [f"| top-1 agreement | {e['agreement']:.2f} % |", ""]
+        lines += [f"| top-1 agreement | {e['agreement']:.2f} % |"]
+        if "simulator_top1" in e:
+            lines += [f"| simulator top-1 | {e['simulator_top1']:.2f} % |"]
+        if "runtime_matches_simulator" in e:
+            lines += [f"| ONNX Runtime's prediction == simulator's | {e['runtime_matches_simulator']:.2f} % |"]
+        lines += [""]
         if "note" in e:
             lines += [e["note"], ""]
     if not r["activation_ranges"]:
         return "\n".join(lines) + "\n"
-    lines += ["## Activation ranges in the int8 model", "", "| tensor | min | max |", "| --- | --- | --- |"]
+    lines += [f"## Activation ranges in the {kind} model", "", "| tensor | min | max |", "| --- | --- | --- |"]
     lines += [f"| `{name}` | {lo:.4g} | {hi:.4g} |" for name, (lo, hi) in r["activation_ranges"].items()]
     return "\n".join(lines) + "\n"
 

@@ -13,6 +13,7 @@ come from running the calibration images through the float network.
 
 from __future__ import annotations
 
+import copy
 
 import torch
 import torch.fx as fx
@@ -124,6 +125,7 @@ class SimModel(nn.Module):
         self.net = graph_module
         self.config = config
         self.weight_scales = weight_scales
+        self.bias_scales: dict[str, torch.Tensor] = {}  # set by `with_integer_biases`
         self.input_spec = getattr(graph_module, "input_spec", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,7 +139,8 @@ class SimModel(nn.Module):
         acts = {n: {"bits": q.bits, "role": q.role, "min": q.lo, "max": q.hi,
                     "scale": q.scale, "zero_point": q.zero_point} for n, q in self.act_quantizers().items()}
         weights = {n: {"bits": b, "scale": s.tolist()} for n, (b, s) in self.weight_scales.items()}
-        return {"config": self.config.to_dict(), "activations": acts, "weights": weights}
+        biases = {n: {"bits": 32, "scale": s.tolist()} for n, s in self.bias_scales.items()}
+        return {"config": self.config.to_dict(), "activations": acts, "weights": weights, "biases": biases}
 
 
 def _insert_act_quantizers(gm: fx.GraphModule, config: QuantConfig) -> None:
@@ -227,3 +230,26 @@ def quantize(model: nn.Module, calib: torch.Tensor, config: QuantConfig | None =
         q.collector = None
     scales = _quantize_weights(gm, config)
     return SimModel(gm, config, scales)
+
+
+@torch.no_grad()
+def with_integer_biases(sim: SimModel) -> SimModel:
+    """A copy of `sim` whose Conv/Linear biases lie on the int32 grid of (input scale × weight scale).
+
+    That is how an integer runtime stores a bias, and what ONNX Runtime makes of a float bias when
+    it loads a QDQ file: rounding it here, in float32 as ONNX Runtime does, keeps the simulator and
+    the exported file computing the same numbers. Layers whose input has no quantizer keep theirs.
+    """
+    result = copy.deepcopy(sim)
+    modules = dict(result.net.named_modules())
+    for node in weight_layer_nodes(result.net):
+        layer, src = modules[node.target], node.args[0]
+        if layer.bias is None or node.target not in result.weight_scales:
+            continue
+        if not (isinstance(src, fx.Node) and src.op == "call_module" and isinstance(modules[src.target], ActQuantizer)):
+            continue
+        _, w_scale = result.weight_scales[node.target]
+        scale = (torch.tensor(modules[src.target].scale, dtype=torch.float32) * w_scale.float()).expand(layer.bias.shape)
+        layer.bias.copy_(torch.round(layer.bias / scale) * scale)
+        result.bias_scales[node.target] = scale.clone()
+    return result

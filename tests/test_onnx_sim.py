@@ -1,0 +1,127 @@
+"""The simulation model's ONNX export: the file holds the simulator's integers and scales, and ONNX
+Runtime computes what the simulator computes; `gzsq quantize --w-bits/--a-bits` writes it end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, numpy_helper
+
+from gzsq.config import QuantConfig
+from gzsq.data import load_eval_set
+from gzsq.export.onnx_sim import encodings_path_for, export_sim_onnx
+from gzsq.export.runtime import OnnxClassifier
+from gzsq.models import load_model
+from gzsq.quantization.sim import quantize, with_integer_biases
+
+from .cli_tools import assert_nothing_at, assert_one_line_error, run_cli
+from .conftest import CIFAR_TEST, RESNET20, needs
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    return load_model("cifar10-resnet20", weights=needs(RESNET20))
+
+
+@pytest.fixture(scope="module")
+def test_images(resnet20):
+    ev = load_eval_set(resnet20, needs(CIFAR_TEST))
+    return ev.images[::20], ev.labels[::20]  # 500 images, every class
+
+
+def _initializers(proto):
+    return {t.name: t for t in proto.graph.initializer}
+
+
+@pytest.mark.parametrize("w_bits,a_bits", [(4, 4), (4, 8), (6, 6), (8, 8)])
+def test_the_file_holds_the_simulators_numbers_and_onnxruntime_computes_them(tmp_path, resnet20, test_images,
+                                                                            w_bits, a_bits):
+    images, _ = test_images
+    calib = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    sim = with_integer_biases(quantize(resnet20, calib, QuantConfig.starting_point(w_bits, a_bits)))
+    out = tmp_path / "m.onnx"
+    enc = export_sim_onnx(sim, out, model_name="cifar10-resnet20")
+    proto = onnx.load(str(out))
+    inits = _initializers(proto)
+
+    # every weight: its integers times its scales are the simulator's weight, bit for bit
+    layers = dict(sim.net.named_modules())
+    for name, w in enc["weights"].items():
+        q = inits[f"{name}.weight.q"]
+        assert q.data_type == (TensorProto.INT4 if w_bits == 4 and w["bits"] == 4 else TensorProto.INT8)
+        ints = numpy_helper.to_array(q).astype(np.float32)
+        assert np.abs(ints).max() <= 2 ** (w["bits"] - 1) - 1
+        scale = numpy_helper.to_array(inits[f"{name}.weight.scale"]).reshape(-1, 1, 1, 1)[: len(ints)]
+        dequantized = ints * scale.reshape((-1,) + (1,) * (ints.ndim - 1))
+        assert np.array_equal(dequantized, layers[name].weight.detach().numpy()), name
+    # every activation quantizer of the simulator is one Q/DQ pair with its scale and zero point
+    assert set(enc["activations"]) == set(sim.act_quantizers())
+    for name, a in enc["activations"].items():
+        q = sim.act_quantizers()[name]
+        assert np.float32(a["scale"]) == numpy_helper.to_array(inits[f"{name}.scale"])
+        zero = inits[f"{name}.zero_point"]
+        assert zero.data_type == (TensorProto.UINT4 if q.bits == 4 else TensorProto.UINT8)
+        assert int(numpy_helper.to_array(zero)) == q.zero_point
+    assert json.loads(encodings_path_for(out).read_text())["weights"] == json.loads(json.dumps(enc["weights"]))
+
+    with torch.no_grad():
+        sim_logits = sim(images).numpy()
+    # Float arithmetic differs (ONNX Runtime divides by the scale, torch multiplies by its inverse; conv
+    # kernels sum in other orders), so a value on a rounding boundary can land one step apart; at 4 bits
+    # a step is coarse enough to flip an image now and then, never more than a few in 500.
+    for reference in (True, False):  # ONNX Runtime's float reference of the graph, then its optimized session
+        logits = OnnxClassifier(out, reference=reference).logits(images.numpy())
+        same = (logits.argmax(1) == sim_logits.argmax(1)).mean()
+        assert same >= 0.98, (reference, same)
+
+
+def test_first_and_last_layer_stay_at_8_bits_when_asked(tmp_path, resnet20):
+    calib = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    sim = with_integer_biases(quantize(resnet20, calib, QuantConfig.starting_point(4, 4, first_last_8bit=True)))
+    enc = export_sim_onnx(sim, tmp_path / "m.onnx")
+    bits = [w["bits"] for w in enc["weights"].values()]
+    assert bits[0] == bits[-1] == 8 and set(bits[1:-1]) == {4}
+    assert all(w["bias"]["container"] == "int32" for w in enc["weights"].values())
+
+
+def _cifar_subset(tmp_path, n=500):
+    data = np.load(needs(CIFAR_TEST))
+    path = tmp_path / "cifar-subset.npz"
+    np.savez(path, images=data["images"][::10000 // n], labels=data["labels"][::10000 // n])
+    return path
+
+
+def test_quantize_w4a8_writes_int4_onnx_that_onnxruntime_runs_like_the_simulator(tmp_path):
+    out = tmp_path / "r20-w4.onnx"
+    result = run_cli(["quantize", "cifar10-resnet20", "--weights", needs(RESNET20), "-o", out, "--w-bits", "4",
+                      "--a-bits", "8", "--reconstruct", "block", "--reconstruct-iters", "5", "--n-calib", "32",
+                      "--eval-data", _cifar_subset(tmp_path), "--threads", "1", "--json"])
+    assert result.code == 0, str(result)
+    report = json.loads(result.out.strip().splitlines()[-1])
+    assert report["quantization"]["w_bits"] == 4 and report["reconstruction"]["config"]["method"] == "block"
+    e = report["evaluation"]
+    assert e["runtime_matches_simulator"] >= 99.0
+    assert abs(e["int8_top1"] - e["simulator_top1"]) <= 0.6
+    proto = onnx.load(str(out))
+    assert proto.opset_import[0].version == 21
+    assert any(t.data_type == TensorProto.INT4 for t in proto.graph.initializer)
+    enc = json.loads(encodings_path_for(out).read_text())
+    assert enc["format"] == "gzsq-encodings" and enc["reconstruction"]["config"]["iters"] == 5
+    assert {w["bits"] for w in enc["weights"].values()} == {4}
+    assert "W4A8" in (tmp_path / "r20-w4.report.md").read_text()
+
+
+def test_low_bits_need_an_onnx_output_and_no_onnxruntime_quantizer_flags(tmp_path):
+    out = tmp_path / "r20.pt2"
+    assert_one_line_error(run_cli(["quantize", "cifar10-resnet20", "--weights", needs(RESNET20), "-o", out,
+                                   "--w-bits", "4"]), ".onnx")
+    out = tmp_path / "r20.onnx"
+    assert_one_line_error(run_cli(["quantize", "cifar10-resnet20", "--weights", needs(RESNET20), "-o", out,
+                                   "--w-bits", "4", "--full-range-weights"]), "--full-range-weights")
+    assert_one_line_error(run_cli(["quantize", "cifar10-resnet20", "--weights", needs(RESNET20), "-o", out,
+                                   "--reconstruct", "adaround", "--no-bias-correction"]), "--no-bias-correction")
+    assert_nothing_at(out, encodings_path_for(out))
