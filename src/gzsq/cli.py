@@ -331,6 +331,8 @@ def cmd_quantize(args) -> int:
     model = _load_model(args)
     out = Path(args.output)
     report = quantize_model(model, out, job, force=args.force)
+    if report is None:  # a torchrun rank other than 0: it shared the work, rank 0 wrote and reports
+        return 0
     if args.json:
         slim = {k: v for k, v in report.items() if k != "activation_ranges"}
         slim["activation_ranges"] = len(report["activation_ranges"])
@@ -504,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     with signals_handled():
         try:
             args = parser.parse_args(argv)
-            with _quiet_third_parties(_verbosity(args)):
+            with _quiet_third_parties(_verbosity(args)), _process_group():
                 return args.func(args)
         except RunInterrupted as exc:
             print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
@@ -516,6 +518,25 @@ def main(argv: list[str] | None = None) -> int:
         except GzsqError as exc:
             print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
             return 2
+
+
+@contextlib.contextmanager
+def _process_group():
+    """Under torchrun: join the other ranks; only rank 0 prints results (every rank still reports errors)."""
+    from . import distributed
+
+    if not distributed.launched():
+        yield
+        return
+    distributed.init()
+    try:
+        if distributed.is_main():
+            yield
+        else:
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                yield
+    finally:
+        distributed.finish()
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import interrupt
+from . import distributed, interrupt
 
 
 @torch.no_grad()
@@ -24,15 +24,22 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int | None = 
     model.eval()  # (PT2E programs patch eval() and return None, so it is not chained)
     model.to(memory_format=torch.channels_last)
     batch_size = batch_size or max(8, 256 * 32 * 32 // max(1, images[0].numel() // 3))
-    out = []
+    # Under torchrun whole batches go round-robin to the ranks and the predictions are gathered: the same
+    # batches as one process, so the same bits per image and exactly the same counts.
+    starts = list(range(0, len(images), batch_size))
+    mine = distributed.my_batches(starts)
+    rounds = -(-len(starts) // distributed.size())  # every rank checks for Ctrl-C as often as the busiest
+    pred = torch.zeros(len(images), dtype=torch.int64)
     try:
-        for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
-            interrupt.check("evaluate")
-            batch = images[start:start + batch_size].contiguous(memory_format=torch.channels_last)
-            out.append(model(batch).argmax(1))
+        for i in tqdm(range(rounds), desc=desc, disable=not (progress and distributed.is_main()), leave=False):
+            if distributed.any_rank(interrupt.requested("evaluate")):
+                interrupt.check()
+            if i < len(mine):
+                batch = images[mine[i]:mine[i] + batch_size].contiguous(memory_format=torch.channels_last)
+                pred[mine[i]:mine[i] + len(batch)] = model(batch).argmax(1)
     finally:
         model.to(memory_format=torch.contiguous_format)
-    return torch.cat(out).numpy()
+    return distributed.all_reduce_sum(pred).numpy()
 
 
 def top1(pred: np.ndarray, labels: np.ndarray) -> float:

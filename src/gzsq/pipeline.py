@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from . import interrupt
+from . import distributed, interrupt
 from .atomic import atomic_path, ensure_output_path, write_text_atomic
 from .config import DistillJob, QuantizeJob
 from .distillation.checkpoint import Checkpoint
@@ -93,12 +93,14 @@ def quantize_model(model: nn.Module, out: str | Path, job: QuantizeJob = Quantiz
     written = [out, *report_paths(out), encodings_path_for(out), fp32_path_for(out)]
     before = {p: p.exists() for p in written}
     try:
-        return _quantize_model(model, out, job)
+        report = _quantize_model(model, out, job)
     except BaseException:
         for path in written:
             if path.exists() and not before[path]:
                 path.unlink()
         raise
+    distributed.barrier()  # under torchrun: rank 0 has written everything; the others waited here
+    return report
 
 
 def _quantize_model(model: nn.Module, out: Path, job: QuantizeJob) -> dict:
@@ -120,11 +122,19 @@ def _quantize_model(model: nn.Module, out: Path, job: QuantizeJob) -> dict:
                                      preset=meta.get("preset", "") if calibration.source == "gzsq" else "",
                                      setting=meta.get("setting", calibration_config.setting))
 
+    if job.from_simulator:
+        return _quantize_from_simulator(model, out, job, calibration, calibration_config, eval_set, seconds)
+    if not distributed.is_main():  # under torchrun the other ranks share the distillation only
+        return None
+    with distributed.solo():
+        return _quantize_int8(model, out, job, calibration, calibration_config, eval_set, seconds)
+
+
+def _quantize_int8(model, out: Path, job: QuantizeJob, calibration, calibration_config, eval_set, seconds) -> dict:
+    backend = backend_for(out)
     if backend == "pt2e":
         evaluation = _run_pt2e(model, out, calibration, eval_set, seconds, job.progress)
         return _finish(model, out, job, evaluation, calibration, calibration_config, seconds, layout="nchw")
-    if job.from_simulator:
-        return _quantize_from_simulator(model, out, job, calibration, calibration_config, eval_set, seconds)
     layout = getattr(model, "onnx_layout", "nchw")
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as work:
         t = time.perf_counter()
@@ -160,9 +170,7 @@ def _quantize_from_simulator(model, out: Path, job: QuantizeJob, calibration, ca
                              seconds) -> dict:
     """Simulation model (+ reconstruction) → ONNX QDQ holding exactly its encodings; evaluated by ONNX
     Runtime and by the simulator on the same images, so the report shows that they agree."""
-    from .export.onnx_sim import export_sim_onnx
     from .quantization.sim import quantize as simulate
-    from .quantization.sim import with_integer_biases
     from .reconstruct import reconstruct
 
     t = time.perf_counter()
@@ -173,6 +181,17 @@ def _quantize_from_simulator(model, out: Path, job: QuantizeJob, calibration, ca
         sim = reconstruct(model, sim, calibration.images, job.reconstruction, seed=calibration_config.seed,
                           progress=job.progress)
         seconds["reconstruct"] = time.perf_counter() - t
+    if not distributed.is_main():  # under torchrun the other ranks share distillation and reconstruction
+        return None
+    with distributed.solo():
+        return _export_and_measure(model, out, job, sim, calibration, calibration_config, eval_set, seconds)
+
+
+def _export_and_measure(model, out: Path, job: QuantizeJob, sim, calibration, calibration_config, eval_set,
+                        seconds) -> dict:
+    from .export.onnx_sim import export_sim_onnx
+    from .quantization.sim import with_integer_biases
+
     sim = with_integer_biases(sim)
     t = time.perf_counter()
     encodings = export_sim_onnx(sim, out, model_name=model_name(model))
@@ -397,6 +416,9 @@ def distill_set(model: nn.Module, out: str | Path, job: DistillJob = DistillJob(
     or None).
     """
     partial = check_distill_outputs(out, job)
+    if distributed.active() and job.resume:
+        raise ConfigError("--resume continues a one-process run (each torchrun rank holds only part of the images); "
+                          "rerun it without torchrun")
     calibration_config = check_calibration(model, job.calibration)
     existed = partial.exists()
     # The weights themselves are in the checkpoint's key (a hash of the targets they give), so the same
@@ -406,7 +428,10 @@ def distill_set(model: nn.Module, out: str | Path, job: DistillJob = DistillJob(
     checkpoint = Checkpoint(str(partial), every=job.checkpoint_every, resume=job.resume and not job.force, key=key)
     meta = {"model": model_name(model), "setting": calibration_config.setting, "preset": calibration_config.preset}
     try:
-        calibration = calibrate(model, calibration_config, progress=job.progress, checkpoint=checkpoint)
+        calibration = calibrate(model, calibration_config, progress=job.progress,
+                                checkpoint=None if distributed.active() else checkpoint)
+        if not distributed.is_main():  # under torchrun: every rank distilled its share, rank 0 writes
+            return calibration, None
         # Both files appear together or not at all: each is renamed into place only after both are complete,
         # and a Ctrl-C is acted on only before the first rename.
         with atomic_path(out, interruptible=not job.preview) as tmp_out:

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import interrupt
+from . import distributed, interrupt
 from .config import ReconstructConfig
 from .errors import UnsupportedModelError
 from .fold import fold_bn
@@ -68,9 +68,14 @@ class _State:
         self.drop = False  # QDrop mixing on (training only)
         self.drop_prob = drop_prob
         self.generator = generator
+        self.batch: int | None = None  # the whole batch's size under torchrun (this rank holds `rows` of it)
+        self.rows = slice(None)
 
     def mix(self, quantized: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-        keep_fp = torch.rand(fp.shape, generator=self.generator) < self.drop_prob
+        # Under torchrun every rank draws the whole batch's mask and keeps its rows: the same draws as
+        # one process, and the generators stay in step.
+        shape = fp.shape if self.batch is None else (self.batch,) + tuple(fp.shape[1:])
+        keep_fp = (torch.rand(shape, generator=self.generator) < self.drop_prob)[self.rows]
         return torch.where(keep_fp, fp, quantized)
 
 
@@ -280,6 +285,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
     `result.reconstruction` records the settings, seconds and each unit's final loss.
     """
     config = config or ReconstructConfig()
+    progress = progress and distributed.is_main()
     if not isinstance(sim, SimModel):
         raise UnsupportedModelError("reconstruct needs the SimModel that gzsq.quantization.sim.quantize returned")
     if not isinstance(calib, torch.Tensor) or calib.dim() != 4 or len(calib) == 0:
@@ -360,24 +366,42 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                    disable=not progress, leave=False)
         t_unit = time.perf_counter()
         rec = reg = torch.zeros(())
+        ranks = distributed.size()
+        if ranks > 1:  # data parallel: every rank draws the whole batch and keeps its share of it
+            if config.batch_size < ranks:
+                raise UnsupportedModelError(f"a reconstruction batch of {config.batch_size} images cannot be "
+                                            f"shared by {ranks} processes")
+            state.batch, state.rows = config.batch_size, distributed.shard(config.batch_size)
+        learned = [w.v for w in unit_weights] + scales
         for step in bar:
-            interrupt.check("reconstruct")
-            idx = torch.randint(len(calib), (config.batch_size,), generator=generator)
+            if ranks == 1:
+                interrupt.check("reconstruct")
+            elif distributed.any_rank(interrupt.requested("reconstruct")):  # every rank stops at the same step
+                interrupt.check()
+            idx = torch.randint(len(calib), (config.batch_size,), generator=generator)[state.rows]
             inp = x_q[idx]
             if state.drop:
                 inp = state.mix(inp, x_fp[idx])
             rec = _reconstruction_error(module(inp), target[idx])
+            if ranks > 1:  # this rank's part of the whole batch's mean
+                rec = rec * (len(idx) / config.batch_size)
             if step >= warm and config.reg_weight > 0:
                 progress_share = (step - warm) / max(1, config.iters - warm)
                 beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress_share)
                 reg = sum(w.regulariser(beta) for w in unit_weights)
-                loss = rec + config.reg_weight * reg
+                loss = rec + config.reg_weight * reg / ranks  # counted once when the ranks' gradients add up
             else:
                 loss = rec
             opt_v.zero_grad(set_to_none=True)
             if opt_s:
                 opt_s.zero_grad(set_to_none=True)
             loss.backward()
+            if ranks > 1:
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in learned]
+                summed = distributed.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
+                for p, g in zip(learned, summed.split([g.numel() for g in grads])):
+                    p.grad = g.view_as(p)
+                rec = distributed.all_reduce_sum(rec.detach().clone())
             opt_v.step()
             if opt_s:
                 opt_s.step()
@@ -385,7 +409,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             if step % 10 == 0 or step == config.iters - 1:
                 bar.set_postfix(loss=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.4g}")
         bar.close()
-        state.drop = False
+        state.drop, state.batch, state.rows = False, None, slice(None)
         for w in unit_weights:
             w.learned = True
         for a in learn_acts:

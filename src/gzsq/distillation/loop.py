@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import interrupt
+from .. import distributed, interrupt
 from ..config import DistillConfig
 from ..errors import ConfigError, DistillationDivergedError
 from . import checkpoint as checkpoints
@@ -44,20 +44,28 @@ class _ChannelMoments(torch.autograd.Function):
     backward is a single multiply-add: d/dx = g_mean/n + 2 g_var (x − mean)/n.
     Variance as E[x²] − mean² loses precision only when |mean| ≫ std by ~10³,
     far beyond what layer outputs show.
+
+    Sums are taken per image first, then over images in order: under torchrun each rank holds some
+    of the images, the per-image sums of all ranks are gathered and added in the same order, so every
+    rank gets the bits one process gets (a conv's output and input gradient for one image do not
+    depend on which other images share its batch).
     """
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, n_batch):
         channels = x.shape[1]
-        count = x.numel() // channels
+        n = x.shape[0]
         if x.dim() == 2:
-            total, squares = x.sum(0), torch.linalg.vecdot(x.T, x.T)
+            total, squares = x, x * x
         elif x.is_contiguous():
-            rows = x.reshape(x.shape[0], channels, -1)
-            total, squares = rows.sum(2).sum(0), torch.linalg.vecdot(rows, rows).sum(0)
+            rows = x.reshape(n, channels, -1)
+            total, squares = rows.sum(2), torch.linalg.vecdot(rows, rows)
         else:  # channels_last and other layouts: reduce each channel's column of the (pixels, C) view
-            cols = x.movedim(1, -1).reshape(-1, channels)
-            total, squares = cols.sum(0), (cols * cols).sum(0)
+            cols = x.movedim(1, -1).reshape(n, -1, channels)
+            total, squares = cols.sum(1), (cols * cols).sum(1)
+        count = n_batch * (x.numel() // (n * channels))
+        total = distributed.gather_shards(total, n_batch).sum(0)
+        squares = distributed.gather_shards(squares, n_batch).sum(0)
         mean = total / count
         var = (squares / count - mean * mean).clamp_min(0)
         ctx.save_for_backward(x, mean)
@@ -70,13 +78,21 @@ class _ChannelMoments(torch.autograd.Function):
         scale = 2 * grad_var / ctx.count
         shift = grad_mean / ctx.count - scale * mean
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        return torch.addcmul(shift.view(shape), x, scale.view(shape))
+        return torch.addcmul(shift.view(shape), x, scale.view(shape)), None
 
 
-def _channel_stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (mean, std) of a layer output, differentiable (see `_ChannelMoments`)."""
-    mean, var = _ChannelMoments.apply(t)
+def _channel_stats(t: torch.Tensor, n_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std) of a layer output over the whole batch of `n_batch` images, differentiable
+    (see `_ChannelMoments`)."""
+    mean, var = _ChannelMoments.apply(t, n_batch)
     return mean, var.add(1e-8).sqrt()
+
+
+def _batch_mean(per_image: torch.Tensor, n_batch: int) -> tuple[torch.Tensor, float]:
+    """Mean over the whole batch of a per-image quantity this rank holds part of. → (the part whose
+    gradient is this rank's, the whole batch's value: the same bits on every rank and in one process)."""
+    value = distributed.gather_shards(per_image.detach(), n_batch).sum() / n_batch
+    return per_image.sum() / n_batch, float(value)
 
 
 def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[int, int, int],
@@ -94,6 +110,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     start of each step, after the steps done so far were saved to `checkpoint`. The log holds the
     iterations run per batch, final losses, the first batch's loss curve and the seconds taken.
     """
+    if distributed.active():
+        checkpoint = None  # each rank holds only its share of the images: --resume is for one process
+        progress = progress and distributed.is_main()
     model = model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -153,9 +172,14 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 x = saved["x"].clone().contiguous(memory_format=layout).requires_grad_(True)
                 labels = saved["labels"]
             else:
-                x = torch.randn((size,) + tuple(shape), generator=gen).contiguous(memory_format=layout)
-                x.requires_grad_(True)
+                x = torch.randn((size,) + tuple(shape), generator=gen)
                 labels = torch.randint(num_classes or 1, (size,), generator=gen)
+                if distributed.active():  # every rank draws the whole batch, then keeps its share
+                    if size < distributed.size():
+                        raise ConfigError(f"a batch of {size} images cannot be shared by {distributed.size()} "
+                                          "processes; use fewer processes or more images")
+                    x, labels = x[distributed.shard(size)], labels[distributed.shard(size)]
+                x = x.contiguous(memory_format=layout).requires_grad_(True)
             opt = torch.optim.Adam([x], lr=config.lr)
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=20, min_lr=1e-4)
             best, since_best, curve, it0 = float("inf"), 0, [], 0
@@ -168,26 +192,33 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     raise checkpoints.damaged(checkpoint.path) from None
                 best, since_best, curve, it0 = saved["best"], saved["since_best"], list(saved["curve"]), saved["it"]
             for it in range(it0, config.iterations):
-                if interrupt.requested("distill"):  # keep the steps done so far for --resume, then stop
+                if distributed.any_rank(interrupt.requested("distill")):  # keep the steps done so far, then stop
                     if checkpoint and it > it0:
                         checkpoints.save_checkpoint(checkpoint, state_now(bi, it, x, labels, opt, sched, best, since_best,
                                                                curve))
                     interrupt.check()
                 opt.zero_grad(set_to_none=True)
                 logits = model(x)
+                # Every term is a whole-batch quantity built from per-image sums (`_ChannelMoments`,
+                # `_batch_mean`): one process and any number of torchrun ranks compute the same bits.
                 loss = torch.zeros(())
                 for name, (mu, sigma) in objective.targets.items():
-                    m, s = _channel_stats(captured[name])
+                    m, s = _channel_stats(captured[name], size)
                     loss = loss + loss_fn(m, s, mu, sigma)
                 loss = loss / max(1, len(objective.targets))
-                if config.input_weight:
-                    m, s = x.mean(), x.std()
-                    loss = loss + config.input_weight * loss_fn(m.view(1), s.view(1), torch.zeros(1), torch.ones(1))
-                if config.tv_weight:
-                    loss = loss + config.tv_weight * total_variation(x)
-                if config.ce_weight and num_classes:
-                    loss = loss + config.ce_weight * nn.functional.cross_entropy(logits, labels)
+                if config.input_weight:  # all pixels as one channel; unbiased std, as x.std()
+                    m, var = _ChannelMoments.apply(x.reshape(len(x), 1, -1), size)
+                    pixels = size * x[0].numel()
+                    s = (var * (pixels / max(1, pixels - 1))).sqrt()
+                    loss = loss + config.input_weight * loss_fn(m, s, torch.zeros(1), torch.ones(1))
                 value = float(loss.detach())
+                if config.tv_weight:
+                    part, part_value = _batch_mean(total_variation(x, per_image=True), size)
+                    loss, value = loss + config.tv_weight * part, value + config.tv_weight * part_value
+                if config.ce_weight and num_classes:
+                    ce = nn.functional.cross_entropy(logits, labels, reduction="none")
+                    part, part_value = _batch_mean(ce, size)
+                    loss, value = loss + config.ce_weight * part, value + config.ce_weight * part_value
                 if not torch.isfinite(loss):
                     raise DistillationDivergedError(f"distillation diverged: the loss became {value} at iteration "
                                                     f"{it} (batch {bi + 1}); lower the learning rate or check "
@@ -212,7 +243,8 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 if checkpoint and (it + 1) % checkpoint.every == 0 and it + 1 < config.iterations:
                     checkpoints.save_checkpoint(checkpoint, state_now(bi, it + 1, x, labels, opt, sched, best, since_best,
                                                            curve))
-            batches.append(x.detach()[: min(config.batch_size, n_opt - b0)].contiguous())
+            whole = distributed.gather_shards(x.detach().contiguous(), size)
+            batches.append(whole[: min(config.batch_size, n_opt - b0)].contiguous())
             curves.append(curve)
             iters_run.append(len(curve))
             if checkpoint and bi + 1 < len(batch_starts):  # a batch boundary: the next one starts fresh

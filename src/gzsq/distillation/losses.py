@@ -30,6 +30,11 @@ def kl(m: torch.Tensor, s: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) 
 LOSSES = {"z": z_score, "l2": l2, "kl": kl}
 
 
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between neighbouring pixels: a smoothness prior on images."""
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+def total_variation(x: torch.Tensor, per_image: bool = False) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels: a smoothness prior on images (one value per
+    image with `per_image`, whose mean over the images is the batch's value)."""
+    if not per_image:
+        return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+    dh = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+    dw = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+    return dh + dw
