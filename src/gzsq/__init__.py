@@ -9,8 +9,10 @@ The few calls a user needs (each has a docstring with an example):
     images = gzsq.distill(model, 64).images                   # calibration images from the weights alone
     row = gzsq.evaluate(model, "imagenet-sample/", quant=gzsq.QuantConfig(w_bits=4, a_bits=8))
 
-Settings are small frozen configs (`CalibrationConfig`, `QuantConfig`, `Int8ExportConfig`,
-`EvaluationConfig`), built once and passed whole; errors a user can fix are `GzsqError`s with a
+`device="auto"` (or "cuda") runs distillation, reconstruction and evaluation on a GPU; under
+`torchrun -m gzsq …` the work is shared by the ranks (see README). Settings are small frozen configs
+(`CalibrationConfig`, `QuantConfig`, `Int8ExportConfig`, `EvaluationConfig`, `ReconstructConfig`),
+built once and passed whole; errors a user can fix are `GzsqError`s with a
 one-line message. Everything else in the package is internal.
 """
 
@@ -45,7 +47,8 @@ def load_model(model: str | Path, weights: str | Path | None = None, *, onnx_inp
 def quantize(model, output: str | Path, *, calibration: CalibrationConfig = CalibrationConfig(),
              export: Int8ExportConfig = Int8ExportConfig(), eval_data: str | Path | None = None,
              quant: QuantConfig = QuantConfig(), reconstruction: ReconstructConfig | None = None,
-             keep_fp32: bool = False, force: bool = False, threads: int = 0, progress: bool = False) -> dict:
+             keep_fp32: bool = False, force: bool = False, threads: int = 0, progress: bool = False,
+             device: str = "cpu") -> dict:
     """The main job: write an int8 model of `model` to `output`, calibrated on images made without data.
 
     `model`: a module from `load_model`, or a name/path it takes. `output` ends in `.onnx` (ONNX
@@ -66,17 +69,19 @@ def quantize(model, output: str | Path, *, calibration: CalibrationConfig = Cali
         ...                        eval_data="imagenet-sample/")
         >>> report["evaluation"]["agreement"]
     """
+    from .device import use
     from .pipeline import quantize_model
 
     job = QuantizeJob(calibration=calibration, export=export,
                       evaluation=EvaluationConfig(data=None if eval_data is None else str(eval_data), threads=threads),
                       quant=quant, reconstruction=reconstruction, keep_fp32=keep_fp32, progress=progress)
-    return quantize_model(_model(model), output, job, force=force)
+    with use(device):
+        return quantize_model(_model(model), output, job, force=force)
 
 
 def distill(model, n: int | None = None, *, calibration: CalibrationConfig = CalibrationConfig(),
             output: str | Path | None = None, preview: str | Path | None = None, force: bool = False,
-            progress: bool = False):
+            progress: bool = False, device: str = "cpu"):
     """Calibration images for `model`, distilled from its weights alone (or from `calibration.source`).
 
     Returns a `Calibration`: `.images` (N×C×H×W, normalized for the model), `.seconds`, `.log`
@@ -90,6 +95,7 @@ def distill(model, n: int | None = None, *, calibration: CalibrationConfig = Cal
     from dataclasses import replace
 
     from .config import DistillJob
+    from .device import use
     from .pipeline import distill_set
     from .sources import calibrate
 
@@ -97,15 +103,17 @@ def distill(model, n: int | None = None, *, calibration: CalibrationConfig = Cal
     if n is not None:
         calibration = replace(calibration, n_images=n)
     if output is None:
-        return calibrate(model, calibration, progress=progress)
+        with use(device):
+            return calibrate(model, calibration, progress=progress)
     job = DistillJob(calibration=calibration, preview=None if preview is None else str(preview), force=force,
                      progress=progress)
-    return distill_set(model, output, job)[0]
+    with use(device):
+        return distill_set(model, output, job)[0]
 
 
 def evaluate(model, data: str | Path, *, calibration: CalibrationConfig = CalibrationConfig(),
              quant: QuantConfig = QuantConfig(), reconstruction: ReconstructConfig | None = None,
-             progress: bool = False) -> dict:
+             progress: bool = False, device: str = "cpu") -> dict:
     """How much quantization costs: FP32 top-1, quantized top-1 and their agreement on a labelled set.
 
     The quantized model is the simulator's (`quant`: W/A bits, observer, per-channel weights…),
@@ -118,11 +126,13 @@ def evaluate(model, data: str | Path, *, calibration: CalibrationConfig = Calibr
         >>> gzsq.evaluate(model, "test.npz", quant=gzsq.QuantConfig(w_bits=4, a_bits=4))["agreement"]
     """
     from .data import load_eval_set
+    from .device import use
     from .evaluation import evaluate_quantization
 
     model = _model(model)
-    return evaluate_quantization(model, load_eval_set(model, data, progress=progress), calibration, quant,
-                                 reconstruction=reconstruction, progress=progress)
+    with use(device):
+        return evaluate_quantization(model, load_eval_set(model, data, progress=progress), calibration, quant,
+                                     reconstruction=reconstruction, progress=progress)
 
 
 def _model(model):

@@ -99,6 +99,9 @@ def _add_model_args(p: argparse.ArgumentParser, *, positional: bool = False) -> 
     else:
         p.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--weights", metavar="PATH", help="checkpoint for a zoo model (a state dict, loaded weights-only)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                   help="where distillation, reconstruction and evaluation run (default: cpu; auto: a CUDA GPU when "
+                        "there is one); ranges, export and ONNX Runtime stay on the CPU")
     _add_onnx_input_args(p)
 
 
@@ -506,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     with signals_handled():
         try:
             args = parser.parse_args(argv)
-            with _quiet_third_parties(_verbosity(args)), _process_group():
+            with _quiet_third_parties(_verbosity(args)), _process_group(args):
                 return args.func(args)
         except RunInterrupted as exc:
             print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
@@ -521,22 +524,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _process_group():
-    """Under torchrun: join the other ranks; only rank 0 prints results (every rank still reports errors)."""
-    from . import distributed
+def _process_group(args):
+    """--device for the whole command; under torchrun, join the other ranks (gloo on CPU, nccl on CUDA):
+    only rank 0 prints results (every rank still reports its errors)."""
+    from . import device, distributed
 
-    if not distributed.launched():
-        yield
-        return
-    distributed.init()
-    try:
-        if distributed.is_main():
+    with device.use(getattr(args, "device", "cpu")) as where:
+        if not distributed.launched():
             yield
-        else:
-            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            return
+        distributed.init(where)
+        try:
+            if distributed.is_main():
                 yield
-    finally:
-        distributed.finish()
+            else:
+                with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                    yield
+        finally:
+            distributed.finish()
 
 
 @contextlib.contextmanager

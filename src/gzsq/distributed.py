@@ -88,10 +88,20 @@ def shard(n: int) -> slice:
     return slice(start, start + base + (1 if r < extra else 0))
 
 
+def _on_backend(t: torch.Tensor) -> torch.Tensor:
+    """nccl reduces CUDA tensors only: a CPU tensor travels through the rank's GPU."""
+    if dist.get_backend() == "nccl" and t.device.type == "cpu":
+        return t.to(torch.device("cuda", torch.cuda.current_device()))
+    return t
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum over ranks, in place (every rank gets the same bits)."""
     if active():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        moved = _on_backend(t)
+        dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+        if moved is not t:
+            t.copy_(moved)
     return t
 
 
@@ -99,7 +109,7 @@ def any_rank(flag: bool) -> bool:
     """True on every rank if it is True on any (so that all ranks stop at the same step)."""
     if not active():
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = _on_backend(torch.tensor([1.0 if flag else 0.0]))
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 

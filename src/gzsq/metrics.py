@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed, interrupt
+from . import device, distributed, interrupt
 
 
 @torch.no_grad()
@@ -21,6 +21,8 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int | None = 
     """Top-1 class per image. channels_last: ~1.5× faster convolutions on CPU (the model is converted
     for the call and given back in the default layout). The default batch holds about 256 CIFAR
     images' worth of pixels (8 at 224×224), so a Ctrl-C between batches is acted on quickly."""
+    target = device.current()
+    model = device.on_device(model)
     model.eval()  # (PT2E programs patch eval() and return None, so it is not chained)
     model.to(memory_format=torch.channels_last)
     batch_size = batch_size or max(8, 256 * 32 * 32 // max(1, images[0].numel() // 3))
@@ -35,8 +37,8 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int | None = 
             if distributed.any_rank(interrupt.requested("evaluate")):
                 interrupt.check()
             if i < len(mine):
-                batch = images[mine[i]:mine[i] + batch_size].contiguous(memory_format=torch.channels_last)
-                pred[mine[i]:mine[i] + len(batch)] = model(batch).argmax(1)
+                batch = images[mine[i]:mine[i] + batch_size].to(target).contiguous(memory_format=torch.channels_last)
+                pred[mine[i]:mine[i] + len(batch)] = model(batch).argmax(1).cpu()
     finally:
         model.to(memory_format=torch.contiguous_format)
     return distributed.all_reduce_sum(pred).numpy()

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed, interrupt
+from . import device, distributed, interrupt
 from .config import ReconstructConfig
 from .errors import UnsupportedModelError
 from .fold import fold_bn
@@ -76,7 +76,7 @@ class _State:
         # one process, and the generators stay in step.
         shape = fp.shape if self.batch is None else (self.batch,) + tuple(fp.shape[1:])
         keep_fp = (torch.rand(shape, generator=self.generator) < self.drop_prob)[self.rows]
-        return torch.where(keep_fp, fp, quantized)
+        return torch.where(keep_fp.to(fp.device), fp, quantized)
 
 
 class _RoundedLayer(nn.Module):
@@ -328,6 +328,10 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         else:
             root[node.target] = module
     work = fx.GraphModule(root, copy.deepcopy(gm.graph))
+    dev = device.current()  # the units and their tensors go there; random draws stay on the CPU
+    if dev.type != "cpu":
+        work.to(dev)
+        calib = calib.to(dev)
     work_modules = dict(work.named_modules())
     wrapped = lambda n, kind: n.op == "call_module" and isinstance(work_modules.get(n.target), kind)  # noqa: E731
     is_weight = lambda n: wrapped(n, _RoundedLayer)  # noqa: E731
@@ -428,6 +432,8 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         for a in acts.values():
             if a.learned:
                 a.write_back()
+    if dev.type != "cpu":
+        result.cpu()
     result.reconstruction = {"config": config.to_dict(), "seed": seed, "units": log,
                              "seconds": round(time.perf_counter() - t0, 2)}
     return result

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import distributed, interrupt
+from .. import device, distributed, interrupt
 from ..config import DistillConfig
 from ..errors import ConfigError, DistillationDivergedError
 from . import checkpoint as checkpoints
@@ -113,7 +113,13 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     if distributed.active():
         checkpoint = None  # each rank holds only its share of the images: --resume is for one process
         progress = progress and distributed.is_main()
-    model = model.eval()
+    dev = device.current()  # the model and images go there; random draws stay on the CPU
+    model = device.on_device(model).eval()
+    if dev.type != "cpu":
+        objective = Objective({k: (m.to(dev), s.to(dev)) for k, (m, s) in objective.targets.items()},
+                              objective.read_input)
+        if pixel_bounds is not None:
+            pixel_bounds = tuple(b.to(dev) if isinstance(b, torch.Tensor) else b for b in pixel_bounds)
     for p in model.parameters():
         p.requires_grad_(False)
     # Images in channels-last order: oneDNN's convolutions (forward and input-gradient) run faster
@@ -156,7 +162,8 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
 
     def state_now(batch_index, it, x, labels, opt, sched, best, since_best, curve):
         return {"key": key, "batch": batch_index, "it": it, "batches": batches, "curves": curves,
-                "iters_run": iters_run, "x": None if x is None else x.detach().clone(), "labels": labels,
+                "iters_run": iters_run, "x": None if x is None else x.detach().cpu().clone(),
+                "labels": None if labels is None else labels.cpu(),
                 "opt": None if opt is None else opt.state_dict(), "sched": None if sched is None else sched.state_dict(),
                 "best": best, "since_best": since_best, "curve": curve, "gen": gen.get_state(),
                 "seconds": earlier_seconds + time.perf_counter() - start}
@@ -169,8 +176,8 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 size = 2
             resuming = saved is not None and bi == saved["batch"] and saved["x"] is not None
             if resuming:
-                x = saved["x"].clone().contiguous(memory_format=layout).requires_grad_(True)
-                labels = saved["labels"]
+                x = saved["x"].to(dev).contiguous(memory_format=layout).requires_grad_(True)
+                labels = saved["labels"].to(dev)
             else:
                 x = torch.randn((size,) + tuple(shape), generator=gen)
                 labels = torch.randint(num_classes or 1, (size,), generator=gen)
@@ -179,7 +186,8 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                         raise ConfigError(f"a batch of {size} images cannot be shared by {distributed.size()} "
                                           "processes; use fewer processes or more images")
                     x, labels = x[distributed.shard(size)], labels[distributed.shard(size)]
-                x = x.contiguous(memory_format=layout).requires_grad_(True)
+                x = x.to(dev).contiguous(memory_format=layout).requires_grad_(True)
+                labels = labels.to(dev)
             opt = torch.optim.Adam([x], lr=config.lr)
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=20, min_lr=1e-4)
             best, since_best, curve, it0 = float("inf"), 0, [], 0
@@ -201,7 +209,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 logits = model(x)
                 # Every term is a whole-batch quantity built from per-image sums (`_ChannelMoments`,
                 # `_batch_mean`): one process and any number of torchrun ranks compute the same bits.
-                loss = torch.zeros(())
+                loss = torch.zeros((), device=dev)
                 for name, (mu, sigma) in objective.targets.items():
                     m, s = _channel_stats(captured[name], size)
                     loss = loss + loss_fn(m, s, mu, sigma)
@@ -210,7 +218,8 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     m, var = _ChannelMoments.apply(x.reshape(len(x), 1, -1), size)
                     pixels = size * x[0].numel()
                     s = (var * (pixels / max(1, pixels - 1))).sqrt()
-                    loss = loss + config.input_weight * loss_fn(m, s, torch.zeros(1), torch.ones(1))
+                    loss = loss + config.input_weight * loss_fn(m, s, torch.zeros(1, device=dev),
+                                                                 torch.ones(1, device=dev))
                 value = float(loss.detach())
                 if config.tv_weight:
                     part, part_value = _batch_mean(total_variation(x, per_image=True), size)
@@ -254,7 +263,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
         for h in handles:
             h.remove()
         model.to(memory_format=torch.contiguous_format)
-    images = torch.cat(batches)
+    images = torch.cat(batches).cpu()
     if len(images) < n:
         images = _expand(images, n, gen)
     log = {"iterations": iters_run, "final_loss": [c[-1] for c in curves], "loss_curve": curves[0],
