@@ -1,4 +1,4 @@
-"""Several processes, one job: torch.distributed under torchrun (docs/how-it-works.md §5).
+"""Several processes, one job: torch.distributed under torchrun (docs/how-it-works.md §6).
 
 `torchrun --nproc-per-node N -m gzsq distill|evaluate|quantize …` starts N copies of the command;
 `init` joins them into one process group (gloo on CPU, nccl on CUDA; torchrun's environment variables
