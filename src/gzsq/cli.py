@@ -512,15 +512,32 @@ def main(argv: list[str] | None = None) -> int:
             with _quiet_third_parties(_verbosity(args)), _process_group(args):
                 return args.func(args)
         except RunInterrupted as exc:
-            print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
+            if _first_rank():  # under torchrun every rank stops at the same step; rank 0 says so
+                print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
             return exc.exit_code
         except KeyboardInterrupt as exc:  # Interrupted (a handled signal) or Python's own Ctrl-C
             signum = getattr(exc, "signum", signal.SIGINT)
-            print(f"gzsq: error: {describe(signum)}; no output was written", file=sys.stderr)
+            if _first_rank():
+                print(f"gzsq: error: {describe(signum)}; no output was written", file=sys.stderr)
             return 128 + signum
         except GzsqError as exc:
             print(f"gzsq: error: {_one_line(exc)}", file=sys.stderr)
             return 2
+        except Exception as exc:  # under torchrun: a rank whose peer died sees the collective fail
+            if not _torchrun_rank():
+                raise
+            print(f"gzsq: error: rank {_torchrun_rank()}: the job stopped ({_one_line(exc)[:300]}); another rank's "
+                  "message says why", file=sys.stderr)
+            return 1
+
+
+def _torchrun_rank() -> str | None:
+    """This process's rank when torchrun started several, else None."""
+    return os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+
+
+def _first_rank() -> bool:
+    return _torchrun_rank() in (None, "0")
 
 
 @contextlib.contextmanager
