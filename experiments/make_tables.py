@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 BITS = [(8, 8), (6, 6), (4, 8), (4, 4)]
 CALIB_ORDER = ["real", "gaussian", "uniform", "zeroq", "gzsq-paper", "gzsq-thorough", "gzsq-fast", "gzsq-default"]
-MODEL_ORDER = ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet20-nf", "efficientnet-lite0"]
+MODEL_ORDER = ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet20-nf", "cifar10-vgg7-nf",
+               "efficientnet-lite0"]
 
 
 def merge(main: Path, parts: list[Path]) -> list[dict]:

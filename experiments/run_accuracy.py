@@ -44,6 +44,7 @@ def model_table(shared: Path) -> dict[str, dict]:
     imagenet = dict(data=shared / "data/imagenet-sample", calib_data=None, n=64)  # real: 2 folds
     table = {f"cifar10-resnet{d}": dict(weights=shared / f"models/cifar10/resnet{d}.th", **cifar) for d in (20, 32, 44)}
     table["cifar10-resnet20-nf"] = dict(weights=None, **cifar)
+    table["cifar10-vgg7-nf"] = dict(weights=None, **cifar)
     table["efficientnet-lite0"] = dict(weights=None, **imagenet)
     return table
 
