@@ -2,6 +2,13 @@
 
     python experiments/run_accuracy.py                       # the whole grid, resumable
     python experiments/run_accuracy.py --models cifar10-resnet20 --calibs real --seeds 0
+    python experiments/run_accuracy.py --shard 1/3          # machine 2 of 3: every 3rd cell group
+    torchrun --nproc-per-node 2 experiments/run_accuracy.py  # the ranks share the grid the same way
+
+Several machines or processes: `--shard I/N` (or torchrun, whose RANK/WORLD_SIZE give it) runs every
+N-th (model, source, seed) group of the grid, starting at the I-th, and writes its rows to its own
+part file, results/parts/accuracy-shard-I-of-N.csv (or OUT-shard-I-of-N.csv), so shards never write the same file;
+`python experiments/make_tables.py` merges the parts.
 
 Resumable: rows already in the CSV (same model, setting, calib, bits, observer,
 n_calib, seed) are skipped, and the CSV is rewritten atomically after every
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,6 +84,16 @@ def parse_bits(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """`I/N` → (I, N); without it, torchrun's RANK/WORLD_SIZE, else (0, 1)."""
+    if text is None:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise SystemExit(f"--shard must be I/N with 0 <= I < N, got {text!r}")
+    return int(i), int(n)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="cifar10-resnet20,cifar10-resnet32,cifar10-resnet44,efficientnet-lite0")
@@ -87,7 +105,15 @@ def main(argv=None) -> int:
     p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the read-only assets folder")
     p.add_argument("--out", default=str(ROOT / "results/accuracy.csv"))
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="run every N-th (model, source, seed) group from the I-th (0-based); default under torchrun: "
+                        "RANK/WORLD_SIZE; rows go to results/parts/accuracy-shard-I-of-N.csv (with --out: OUT-shard-I-of-N.csv)")
     args = p.parse_args(argv)
+    shard, shards = parse_shard(args.shard)
+    if shards > 1:  # each shard its own file: results/parts/accuracy-shard-I-of-N.csv, or OUT's name + the shard
+        given = Path(args.out)
+        args.out = str(ROOT / f"results/parts/accuracy-shard-{shard}-of-{shards}.csv" if args.out == p.get_default("out")
+                       else given.with_name(f"{given.stem}-shard-{shard}-of-{shards}{given.suffix}"))
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -96,6 +122,7 @@ def main(argv=None) -> int:
     table = model_table(Path(args.shared))
     bits = parse_bits(args.bits)
     seeds = [int(s) for s in args.seeds.split(",")]
+    group = -1
     for name in args.models.split(","):
         spec = table[name]
         model = load_model(name, spec["weights"])
@@ -110,6 +137,9 @@ def main(argv=None) -> int:
                 print(f"skip {name} zeroq: no BatchNorm statistics", flush=True)
                 continue
             for seed in seeds:
+                group += 1
+                if group % shards != shard:
+                    continue
                 todo = [(w, a) for w, a in bits
                         if any(key_of(dict(model=name, setting=s, calib=label, w_bits=w, a_bits=a,
                                             observer=args.observer, n_calib=spec["n"], seed=seed)) not in done
