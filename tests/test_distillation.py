@@ -87,6 +87,9 @@ def test_nan_loss_raises(tiny):
 def test_bad_config_refused():
     with pytest.raises(ConfigError):
         DistillConfig(loss="cosine")
+    for share in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="noise_fraction"):
+            DistillConfig(noise_fraction=share)
 
 
 def test_save_load_roundtrip_and_preview(tmp_path, tiny):

@@ -48,3 +48,16 @@ def test_unknown_source_and_bad_n(tiny):
         make_calibration("imagenet", tiny, 4)
     with pytest.raises(ConfigError):
         make_calibration("gaussian", tiny, 0)
+
+
+def test_gzsq_noise_fraction_leaves_the_last_images_as_noise(tiny):
+    """noise_fraction: that share of the set is the gaussian source's images (its last rows), the rest distilled."""
+    folded = fold_bn(tiny)
+    mixed = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(
+        setting="bn-free", overrides=FAST + (("noise_fraction", 0.5),)))
+    noise = make_calibration("gaussian", folded, 8, seed=3, options=SourceOptions(setting="bn-free")).images
+    assert mixed.images.shape == (8, 3, 8, 8) and mixed.log["noise_images"] == 4
+    assert torch.equal(mixed.images[4:], noise[4:])
+    assert not torch.equal(mixed.images[:4], noise[:4])  # distilled: moved away from their noise start
+    plain = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", overrides=FAST))
+    assert plain.log["noise_images"] == 0

@@ -142,6 +142,11 @@ class DistillConfig:
     # the smallest batch whose statistics we trust), so one recipe costs about the same per step at
     # 32×32 and at 224×224. Ignored when distill_images is set; 0: off.
     distill_pixels: int = 0
+    # Share of the calibration set left as N(0, 1) noise (the `gaussian` source's images) instead of distilled:
+    # the calibrated ranges are then about the wider of the two sources'. On BN-free CIFAR nets the distilled
+    # images' deep ranges are narrower than real images' (results/fidelity/cifar10-vgg7-nf.md) and noise's
+    # are wider; results/ablation_bnfree.md measures the mix. 0: every image distilled.
+    noise_fraction: float = 0.0
 
     def images_to_optimize(self, n: int, shape: tuple[int, ...]) -> int:
         """How many of the n images are optimized (the rest are flips/shifts of them)."""
@@ -157,6 +162,8 @@ class DistillConfig:
             raise ConfigError(f"unknown distillation loss {self.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
         if self.iterations < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ConfigError("distillation needs iterations >= 1, batch_size >= 2 and lr > 0")
+        if not 0.0 <= self.noise_fraction < 1.0:
+            raise ConfigError(f"noise_fraction must be in [0, 1), got {self.noise_fraction!r}")
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
+import torch
+
 from ..config import DistillConfig, GzsqRecipe, TargetConfig
 from ..distillation.loop import Objective, distill_images
 from ..errors import ConfigError
 from ..fold import fold_bn
 from ..targets import weight_targets
+from .noise import gaussian as gaussian_images
 from .registry import Calibration, SourceOptions, input_shape, register_source
 
 
@@ -95,9 +98,13 @@ def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     objective = Objective({k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median())))
                            for k, v in targets.layers.items()})
     num_classes = list(targets.layers.values())[-1].mean.numel()
-    images, log = distill_images(folded, objective, n, input_shape(model), recipe.distill, seed=seed,
+    n_noise = min(n - 2, round(n * recipe.distill.noise_fraction)) if recipe.distill.noise_fraction else 0
+    images, log = distill_images(folded, objective, n - n_noise, input_shape(model), recipe.distill, seed=seed,
                                  pixel_bounds=model.input_spec.pixel_bounds(), num_classes=num_classes,
                                  progress=options.progress, desc=f"gzsq[{options.preset}]",
                                  checkpoint=options.checkpoint)
+    if n_noise:  # the last n_noise rows of the gaussian source's draw, left as they are
+        images = torch.cat([images, gaussian_images(model, n, seed=seed, options=options).images[n - n_noise:]])
+    log["noise_images"] = n_noise
     log["recipe"] = {"targets": t.__dict__, "distill": recipe.distill.__dict__}
     return Calibration(images, "gzsq", seed, 0.0, log)
