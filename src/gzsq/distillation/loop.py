@@ -176,7 +176,8 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 size = 2
             resuming = saved is not None and bi == saved["batch"] and saved["x"] is not None
             if resuming:
-                x = saved["x"].to(dev).contiguous(memory_format=layout).requires_grad_(True)
+                # a fresh tensor of its own, as an uninterrupted run's is (not the one read from the file)
+                x = saved["x"].to(dev).clone().contiguous(memory_format=layout).requires_grad_(True)
                 labels = saved["labels"].to(dev)
             else:
                 x = torch.randn((size,) + tuple(shape), generator=gen)
