@@ -103,8 +103,19 @@ VARIANTS.update({
     "default/32-distilled": ("gzsq", "default", (("distill_images", 32),),
                              "32 distinct images optimized at 224² (default 16), the rest flips/shifts"),
 })
+# Levers for the BN-free CIFAR nets, whose distilled ranges are too narrow (results/fidelity/cifar10-vgg7-nf.md):
+# observers on distilled data, and part of the set left as noise (results/ablation_bnfree.md).
+VARIANTS.update({
+    "default/percentile": ("gzsq", "default", (), "distilled images, 99.99th-percentile observer"),
+    "default/mse": ("gzsq", "default", (), "distilled images, MSE observer (shrinks the min/max range)"),
+    "default/noise-half": ("gzsq", "default", (("noise_fraction", 0.5),),
+                           "128 distilled + 128 left as N(0, 1) noise: ranges about the wider of the two"),
+    "default/noise-quarter": ("gzsq", "default", (("noise_fraction", 0.25),), "192 distilled + 64 noise"),
+})
 # Variants that change the quantizer, not the calibration images: QuantConfig overrides.
-QUANT_OVERRIDES: dict[str, dict] = {"real/percentile": {"observer": "percentile"}}
+QUANT_OVERRIDES: dict[str, dict] = {"real/percentile": {"observer": "percentile"},
+                                    "default/percentile": {"observer": "percentile"},
+                                    "default/mse": {"observer": "mse"}}
 LITE_VARIANTS = ["real", "gaussian", "default", "default/paper-recipe", "default/paper-targets", "default/loss=z",
                  "default/loss=l2", "default/no-relu-aware", "default/coherence=0", "default/no-std-floor",
                  "default/no-clamp"]
