@@ -67,6 +67,16 @@ def test_pixel_budget_sizes_the_optimized_subset():
     assert DistillConfig().images_to_optimize(64, (3, 224, 224)) == 64
 
 
+def test_mixed_preset_is_the_default_with_half_the_set_noise():
+    from dataclasses import replace
+
+    from gzsq.sources.gzsq import recipe_for
+
+    default, mixed = recipe_for("default"), recipe_for("mixed")
+    assert mixed.targets == default.targets and mixed.distill == replace(default.distill, noise_fraction=0.5)
+    assert default.distill.noise_fraction == 0.0
+
+
 def test_default_preset_optimizes_a_pixel_budget(tiny):
     from gzsq.sources.gzsq import recipe_for
     net = fold_bn(tiny)
