@@ -158,8 +158,10 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                    help="gzsq recipe: 'default' (best measured for its time: 20 steps; at 224x224 16 images "
                         "optimized, the rest flips/shifts), 'fast' (half of a CIFAR set optimized: ~2x faster there, "
                         "worse at W4A4), 'longer' (the default with 40 steps: +1 pt W6A6 agreement on Lite0 and "
-                        "MobileNetV2 for twice the time), 'thorough' (every image, 30 steps) or 'paper' (the paper's "
-                        "recursion and loss literally, up to 500 steps); default: default")
+                        "MobileNetV2 for twice the time), 'mixed' (half the set distilled, half left as N(0, 1) noise: "
+                        "on BN-free CIFAR nets whose distilled ranges clip, noise's agreement or better at W8A8-W4A8), "
+                        "'thorough' (every image, 30 steps) or 'paper' (the paper's recursion and loss literally, up "
+                        "to 500 steps); default: default")
     p.add_argument("--calib-data", metavar="PATH",
                    help="dataset for --calib real (.npz, folder with labels.csv, or tar of class folders). "
                         "If it is the evaluation set, two folds are used so no image is calibrated and evaluated")
