@@ -2,7 +2,7 @@
 
 `torchrun --nproc-per-node N -m gzsq distill|evaluate|quantize …` starts N copies of the command;
 `init` joins them into one process group (gloo on CPU, nccl on CUDA; torchrun's environment variables
-say where the others are, on this machine or several). What is split, and how the result stays the
+say where the others are, on one machine or several). What is split, and how the result stays the
 one-process result up to float rounding:
 
 - distillation: each rank optimizes its share of every batch of images; the per-channel statistics
