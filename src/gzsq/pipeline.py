@@ -138,10 +138,7 @@ def _quantize_int8(model, out: Path, job: QuantizeJob, calibration, calibration_
     layout = getattr(model, "onnx_layout", "nchw")
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as work:
         t = time.perf_counter()
-        if getattr(model, "onnx_path", None):
-            fp32_path = Path(model.onnx_path)
-        else:  # exported straight to OUT.fp32.onnx when it is kept: one atomic write, no copy
-            fp32_path = export_fp32_onnx(model, fp32_path_for(out) if job.keep_fp32 else Path(work) / "fp32.onnx")
+        fp32_path = _fp32_onnx(model, out, job, work)
         seconds["export_fp32"] = time.perf_counter() - t
         interrupt.check()  # the exporter cannot be interrupted: act on a Ctrl-C right after it
 
@@ -160,7 +157,8 @@ def _quantize_int8(model, out: Path, job: QuantizeJob, calibration, calibration_
 
 
 def _fp32_onnx(model: nn.Module, out: Path, job: QuantizeJob, work: str) -> Path:
-    """The FP32 ONNX model to compare against: the user's own file, or the export (kept beside OUT if asked)."""
+    """The FP32 ONNX model: the user's own file, or the export, written straight to OUT.fp32.onnx when it is
+    kept (one atomic write, no copy)."""
     if getattr(model, "onnx_path", None):
         return Path(model.onnx_path)
     return export_fp32_onnx(model, fp32_path_for(out) if job.keep_fp32 else Path(work) / "fp32.onnx")
