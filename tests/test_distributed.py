@@ -44,21 +44,32 @@ def test_two_processes_distill_the_images_one_process_distills(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npz", "two.npz"]  # no partial, no stray file
 
 
-def test_two_processes_reconstruct_and_evaluate_like_one(tmp_path):
+def _evaluate_both(tmp_path, *extra) -> tuple[dict, dict]:
     data = _subset(tmp_path, 10)  # 1000 images
     args = ["evaluate", "--model", "cifar10-resnet20", "--weights", needs(RESNET20), "--data", data, "--w-bits", "4",
-            "--a-bits", "4", "--reconstruct", "block", "--reconstruct-iters", "8", "--n-calib", "32", "--threads", "1",
-            "--json"]
+            "--a-bits", "4", "--n-calib", "32", "--threads", "1", "--json", *extra]
     proc = _torchrun(args)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # rank 0 alone prints
-    two = json.loads(lines[0])
     result = run_cli(args)
     assert result.code == 0, str(result)
-    one = json.loads(result.out.strip().splitlines()[-1])
+    return json.loads(lines[0]), json.loads(result.out.strip().splitlines()[-1])
+
+
+def test_two_processes_calibrate_and_evaluate_exactly_like_one(tmp_path):
+    """The same distilled images calibrate the same simulator; the split evaluation counts the same."""
+    two, one = _evaluate_both(tmp_path, "--reconstruct", "none")
     for key in ("fp32_top1", "top1", "agreement"):
-        assert two[key] == one[key], key  # the same counts, exactly
-    assert two["reconstruct"] == "block"
+        assert two[key] == one[key], key
+
+
+def test_two_processes_reconstruct_like_one_up_to_float_rounding(tmp_path):
+    """Data-parallel reconstruction sums each rank's gradient: the one-process sum in another order, so a
+    rounding variable near its threshold can flip; the accuracy stays within a few images of 1000."""
+    two, one = _evaluate_both(tmp_path, "--reconstruct", "block", "--reconstruct-iters", "8")
+    assert two["reconstruct"] == one["reconstruct"] == "block"
+    assert two["fp32_top1"] == one["fp32_top1"]
+    assert abs(two["top1"] - one["top1"]) <= 1.0 and abs(two["agreement"] - one["agreement"]) <= 1.0
 
 
 def test_quantize_under_torchrun_writes_once_from_rank_0(tmp_path):
