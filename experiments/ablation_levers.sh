@@ -16,3 +16,6 @@ done
 for m in efficientnet-lite0 mobilenet-v2; do
   $A --models $m --variants default/40-steps
 done
+for m in efficientnet-lite0 mobilenet-v2; do  # preset mixed's recipe (half the set left as noise), run with --threads 2
+  $A --models $m --variants default/noise-half
+done
