@@ -195,9 +195,9 @@ def _export_and_measure(model, out: Path, job: QuantizeJob, sim, calibration, ca
     encodings = export_sim_onnx(sim, out, model_name=model_name(model))
     seconds["export"] = time.perf_counter() - t
     interrupt.check()
-    runtime_error = None
-    try:
-        OnnxClassifier(out)
+    runtime, runtime_error = None, None
+    try:  # loaded once: whether ONNX Runtime runs the file, and (with --eval-data) the session that measures it
+        runtime = OnnxClassifier(out, threads=job.evaluation.threads)
     except ModelLoadError as exc:  # still a valid file with its encodings: say so, measure with the simulator
         runtime_error = str(exc)
     evaluation = None
@@ -212,9 +212,8 @@ def _export_and_measure(model, out: Path, job: QuantizeJob, sim, calibration, ca
         n_outputs = fp32_logits.shape[1]
         fp32 = fp32_logits.argmax(1)
         simulated = predict(sim, eval_set.images, progress=job.progress, desc="simulator")
-        if runtime_error is None:
-            quantized = OnnxClassifier(out, threads=job.evaluation.threads).predict(
-                images, progress=job.progress, desc="quantized (onnxruntime)")
+        if runtime is not None:
+            quantized = runtime.predict(images, progress=job.progress, desc="quantized (onnxruntime)")
             evaluation = _metrics(eval_set, fp32, quantized, n_outputs)
             evaluation["runtime_matches_simulator"] = round(agreement(quantized, simulated), 2)
         else:
