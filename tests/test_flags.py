@@ -232,6 +232,29 @@ def test_full_range_weights_use_the_whole_int8_grid(tmp_path):
     assert "full [-127, 127] grid" in json.loads((tmp_path / "full.report.json").read_text())["format"]
 
 
+def test_quantize_observer_percentile_clips_the_int8_ranges_and_says_so(tmp_path):
+    """--observer percentile hands ONNX Runtime's percentile calibrator the images: on Gaussian noise no range is
+    wider than min/max's and some are narrower; the report names the rule. mse and .pt2 are refused in one line."""
+    src = export_fp32_onnx(make_tiny(), tmp_path / "tiny.onnx")
+    norm = ["--input-mean", "0.5", "--input-std", "0.25", "--calib", "gaussian", "--n-calib", "16"]
+
+    def ranges(out: Path, *flags) -> dict:
+        r = run_cli(["quantize", src, "-o", out, *norm, *flags])
+        assert r.code == 0, str(r)
+        return json.loads(out.with_suffix(".report.json").read_text())
+
+    default, clipped = ranges(tmp_path / "mm.onnx"), ranges(tmp_path / "pc.onnx", "--observer", "percentile")
+    assert "min/max ranges" in default["format"] and "percentile ranges" in clipped["format"]
+    widths = [(hi - lo, clipped["activation_ranges"][k][1] - clipped["activation_ranges"][k][0])
+              for k, (lo, hi) in default["activation_ranges"].items() if k in clipped["activation_ranges"]]
+    assert widths and all(p <= m * (1 + 1e-6) for m, p in widths) and any(p < m * (1 - 1e-5) for m, p in widths)
+    for flags, message in ((["--observer", "mse"], "--observer mse is for models written from gzsq's simulator"),
+                           (["--observer", "percentile", "-o", tmp_path / "x.pt2"], "a .pt2 output is calibrated")):
+        out = flags[-1] if "-o" in flags else tmp_path / "x.onnx"
+        r = run_cli(["quantize", src, "-o", out, *norm, *[f for f in flags if f not in ("-o", out)]])
+        assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1, str(r)
+
+
 @pytest.fixture(scope="module")
 def tiny64(tmp_path_factory):
     """The tiny CNN at 64×64 input: 64 images hold a quarter of the default preset's pixel budget."""

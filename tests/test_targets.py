@@ -218,3 +218,31 @@ def test_depthwise_coherence_changes_only_depthwise_layers_variance_rule():
     assert torch.allclose(t.layers["1.dw"].std, ((w**2).sum(1) * r.std**2).sqrt())
     assert torch.allclose(t.layers["1.dw"].mean, base.layers["1.dw"].mean)  # the mean rule has no ρ
     assert weight_targets(model, rule="moments", depthwise_coherence=0.5).settings["depthwise_coherence"] == 0.5
+
+
+def test_pixel_correlation_matches_the_coherence_limits_and_a_monte_carlo_field():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1, groups=4)).eval()
+    for r, rho in ((1.0, 1.0), (0.0, 0.0)):  # r^d with r = 1 (constant window) / r = 0 (independent taps)
+        a = weight_targets(model, rule="moments", relu_aware=True, coherence=rho)
+        b = weight_targets(model, rule="moments", relu_aware=True, pixel_correlation=r)
+        for k in a.layers:
+            assert torch.allclose(a.layers[k].std, b.layers[k].std, rtol=1e-3)
+            assert torch.allclose(a.layers[k].mean, b.layers[k].mean, rtol=1e-3, atol=1e-6)
+    # a zero-sum (edge) kernel on a field whose correlation decays as 0.8^distance: ρ = 1 predicts no spread,
+    # r = 0.8 predicts the spread the field really gives
+    edge = nn.Conv2d(1, 1, 3, bias=False)
+    with torch.no_grad():
+        edge.weight.copy_(torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]).view(1, 1, 3, 3))
+    edge.input_spec = InputSpec(size=8, mean=(0.5,), std=(0.25,))
+    pos = torch.stack(torch.meshgrid(torch.arange(3.0), torch.arange(3.0), indexing="ij"), -1).reshape(-1, 2)
+    cov = 0.8 ** torch.cdist(pos, pos)
+    patches = torch.randn(200_000, 9) @ torch.linalg.cholesky(cov).T
+    measured = (patches @ edge.weight.reshape(9)).std()
+    one = Stat(torch.zeros(1), torch.ones(1))
+    from gzsq.targets import _layer_moments
+
+    assert float(_layer_moments(edge, one, coherence=1.0).std) < 1e-6
+    assert float(_layer_moments(edge, one, pixel_correlation=0.8).std) == pytest.approx(float(measured), rel=0.02)
+    with pytest.raises(ConfigError, match="pixel_correlation"):
+        weight_targets(model, rule="moments", pixel_correlation=1.5)

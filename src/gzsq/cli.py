@@ -238,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--a-bits", type=_bits, default=8, help="activation bits, 2-8 (default: 8; 4 is stored as uint4)")
     qz.add_argument("--first-last-8bit", action="store_true",
                     help="below 8 bits, keep the first and last layer (and their inputs) at 8 bits")
+    qz.add_argument("--observer", choices=["minmax", "percentile", "mse"], default=None,
+                    help="activation range rule. Default: minmax for the int8 ONNX Runtime export, mse below 8 "
+                         "bits. percentile clips outliers (ONNX Runtime's 99.999th at int8; 0.01/99.99th in the "
+                         "simulator), which serves real photos with a few extreme pixels; mse only below 8 bits "
+                         "or with --reconstruct")
     _add_reconstruct_args(qz)
     qz.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     qz.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
@@ -320,7 +325,7 @@ def cmd_quantize(args) -> int:
 
     from .config import EvaluationConfig, Int8ExportConfig, QuantConfig, QuantizeJob
     from .errors import ConfigError
-    from .pipeline import check_quantize_outputs, quantize_model, report_paths
+    from .pipeline import backend_for, check_quantize_outputs, quantize_model, report_paths
 
     job = QuantizeJob(calibration=_calibration(args),
                       export=replace(Int8ExportConfig(), reduce_range=not args.full_range_weights,
@@ -331,6 +336,16 @@ def cmd_quantize(args) -> int:
     if job.from_simulator and (args.full_range_weights or args.no_bias_correction):
         raise ConfigError("--full-range-weights and --no-bias-correction set ONNX Runtime's int8 quantizer; below 8 "
                           "bits or with --reconstruct the model is written from gzsq's simulator, so drop them")
+    if args.observer and job.from_simulator:
+        job = replace(job, quant=replace(job.quant, observer=args.observer))
+    elif args.observer == "mse":
+        raise ConfigError("--observer mse is for models written from gzsq's simulator (below 8 bits or with "
+                          "--reconstruct); ONNX Runtime's int8 export takes minmax or percentile")
+    elif args.observer and backend_for(args.output) != "onnxruntime":
+        raise ConfigError("--observer sets ONNX Runtime's int8 calibration; a .pt2 output is calibrated by "
+                          "torchao's own observers")
+    elif args.observer:
+        job = replace(job, export=replace(job.export, calibration=args.observer))
     check_quantize_outputs(args.output, job, force=args.force)  # refused before the model loads
     busy = _use_threads(args)
     model = _load_model(args)

@@ -177,6 +177,9 @@ class TargetConfig:
     order: str = "dataflow"  # dataflow | sequential (module order, the naive reading)
     coherence: float = 0.0  # moments rule only: 0 independent pixels … 1 smooth over the kernel
     depthwise_coherence: float | None = None  # the same for depthwise convs only (None: `coherence`)
+    # moments rule: neighbouring pixels correlate as r^distance within a kernel window (replaces the coherence
+    # above for every conv; None: off)
+    pixel_correlation: float | None = None
     # Floor on target stds, as a fraction of the layer's median: channels the propagation predicts
     # as (nearly) constant, e.g. dead after a ReLU, would otherwise dominate a KL loss (σ → 0).
     std_floor: float = 0.0

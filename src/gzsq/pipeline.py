@@ -276,6 +276,8 @@ def _finish(model, out, job: QuantizeJob, evaluation, calibration, calib, second
     backend = BACKENDS[out.suffix.lower()]
     fmt = FORMATS[backend] if encodings is None else _simulator_format(job, encodings)
     if backend == "onnxruntime" and encodings is None:
+        if job.export.calibration == "percentile":
+            fmt = fmt.replace("min/max ranges", "percentile ranges (ONNX Runtime's 99.999th)")
         fmt += ("; weights on the full [-127, 127] grid" if not job.export.reduce_range else
                 "; weight grids safe for CPUs without VNNI (whose u8xs8 kernels add pairs in 16 bits): depthwise convs "
                 "on the full [-127, 127] grid (their kernel widens to 32 bits), other convs per channel on the finest "

@@ -14,7 +14,9 @@ target for distillation. Two propagation rules:
   channel sums over its real inputs. `coherence` ρ interpolates the variance
   between independent pixels (ρ=0) and pixels constant over the kernel window
   (ρ=1, Var = Σ_i (Σ_k W_cik)² Var[x_i]): real images are smooth, so ρ=0
-  underestimates spreads.
+  underestimates spreads. `pixel_correlation` r instead lets the correlation of
+  two taps decay with their distance d as r^d (Var = Σ_i w_ci^T C w_ci Var[x_i],
+  C_kl = r^d(k,l)), so a zero-sum (edge) kernel keeps a spread that ρ=1 zeroes.
 
 Branches follow the real data flow: a residual add sums means and variances,
 a concatenation concatenates, a channel zero-pad (CIFAR option-A shortcut)
@@ -110,7 +112,16 @@ def _layer_paper(layer: nn.Module, x: Stat, per_channel: bool, esa: str) -> Stat
     return Stat(mu.reshape(1), sd.reshape(1))
 
 
-def _layer_moments(layer: nn.Module, x: Stat, coherence: float = 0.0) -> Stat:
+def _tap_correlation(layer: nn.Module, r: float) -> torch.Tensor:
+    """(k, k) correlation between a kernel's taps when pixel correlation decays as r^distance."""
+    kh, kw = layer.weight.shape[2:] if layer.weight.dim() == 4 else (1, 1)
+    dy, dx = getattr(layer, "dilation", (1, 1))
+    yy, xx = torch.meshgrid(torch.arange(kh) * dy, torch.arange(kw) * dx, indexing="ij")
+    pos = torch.stack([yy.flatten(), xx.flatten()], 1).to(layer.weight.dtype)
+    return r ** torch.cdist(pos, pos)
+
+
+def _layer_moments(layer: nn.Module, x: Stat, coherence: float = 0.0, pixel_correlation: float | None = None) -> Stat:
     w = layer.weight.detach()
     groups = getattr(layer, "groups", 1)
     cout = w.shape[0]
@@ -121,8 +132,11 @@ def _layer_moments(layer: nn.Module, x: Stat, coherence: float = 0.0) -> Stat:
     idx = torch.arange(cout).div(cout // groups, rounding_mode="floor").unsqueeze(1) * cin_g + torch.arange(cin_g)
     xm, xv = x.mean[idx], (x.std**2)[idx]
     bias = layer.bias.detach() if layer.bias is not None else torch.zeros(cout)
-    # coherence ρ: 0 = pixels independent within the kernel window, 1 = constant over it (smooth images)
-    gain = (1 - coherence) * sum_w2 + coherence * sum_w**2
+    if pixel_correlation is None:
+        # coherence ρ: 0 = pixels independent within the kernel window, 1 = constant over it (smooth images)
+        gain = (1 - coherence) * sum_w2 + coherence * sum_w**2
+    else:  # w^T C w per (output, input) channel pair, C the taps' correlation r^distance
+        gain = torch.einsum("cik,kl,cil->ci", w, _tap_correlation(layer, pixel_correlation), w)
     return Stat((sum_w * xm).sum(1) + bias, ((gain * xv).sum(1)).clamp_min(0).sqrt())
 
 
@@ -132,18 +146,23 @@ def _is_depthwise(layer: nn.Module) -> bool:
 
 def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool = True, esa: str = "mean+min",
                    relu_aware: bool = False, order: str = "dataflow", coherence: float = 0.0,
-                   depthwise_coherence: float | None = None) -> Targets:
+                   depthwise_coherence: float | None = None, pixel_correlation: float | None = None) -> Targets:
     """Targets for every Conv2d/Linear output of the (folded) model; see the module docstring.
-    `depthwise_coherence`: ρ for depthwise convs (None: `coherence`, as for every other layer)."""
+    `depthwise_coherence`: ρ for depthwise convs (None: `coherence`, as for every other layer).
+    `pixel_correlation` r (moments rule): pixels correlate as r^distance within a kernel window, which
+    replaces the single coherence ρ (and `depthwise_coherence`) for every conv."""
     if rule not in ("paper", "moments"):
         raise ConfigError(f"unknown propagation rule {rule!r} (paper or moments)")
     if order not in ("dataflow", "sequential"):
         raise ConfigError(f"unknown order {order!r} (dataflow or sequential)")
+    if pixel_correlation is not None and not 0.0 <= pixel_correlation <= 1.0:
+        raise ConfigError(f"pixel_correlation must be in [0, 1], got {pixel_correlation!r}")
     gm = fold_bn(model)
     modules = dict(gm.named_modules())
     stats: dict[fx.Node, Stat] = {}
     out = Targets(settings=dict(rule=rule, per_channel=per_channel, esa=esa, relu_aware=relu_aware, order=order,
-                                 coherence=coherence, depthwise_coherence=depthwise_coherence))
+                                 coherence=coherence, depthwise_coherence=depthwise_coherence,
+                                 pixel_correlation=pixel_correlation))
     previous_layer: Stat | None = None
     # Which axis holds the channels: 1 in NCHW, moved by permutes (ONNX imports of NHWC graphs wrap
     # ops such as padding in permutes, and a spatial pad must not be read as a channel pad).
@@ -158,7 +177,7 @@ def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool =
             x = previous_layer if (order == "sequential" and previous_layer is not None) else first
             layer = modules[node.target]
             rho = depthwise_coherence if depthwise_coherence is not None and _is_depthwise(layer) else coherence
-            s = _layer_paper(layer, x, per_channel, esa) if rule == "paper" else _layer_moments(layer, adjust(x, layer.weight.shape[1] * getattr(layer, "groups", 1), esa), rho)
+            s = _layer_paper(layer, x, per_channel, esa) if rule == "paper" else _layer_moments(layer, adjust(x, layer.weight.shape[1] * getattr(layer, "groups", 1), esa), rho, pixel_correlation)
             stats[node] = previous_layer = s
             out.layers[node.target] = s
         elif is_relu(node, modules):

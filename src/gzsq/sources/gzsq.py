@@ -106,7 +106,7 @@ def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     t = recipe.targets
     targets = weight_targets(folded, rule=t.rule, per_channel=t.per_channel, esa=t.esa,
                              relu_aware=t.relu_aware, order=t.order, coherence=t.coherence,
-                             depthwise_coherence=t.depthwise_coherence)
+                             depthwise_coherence=t.depthwise_coherence, pixel_correlation=t.pixel_correlation)
     objective = Objective({k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median())))
                            for k, v in targets.layers.items()})
     num_classes = list(targets.layers.values())[-1].mean.numel()
