@@ -96,7 +96,8 @@ def decompose(gm: fx.GraphModule, images: torch.Tensor) -> list[dict]:
             step = _layer_moments(layer, adjust(x, layer.weight.shape[1] * getattr(layer, "groups", 1), "mean+min"), 1.0)
             feeds_relu = any(is_relu(u, modules) for u in _readers(node, modules))
             rows.append(dict(node=node.name, kind="depthwise" if getattr(layer, "groups", 1) > 1 else "conv/linear",
-                             feeds_relu=feeds_relu, step=compare(step, real), propagated=compare(targets[node.target], real)))
+                             feeds_relu=feeds_relu, step=compare(step, real), propagated=compare(targets[node.target], real),
+                             real=real))
         elif is_relu(node, modules):
             step = _rectify(channel_stats(values[args[0]]), 6.0 if is_relu6(node, modules) else None)
             rows.append(dict(node=node.name, kind="relu", feeds_relu=False, step=compare(step, real), propagated=None))
@@ -111,6 +112,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--models", default=",".join(c[0] for c in CASES))
+    p.add_argument("--pixel-correlation", type=float, nargs="*", default=[0.9, 0.8],
+                   help="also propagate with TargetConfig.pixel_correlation = r (one summary column each)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     wanted = args.models.split(",")
@@ -124,6 +127,10 @@ def main() -> int:
                "| model | conv one-step std | conv propagated std | pre-ReLU conv one-step mean shift | "
                "pre-ReLU conv propagated mean shift | ReLU one-step std |", "| --- | --- | --- | --- | --- | --- |"]
     details = []
+    alternatives = ["## Propagated std ratio with pixel_correlation r instead of ρ = 1 (median over conv outputs; "
+                    "first / last third of them)", "",
+                    "| model | ρ = 1 (default) | " + " | ".join(f"r = {r}" for r in args.pixel_correlation) + " |",
+                    "| --- | --- |" + " --- |" * len(args.pixel_correlation)]
     for name, weights, data_path, n in CASES:
         if name not in wanted:
             continue
@@ -145,7 +152,18 @@ def main() -> int:
                     f"{fmt(r['propagated'])} |" for r in rows]
         details.append("")
         print(summary[-1], flush=True)
-    text = "\n".join(lines + summary + [""] + details)
+        real_stats = {r["node"]: r["real"] for r in convs}
+        cells = []
+        for r in [None] + list(args.pixel_correlation):
+            t = weight_targets(gm, rule="moments", relu_aware=True, coherence=1.0, pixel_correlation=r).layers
+            node_of = {n.target: n.name for n in gm.graph.nodes if n.op == "call_module" and n.target in t}
+            ratios = [compare(t[k], real_stats[node_of[k]])[0] for k in t if node_of[k] in real_stats]
+            ratios = [x for x in ratios if np.isfinite(x)]
+            third = max(1, len(ratios) // 3)
+            cells.append(f"{statistics.median(ratios):.2f} ({statistics.median(ratios[:third]):.2f} / "
+                         f"{statistics.median(ratios[-third:]):.2f})")
+        alternatives.append(f"| {name} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines + summary + [""] + alternatives + [""] + details)
     atomic_write_text(ROOT / "results/fidelity/target_decomposition.md", text)
     return 0
 
