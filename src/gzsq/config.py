@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .errors import ConfigError
 
@@ -333,20 +333,31 @@ class ReconstructConfig:
 
     method: str = "block"  # "block" (residual block / conv+activation) or "adaround" (one layer at a time)
     iters: int = 500  # optimizer steps per unit (block or layer)
-    batch_size: int = 32  # calibration images per step (drawn with replacement)
+    batch_size: int | None = None  # calibration images per step (drawn with replacement); None: 32, or 8 for
+    # images larger than 64×64 (with the crops below: the whole 224×224 job in minutes, not hours, on one thread)
     lr: float = 1e-3  # Adam, rounding variables V
     act_lr: float = 1e-2  # Adam on log(step size), cosine-annealed; 0 keeps the calibrated ranges
     drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
     reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
     warmup: float = 0.2  # share of the steps before the regulariser starts
+    # Spatial crops: a unit made of local ops only (convs, pads, pools, activations, adds) whose input map
+    # is larger than `crop` on a side is trained on one random crop×crop window of it per step (offsets
+    # aligned to the unit's stride), its float target computed on the same window; 0: always the full map.
+    # Units with a global op (pooling, linear) use the full map. None: 16 for images larger than 64×64,
+    # else 0 (CIFAR-size networks train on full maps).
+    crop: int | None = None
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
             raise ConfigError(f"reconstruction method must be one of {', '.join(RECONSTRUCT_METHODS)}, got {self.method!r}")
         for name in ("iters", "batch_size"):
             value = getattr(self, name)
+            if name == "batch_size" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
+        if self.crop is not None and (isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 0):
+            raise ConfigError(f"crop must be a whole number ≥ 0 (0: full maps) or None, got {self.crop!r}")
         for name, lo, hi, lo_open, hi_open in (("lr", 0, math.inf, True, True), ("act_lr", 0, math.inf, False, True),
                                                ("drop_prob", 0, 1, False, False),
                                                ("reg_weight", 0, math.inf, False, True),
@@ -357,6 +368,12 @@ class ReconstructConfig:
             if not ok:
                 interval = f"{'(' if lo_open else '['}{lo}, {'∞' if hi == math.inf else hi}{')' if hi_open else ']'}"
                 raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
+
+    def for_images(self, height: int, width: int) -> "ReconstructConfig":
+        """This config with `batch_size` and `crop` set for calibration images of this size."""
+        large = height * width > 64 * 64
+        return replace(self, batch_size=self.batch_size if self.batch_size is not None else (8 if large else 32),
+                       crop=self.crop if self.crop is not None else (16 if large else 0))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -30,14 +30,23 @@ distilled images, W4A4 goes from 70.9 (round-to-nearest, MSE-clipped start) to 7
 W4A8 from 75.5 to 80.5 with the defaults, ~3 min on one CPU thread; at W8A8 it gains nothing. Start
 from MSE-clipped ranges below 8 bits: min/max ranges leave the step sizes too far to move.
 
+Large images (`ReconstructConfig.for_images`): above 64×64 pixels a step draws 8 images instead of 32,
+and a unit made of local ops only (convs, pads, pools, activations, adds) whose input map is wider than
+16 learns on one random 16×16 window of it per step, its corner on the unit's stride grid, the float
+target computed by the float unit on the same window (zero padding at the window's borders is then the
+same on both sides). A unit with a global op (global pooling, squeeze-and-excitation, flatten, linear)
+keeps the full map. Maps of CIFAR size train on full maps with 32 images a step, as before. The
+activation quantizers' forward and backward (QDrop mixing included) are one autograd function.
+
 Memory: every unit's float and quantized inputs and float outputs are held for all calibration
-images (CIFAR: a few MB; 256 images at 224×224: about 1 GB at the widest layers).
+images (CIFAR: a few MB; 64 images at 224×224: about 1.2 GB at the widest layers of EfficientNet-Lite0).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import operator
 import time
 from dataclasses import dataclass
 
@@ -71,12 +80,14 @@ class _State:
         self.batch: int | None = None  # the whole batch's size under torchrun (this rank holds `rows` of it)
         self.rows = slice(None)
 
-    def mix(self, quantized: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-        # Under torchrun every rank draws the whole batch's mask and keeps its rows: the same draws as
-        # one process, and the generators stay in step.
+    def keep_mask(self, fp: torch.Tensor) -> torch.Tensor:
+        """Which elements stay float. Under torchrun every rank draws the whole batch's mask and keeps
+        its rows: the same draws as one process, and the generators stay in step."""
         shape = fp.shape if self.batch is None else (self.batch,) + tuple(fp.shape[1:])
-        keep_fp = (torch.rand(shape, generator=self.generator) < self.drop_prob)[self.rows]
-        return torch.where(keep_fp.to(fp.device), fp, quantized)
+        return (torch.rand(shape, generator=self.generator) < self.drop_prob)[self.rows].to(fp.device)
+
+    def mix(self, quantized: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.keep_mask(fp), fp, quantized)
 
 
 class _RoundedLayer(nn.Module):
@@ -121,8 +132,32 @@ class _RoundedLayer(nn.Module):
         return F.linear(x, w, layer.bias)
 
 
-def _round_ste(x: torch.Tensor) -> torch.Tensor:
-    return (torch.round(x) - x).detach() + x
+class _FakeQuant(torch.autograd.Function):
+    """LSQ fake quantization, QDrop mixing included, in few passes over the tensor:
+    y = x where `keep`, else (clamp(round(x/s) + z, 0, qmax) − z)·s, with the straight-through gradients
+    ∂y/∂x = 1 where kept or not clamped, ∂y/∂s = q − x/s where not clamped, q where clamped (q = y/s)."""
+
+    @staticmethod
+    def forward(ctx, x, s, zero_point: float, qmax: int, keep):
+        xs = x / s
+        r = torch.round(xs)
+        q = torch.clamp(r + zero_point, 0, qmax) - zero_point
+        inside = q == r
+        y = q * s
+        d_s = torch.where(inside, q - xs, q)
+        if keep is not None:
+            y = torch.where(keep, x, y)
+            d_s.masked_fill_(keep, 0.0)
+            inside |= keep
+        ctx.save_for_backward(inside, d_s)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        inside, d_s = ctx.saved_tensors
+        grad_x = grad * inside if ctx.needs_input_grad[0] else None
+        grad_s = (grad * d_s).sum().reshape(()) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_s, None, None, None
 
 
 class _LearnedActQuant(nn.Module):
@@ -140,11 +175,8 @@ class _LearnedActQuant(nn.Module):
         mode = self.state.mode
         if mode == "float":
             return x
-        s = self.log_scale.exp()
-        xq = (torch.clamp(_round_ste(x / s) + self.zero_point, 0, self.qmax) - self.zero_point) * s
-        if mode == "soft" and self.state.drop:
-            return self.state.mix(xq, x)
-        return xq
+        keep = self.state.keep_mask(x) if mode == "soft" and self.state.drop else None
+        return _FakeQuant.apply(x, self.log_scale.exp(), float(self.zero_point), self.qmax, keep)
 
     @torch.no_grad()
     def write_back(self) -> None:
@@ -223,6 +255,69 @@ def _layer_units(graph: fx.Graph, is_weight, is_act, modules: dict) -> list[_Uni
     return units
 
 
+# Ops that compute each output position from a bounded neighbourhood of input positions: a unit made of
+# these alone can be trained on a window of its input map (anything else, e.g. a global pool, a flatten,
+# a linear layer or an unknown op, keeps the full map).
+_LOCAL_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.LeakyReLU, nn.Identity,
+                  nn.Dropout, nn.BatchNorm2d, nn.ZeroPad2d, nn.ConstantPad2d, nn.MaxPool2d, nn.AvgPool2d)
+_LOCAL_FUNCTIONS = {operator.add, operator.iadd, operator.mul, torch.add, torch.mul, torch.relu, torch.clamp,
+                    F.relu, F.relu6, F.hardtanh, F.silu, F.hardswish, F.leaky_relu, torch.sigmoid, F.max_pool2d,
+                    F.avg_pool2d}
+_LOCAL_METHODS = {"add", "add_", "mul", "mul_", "relu", "relu_", "clamp", "clamp_", "contiguous"}
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _unit_stride(unit: _Unit, modules: dict) -> tuple[int, int] | None:
+    """The unit's input-to-output stride (rows, columns) if it is made of local ops alone, else None."""
+    stride: dict[fx.Node, tuple[int, int]] = {unit.input: (1, 1)}
+    for node in unit.nodes:
+        own = (1, 1)
+        if node.op == "call_module":
+            m = modules[node.target]
+            m = m.layer if isinstance(m, _RoundedLayer) else m
+            if isinstance(m, nn.Conv2d):
+                own = _pair(m.stride)
+            elif isinstance(m, (_LearnedActQuant, ActQuantizer)):
+                pass
+            elif isinstance(m, _LOCAL_MODULES):
+                if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+                    if getattr(m, "ceil_mode", False) or _pair(getattr(m, "dilation", 1)) != (1, 1):
+                        return None
+                    own = _pair(m.stride if m.stride is not None else m.kernel_size)
+            else:
+                return None
+        elif node.op == "call_function":
+            if node.target not in _LOCAL_FUNCTIONS:
+                return None
+            if node.target in (F.max_pool2d, F.avg_pool2d):
+                return None  # their strides sit in the arguments: keep it simple, use the full map
+        elif node.op == "call_method":
+            if node.target not in _LOCAL_METHODS:
+                return None
+        elif node.op != "get_attr":
+            return None
+        inner = [stride[a] for a in node.all_input_nodes if a in stride]
+        if not inner:
+            return None
+        base = max(inner)
+        if any(s != base for s in inner):  # branches that disagree: not a simple window
+            return None
+        stride[node] = (base[0] * own[0], base[1] * own[1])
+    return stride.get(unit.nodes[-1])
+
+
+def _window(height: int, width: int, crop: int, stride: tuple[int, int], generator: torch.Generator):
+    """A random crop×crop window (top, left) whose corner sits on the unit's stride grid."""
+    corner = []
+    for size, s in zip((height, width), stride):
+        side = min(crop, size)
+        corner.append(int(torch.randint((size - side) // s + 1, (1,), generator=generator)) * s)
+    return slice(corner[0], corner[0] + min(crop, height)), slice(corner[1], corner[1] + min(crop, width))
+
+
 def _unit_module(root: dict, unit: _Unit) -> fx.GraphModule:
     graph = fx.Graph()
     env = {unit.input: graph.placeholder("x")}
@@ -294,6 +389,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         raise UnsupportedModelError("calibration data hold NaN/Inf")
     t0 = time.perf_counter()
     calib = calib.detach().float()
+    config = config.for_images(calib.shape[2], calib.shape[3])  # batch size and crop by image size
     result = copy.deepcopy(sim)
     result.eval()
     gm = result.net
@@ -359,6 +455,10 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             x_fp = _capture(work, unit.input, calib)
         state.mode = "float"
         target = _run(module, x_fp)
+        # Local units on maps wider than config.crop learn on one random window per step (see ReconstructConfig).
+        crop_stride = None
+        if config.crop and x_q.dim() == 4 and max(x_q.shape[2:]) > config.crop:
+            crop_stride = _unit_stride(unit, work_modules)
 
         opt_v = torch.optim.Adam([w.v for w in unit_weights], lr=config.lr)
         scales = [a.log_scale for a in learn_acts]
@@ -383,10 +483,20 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             elif distributed.any_rank(interrupt.requested("reconstruct")):  # every rank stops at the same step
                 interrupt.check()
             idx = torch.randint(len(calib), (config.batch_size,), generator=generator)[state.rows]
-            inp = x_q[idx]
-            if state.drop:
-                inp = state.mix(inp, x_fp[idx])
-            rec = _reconstruction_error(module(inp), target[idx])
+            if crop_stride is None:
+                inp, want = x_q[idx], target[idx]
+                if state.drop:
+                    inp = state.mix(inp, x_fp[idx])
+            else:  # the float unit on the same window: zero padding at its borders is the same on both sides
+                rows, cols = _window(x_q.shape[2], x_q.shape[3], config.crop, crop_stride, generator)
+                inp, fp_in = x_q[idx, :, rows, cols], x_fp[idx, :, rows, cols]
+                state.mode = "float"
+                with torch.no_grad():
+                    want = module(fp_in)
+                state.mode = "soft"
+                if state.drop:
+                    inp = state.mix(inp, fp_in)
+            rec = _reconstruction_error(module(inp), want)
             if ranks > 1:  # this rank's part of the whole batch's mean
                 rec = rec * (len(idx) / config.batch_size)
             if step >= warm and config.reg_weight > 0:
@@ -422,7 +532,8 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         out_q = _run(module, x_q)
         final = float(_reconstruction_error(out_q, target))
         log.append({"unit": unit.name, "layers": [str(n.target) for n in unit.nodes if is_weight(n)],
-                    "seconds": round(time.perf_counter() - t_unit, 2), "final_loss": final})
+                    "seconds": round(time.perf_counter() - t_unit, 2), "final_loss": final,
+                    "crop": None if crop_stride is None else min(config.crop, max(x_q.shape[2:]))})
         previous = unit
 
     with torch.no_grad():
