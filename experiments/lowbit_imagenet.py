@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import shlex
-import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from lowbit_quantize import append_row, run_quantize
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -61,19 +57,9 @@ def run_cell(model, w, a, seed, reconstruct) -> dict:
             cmd[3:3] = ["--weights", str(WEIGHTS[model])]
         if reconstruct != "default":
             cmd += ["--reconstruct", reconstruct]
-        t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "gzsq.cli", *cmd[1:]], capture_output=True, text=True, cwd=ROOT)
-        seconds = time.perf_counter() - t
-        if proc.returncode != 0:
-            raise SystemExit(f"{name} failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
-        keep = CELLS / name
-        keep.mkdir(parents=True, exist_ok=True)
-        for suffix in (".report.json", ".report.md"):  # the encodings file (1.2 MB here) is not kept
-            if (Path(work) / f"{name}{suffix}").exists():
-                shutil.copy(Path(work) / f"{name}{suffix}", keep / f"{name}{suffix}")
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+        # the encodings file (1.2 MB here) is not kept
+        report, seconds, shown = run_quantize(cmd, name, Path(work), CELLS / name, (".report.json", ".report.md"))
     e = report["evaluation"]
-    shown = " ".join(shlex.quote(c).replace(str(SHARED), "../shared") for c in cmd).replace(str(out), "OUT.onnx")
     return {"model": model, "w_bits": w, "a_bits": a, "seed": seed, "reconstruct": reconstruct, "images": e["images"],
             "fp32_top1": e["fp32_top1"], "onnxruntime_top1": e["int8_top1"], "simulator_top1": e["simulator_top1"],
             "agreement": e["agreement"], "runtime_matches_simulator": e["runtime_matches_simulator"],
@@ -158,12 +144,7 @@ def main() -> None:
                 if name in done:
                     continue
                 row = run_cell(model, w, a, seed, args.reconstruct)
-                new = not CSV.exists()
-                with CSV.open("a", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=FIELDS)
-                    if new:
-                        writer.writeheader()
-                    writer.writerow(row)
+                append_row(CSV, FIELDS, row)
                 write_table()
                 print(f"{name}: ORT {row['onnxruntime_top1']} sim {row['simulator_top1']} (FP32 {row['fp32_top1']}) "
                       f"agreement {row['agreement']} {row['seconds_total']} s", flush=True)

@@ -49,6 +49,33 @@ def done_cells() -> set[str]:
                           r["seed"], r["reconstruct"], r["iters"]) for r in csv.DictReader(f)}
 
 
+def run_quantize(cmd: list[str], name: str, work: Path, keep: Path, suffixes) -> tuple[dict, float, str]:
+    """Run `gzsq quantize` (cmd[0] == "gzsq", writing OUT = work/NAME.onnx) in a subprocess; copy the outputs
+    with `suffixes` that exist to `keep`; → (its JSON report, wall seconds, the command as shown in tables)."""
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "gzsq.cli", *cmd[1:]], capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
+    keep.mkdir(parents=True, exist_ok=True)
+    for suffix in suffixes:
+        if (work / f"{name}{suffix}").exists():
+            shutil.copy(work / f"{name}{suffix}", keep / f"{name}{suffix}")
+    shown = " ".join(shlex.quote(c).replace(str(SHARED), "../shared") for c in cmd)
+    shown = shown.replace(str(work / f"{name}.onnx"), "OUT.onnx")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), seconds, shown
+
+
+def append_row(path: Path, fields: list[str], row: dict) -> None:
+    """One row onto a results CSV, with the header when the file is new."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
 def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters) -> dict:
     name = cell_name(model, w, a, fl8, calib, seed, reconstruct, iters)
     data = EVAL["cifar10" if model.startswith("cifar10") else "imagenet"]
@@ -63,19 +90,9 @@ def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters) -> dict:
             cmd += ["--calib-data", str(SHARED / "data/cifar10/train-jpeg.tar")]
         if fl8:
             cmd.append("--first-last-8bit")
-        t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "gzsq.cli", *cmd[1:]], capture_output=True, text=True,
-                              cwd=ROOT)
-        seconds = time.perf_counter() - t
-        if proc.returncode != 0:
-            raise SystemExit(f"{name} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
-        keep = OUT / name
-        keep.mkdir(parents=True, exist_ok=True)
-        for suffix in (".report.json", ".report.md", ".encodings.json"):
-            shutil.copy(Path(work) / f"{name}{suffix}", keep / f"{name}{suffix}")
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+        report, seconds, shown = run_quantize(cmd, name, Path(work), OUT / name,
+                                              (".report.json", ".report.md", ".encodings.json"))
     e = report["evaluation"]
-    shown = " ".join(shlex.quote(c).replace(str(SHARED), "../shared") for c in cmd).replace(str(out), "OUT.onnx")
     return {"model": model, "w_bits": w, "a_bits": a, "first_last_8bit": fl8, "calib": calib, "seed": seed,
             "reconstruct": reconstruct, "iters": iters, "images": e["images"], "fp32_top1": e["fp32_top1"],
             "onnxruntime_top1": e["int8_top1"], "simulator_top1": e["simulator_top1"], "agreement": e["agreement"],
@@ -152,12 +169,7 @@ def main() -> None:
                         if name in done:
                             continue
                         row = run_cell(model, w, a, fl8, calib, seed, args.reconstruct, args.iters)
-                        new = not CSV.exists()
-                        with CSV.open("a", newline="") as f:
-                            writer = csv.DictWriter(f, fieldnames=FIELDS)
-                            if new:
-                                writer.writeheader()
-                            writer.writerow(row)
+                        append_row(CSV, FIELDS, row)
                         write_table()
                         print(f"{name}: ORT {row['onnxruntime_top1']} sim {row['simulator_top1']} "
                               f"(FP32 {row['fp32_top1']}) {row['seconds_total']} s", flush=True)
