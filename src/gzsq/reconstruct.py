@@ -6,8 +6,9 @@ rounding of every weight (AdaRound: Nagel et al., 2020) and every activation qua
 network reproduces the float unit's output (mean squared error, summed over channels):
 
 - `method="block"` (BRECQ: Li et al., 2021): a unit is a stretch of the graph between two points
-  where a single tensor is alive — a residual block of a ResNet, or a conv with its activation
-  where the network has no blocks — ending with its output quantizer.
+  where a single tensor is alive — a residual block of a ResNet, a whole inverted-residual block
+  (expand, depthwise, project, with or without its skip), or a conv with its activation where the
+  network has no blocks — ending with its output quantizer.
 - `method="adaround"`: a unit is one Conv2d/Linear (with the ReLU that alone reads it, if any) and
   the quantizer of its input.
 
@@ -207,8 +208,18 @@ class _Unit:
     nodes: list[fx.Node]  # in graph order; the last one is the unit's output
 
 
-def _block_units(graph: fx.Graph, is_weight) -> list[_Unit]:
-    """Cut the graph where exactly one value is alive; every unit holds at least one weight layer."""
+# The most weight layers one merged chain holds: an inverted-residual block's expand, depthwise and project.
+_MAX_CHAIN_LAYERS = 3
+
+
+def _block_units(graph: fx.Graph, is_weight, modules: dict) -> list[_Unit]:
+    """Cut the graph where exactly one value is alive; every unit holds at least one weight layer.
+
+    That alone cuts a skip-less inverted-residual block (stride 2, or a width change) after every conv, i.e.
+    layer-wise rounding, which fits worse than whole blocks (BRECQ; results/reconstruct.md). So a piece whose
+    conv ends in an activation joins the next, up to one whose conv output is its output (a linear bottleneck,
+    the projection): at most `_MAX_CHAIN_LAYERS` layers, never across a residual add or a global op.
+    """
     nodes = [n for n in graph.nodes if n.op not in ("output", "get_attr")]
     position = {n: i for i, n in enumerate(nodes)}
     last_use = {n: max((position.get(u, len(nodes)) for u in n.users), default=position[n]) for n in nodes}
@@ -235,13 +246,52 @@ def _block_units(graph: fx.Graph, is_weight) -> list[_Unit]:
         else:
             pending.extend(piece)
     units = []
-    for piece in merged:
+    for piece in _merge_chains(merged, is_weight, modules):
         inputs = {a for n in piece for a in n.all_input_nodes if a not in piece and a.op != "get_attr"}
         if len(inputs) != 1:
             raise UnsupportedModelError(f"cannot cut the graph into single-input blocks at {piece[0].name}")
         name = next(n for n in piece if is_weight(n)).target
         units.append(_Unit(str(name), inputs.pop(), piece))
     return units
+
+
+def _chain_kind(piece: list[fx.Node], is_weight, modules: dict) -> str:
+    """"open": one weight layer, then an activation (local ops on a single path); "linear": one weight layer
+    whose output is the piece's output, past quantizers only (a linear bottleneck); else "other" (a residual
+    add, several weight layers, a global op)."""
+    inside = set(piece)
+    weights = [i for i, n in enumerate(piece) if is_weight(n)]
+    if len(weights) != 1:
+        return "other"
+    for n in piece:  # a single path: no node reads two values of the piece (no residual add)
+        if sum(1 for a in n.all_input_nodes if a in inside) > 1:
+            return "other"
+    tail = piece[weights[0] + 1:]
+    passive = (ActQuantizer, _LearnedActQuant, nn.Identity, nn.Dropout)
+    if all(n.op == "call_module" and isinstance(modules.get(n.target), passive) for n in tail):
+        return "linear"
+    inputs = {a for n in piece for a in n.all_input_nodes if a not in inside and a.op != "get_attr"}
+    if len(inputs) != 1 or _unit_stride(_Unit("", inputs.pop(), piece), modules) is None:
+        return "other"  # a global op (pooling, flatten, linear) ends the chain where it is
+    return "open"
+
+
+def _merge_chains(pieces: list[list[fx.Node]], is_weight, modules: dict) -> list[list[fx.Node]]:
+    """Join each run of open pieces to the linear piece that ends it (its last `_MAX_CHAIN_LAYERS` − 1 open
+    pieces); open pieces not followed by a linear piece stay as they are."""
+    out: list[list[fx.Node]] = []
+    run: list[list[fx.Node]] = []
+    for piece in pieces:
+        kind = _chain_kind(piece, is_weight, modules)
+        if kind == "open":
+            run.append(piece)
+            continue
+        joined = run[len(run) - (_MAX_CHAIN_LAYERS - 1):] if kind == "linear" else []
+        out.extend(run[:len(run) - len(joined)])
+        out.append([n for p in joined for n in p] + piece)
+        run = []
+    out.extend(run)
+    return out
 
 
 def _layer_units(graph: fx.Graph, is_weight, is_act, modules: dict) -> list[_Unit]:
@@ -440,7 +490,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
     is_weight = lambda n: wrapped(n, _RoundedLayer)  # noqa: E731
     is_act = lambda n: wrapped(n, _LearnedActQuant)  # noqa: E731
     if config.method == "block":
-        units = _block_units(work.graph, is_weight)
+        units = _block_units(work.graph, is_weight, work_modules)
     else:
         units = _layer_units(work.graph, is_weight, is_act, work_modules)
 
