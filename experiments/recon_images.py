@@ -1,0 +1,199 @@
+"""Which distillation recipe makes the best calibration images for low-bit block reconstruction?
+
+For each (model, recipe, seed) the gzsq source distills the 256-image set from the BN-folded weights alone
+(setting bn-free; the recipe is the `default` preset with the overrides listed in RECIPES, applied by
+`gzsq.sources.gzsq.recipe_for`), on one thread, timed; the set is written as `gzsq distill` writes it
+(`gzsq.sources.saved.save_calibration`), then the real command line quantizes with it in a subprocess:
+
+    python -m gzsq.cli quantize MODEL --weights W --w-bits 4 --a-bits 4 --calib-set SET.npz \\
+        --eval-data ../shared/data/cifar10/test.npz --threads 1 --seed S -o OUT.onnx --json
+
+With --calib-set the reconstruction's batches are drawn with the set's own seed (the one it was distilled
+with; pipeline.py replaces the job's seed by it), so S is used for both and --seed is passed only for
+clarity. Each run appends one row to results/recon_images/runs.csv (the report .json/.md of each run is
+kept in results/recon_images/<run>/) and README.md's table is rewritten from the CSV.
+
+    python experiments/recon_images.py --models cifar10-resnet32 --recipes default it60 --seeds 0
+    python experiments/recon_images.py --models cifar10-resnet20 --recipes it150_b64 --seeds 0 1 2 --bits 4,4
+    python experiments/recon_images.py --table
+
+A run already in runs.csv is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from lowbit_quantize import SHARED, WEIGHTS, append_row, run_quantize  # noqa: E402
+
+OUT = ROOT / "results" / "recon_images"
+CSV = OUT / "runs.csv"
+EVAL = SHARED / "data/cifar10/test.npz"
+
+# name → overrides of the `default` preset (iterations 20, lr 0.2, batch 256, KL, clamped pixels)
+RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
+    "default": (),
+    "it10": (("iterations", 10),),
+    "it30": (("iterations", 30),),
+    "it60": (("iterations", 60),),
+    "it150": (("iterations", 150),),
+    "it300": (("iterations", 300),),
+    "b64": (("batch_size", 64),),
+    "b32": (("batch_size", 32),),
+    "ce0.1": (("ce_weight", 0.1),),
+    "ce1": (("ce_weight", 1.0),),
+    "b64_ce1": (("batch_size", 64), ("ce_weight", 1.0)),
+    "tv0.05": (("tv_weight", 0.05),),
+    "lr0.1": (("lr", 0.1),),
+    "noise0.5": (("noise_fraction", 0.5),),
+    "it60_b64": (("iterations", 60), ("batch_size", 64)),
+    "it60_b32": (("iterations", 60), ("batch_size", 32)),
+    "it150_b64": (("iterations", 150), ("batch_size", 64)),
+    "it150_b32": (("iterations", 150), ("batch_size", 32)),
+    "it60_ce0.1": (("iterations", 60), ("ce_weight", 0.1)),
+    "it60_ce1": (("iterations", 60), ("ce_weight", 1.0)),
+    "it150_ce0.1": (("iterations", 150), ("ce_weight", 0.1)),
+    "it150_ce1": (("iterations", 150), ("ce_weight", 1.0)),
+    "it60_b64_ce0.1": (("iterations", 60), ("batch_size", 64), ("ce_weight", 0.1)),
+    "it60_b64_ce1": (("iterations", 60), ("batch_size", 64), ("ce_weight", 1.0)),
+    "it150_b64_ce0.1": (("iterations", 150), ("batch_size", 64), ("ce_weight", 0.1)),
+    "it150_b64_ce1": (("iterations", 150), ("batch_size", 64), ("ce_weight", 1.0)),
+    "it60_tv0.01": (("iterations", 60), ("tv_weight", 0.01)),
+    "it60_lr0.05": (("iterations", 60), ("lr", 0.05)),
+}
+
+FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "recipe", "overrides", "seed", "distill_seconds",
+          "distill_final_loss", "fp32_top1", "onnxruntime_top1", "simulator_top1", "agreement",
+          "seconds_reconstruct", "seconds_total", "command"]
+
+
+def run_name(model, w, a, fl8, recipe, seed) -> str:
+    return f"{model}_w{w}a{a}{'_fl8' if fl8 else ''}_{recipe}_s{seed}"
+
+
+def done_runs() -> set[str]:
+    if not CSV.exists():
+        return set()
+    with CSV.open() as f:
+        return {run_name(r["model"], r["w_bits"], r["a_bits"], r["first_last_8bit"] == "True", r["recipe"], r["seed"])
+                for r in csv.DictReader(f)}
+
+
+def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[float, float]:
+    """Distill the 256-image set (bn-free, `default` + the recipe's overrides) and save it; → (seconds, last loss)."""
+    import torch
+
+    import gzsq
+    from gzsq.config import CalibrationConfig
+    from gzsq.models.validate import model_name as name_of
+    from gzsq.sources.calibrate import calibrate
+    from gzsq.sources.saved import save_calibration
+
+    torch.set_num_threads(1)
+    model = gzsq.load_model(model_name, WEIGHTS[model_name])
+    config = CalibrationConfig(source="gzsq", seed=seed, preset="default", setting="bn-free", n_images=256)
+    t = time.perf_counter()
+    calib = calibrate(model, config, overrides=RECIPES[recipe])
+    seconds = time.perf_counter() - t
+    save_calibration(path, calib, {"model": name_of(model), "setting": "bn-free", "preset": "default",
+                                   "recipe": recipe, "overrides": [list(o) for o in RECIPES[recipe]]})
+    losses = calib.log.get("final_loss") or []
+    last = float(sum(losses) / len(losses)) if losses else float("nan")
+    return seconds, last
+
+
+def run(model, w, a, fl8, recipe, seed) -> dict:
+    name = run_name(model, w, a, fl8, recipe, seed)
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        calib_set = work / f"{name}.npz"
+        distill_seconds, loss = distill_set(model, recipe, seed, calib_set)
+        out = work / f"{name}.onnx"
+        cmd = ["gzsq", "quantize", model, "--weights", str(WEIGHTS[model]), "--w-bits", str(w), "--a-bits", str(a),
+               "--calib-set", str(calib_set), "--eval-data", str(EVAL), "--threads", "1", "--seed", str(seed),
+               "-o", str(out), "--json"]
+        if fl8:
+            cmd.append("--first-last-8bit")
+        report, seconds, shown = run_quantize(cmd, name, work, OUT / name, (".report.json", ".report.md"))
+    shown = shown.replace(str(calib_set), "SET.npz")
+    e = report["evaluation"]
+    return {"model": model, "w_bits": w, "a_bits": a, "first_last_8bit": fl8, "recipe": recipe,
+            "overrides": " ".join(f"{k}={v}" for k, v in RECIPES[recipe]) or "-", "seed": seed,
+            "distill_seconds": round(distill_seconds, 1), "distill_final_loss": round(loss, 4),
+            "fp32_top1": e["fp32_top1"], "onnxruntime_top1": e["int8_top1"], "simulator_top1": e["simulator_top1"],
+            "agreement": e["agreement"], "seconds_reconstruct": report["seconds"].get("reconstruct", 0.0),
+            "seconds_total": round(seconds, 1), "command": shown}
+
+
+def write_table() -> None:
+    if not CSV.exists():
+        return
+    with CSV.open() as f:
+        rows = list(csv.DictReader(f))
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["w_bits"], r["a_bits"], r["first_last_8bit"], r["recipe"]), []).append(r)
+
+    def stat(rs, key):
+        vals = [float(r[key]) for r in rs]
+        mean = sum(vals) / len(vals)
+        if len(vals) == 1:
+            return f"{mean:.2f}"
+        std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+        return f"{mean:.2f} ± {std:.2f}"
+
+    lines = ["| model | W/A | first/last 8-bit | recipe | overrides of `default` | ONNX Runtime top-1 | per seed | "
+             "agreement | seeds | distill s | total s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (model, w, a, fl8, recipe), rs in sorted(groups.items(), key=lambda kv: (kv[0][:4], kv[0][4] != "default")):
+        lines.append(f"| {model} | W{w}A{a} | {'yes' if fl8 == 'True' else 'no'} | {recipe} | {rs[0]['overrides']} | "
+                     f"{stat(rs, 'onnxruntime_top1')} | {' / '.join(r['onnxruntime_top1'] for r in rs)} | "
+                     f"{stat(rs, 'agreement')} | {','.join(r['seed'] for r in rs)} | {stat(rs, 'distill_seconds')} | "
+                     f"{stat(rs, 'seconds_total')} |")
+    table = "\n".join(lines) + "\n"
+    readme = OUT / "README.md"
+    begin, end = "<!-- table begin -->", "<!-- table end -->"
+    text = readme.read_text() if readme.exists() else f"# Distillation recipes for reconstruction\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    readme.write_text(f"{head}{begin}\n{table}{end}{tail}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="cifar10-resnet32")
+    p.add_argument("--recipes", nargs="+", default=["default"], choices=sorted(RECIPES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--bits", default="4,4", help="W,A")
+    p.add_argument("--first-last-8bit", action="store_true")
+    p.add_argument("--table", action="store_true", help="only rewrite README.md's table from runs.csv")
+    args = p.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.table:
+        write_table()
+        return
+    w, a = map(int, args.bits.split(","))
+    done = done_runs()
+    for model in args.models.split(","):
+        for seed in args.seeds:
+            for recipe in args.recipes:
+                name = run_name(model, w, a, args.first_last_8bit, recipe, seed)
+                if name in done:
+                    continue
+                row = run(model, w, a, args.first_last_8bit, recipe, seed)
+                append_row(CSV, FIELDS, row)
+                write_table()
+                print(f"{name}: ORT {row['onnxruntime_top1']} agreement {row['agreement']} distill "
+                      f"{row['distill_seconds']} s total {row['seconds_total']} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
