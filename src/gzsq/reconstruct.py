@@ -206,6 +206,7 @@ class _Unit:
     name: str
     input: fx.Node  # the one tensor the unit reads
     nodes: list[fx.Node]  # in graph order; the last one is the unit's output
+    pieces: int = 1  # how many single-layer pieces a merged chain joins: it learns for iters × pieces steps
 
 
 # The most weight layers one merged chain holds: an inverted-residual block's expand, depthwise and project.
@@ -246,12 +247,12 @@ def _block_units(graph: fx.Graph, is_weight, modules: dict) -> list[_Unit]:
         else:
             pending.extend(piece)
     units = []
-    for piece in _merge_chains(merged, is_weight, modules):
+    for piece, count in _merge_chains(merged, is_weight, modules):
         inputs = {a for n in piece for a in n.all_input_nodes if a not in piece and a.op != "get_attr"}
         if len(inputs) != 1:
             raise UnsupportedModelError(f"cannot cut the graph into single-input blocks at {piece[0].name}")
         name = next(n for n in piece if is_weight(n)).target
-        units.append(_Unit(str(name), inputs.pop(), piece))
+        units.append(_Unit(str(name), inputs.pop(), piece, count))
     return units
 
 
@@ -276,10 +277,10 @@ def _chain_kind(piece: list[fx.Node], is_weight, modules: dict) -> str:
     return "open"
 
 
-def _merge_chains(pieces: list[list[fx.Node]], is_weight, modules: dict) -> list[list[fx.Node]]:
+def _merge_chains(pieces: list[list[fx.Node]], is_weight, modules: dict) -> list[tuple[list[fx.Node], int]]:
     """Join each run of open pieces to the linear piece that ends it (its last `_MAX_CHAIN_LAYERS` − 1 open
-    pieces); open pieces not followed by a linear piece stay as they are."""
-    out: list[list[fx.Node]] = []
+    pieces); open pieces not followed by a linear piece stay as they are. → (nodes, pieces joined)."""
+    out: list[tuple[list[fx.Node], int]] = []
     run: list[list[fx.Node]] = []
     for piece in pieces:
         kind = _chain_kind(piece, is_weight, modules)
@@ -287,10 +288,10 @@ def _merge_chains(pieces: list[list[fx.Node]], is_weight, modules: dict) -> list
             run.append(piece)
             continue
         joined = run[len(run) - (_MAX_CHAIN_LAYERS - 1):] if kind == "linear" else []
-        out.extend(run[:len(run) - len(joined)])
-        out.append([n for p in joined for n in p] + piece)
+        out.extend((p, 1) for p in run[:len(run) - len(joined)])
+        out.append(([n for p in joined for n in p] + piece, len(joined) + 1))
         run = []
-    out.extend(run)
+    out.extend((p, 1) for p in run)
     return out
 
 
@@ -520,10 +521,11 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         opt_v = torch.optim.Adam([w.v for w in unit_weights], lr=config.lr)
         scales = [a.log_scale for a in learn_acts]
         opt_s = torch.optim.Adam(scales, lr=config.act_lr) if scales else None
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, config.iters, eta_min=0.0) if opt_s else None
-        warm = int(config.warmup * config.iters)
+        iters = config.iters * unit.pieces  # a merged chain keeps the steps its pieces had
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, iters, eta_min=0.0) if opt_s else None
+        warm = int(config.warmup * iters)
         state.mode, state.drop = "soft", config.drop_prob > 0
-        bar = tqdm(range(config.iters), desc=f"reconstruct {index + 1}/{len(units)} {unit.name}",
+        bar = tqdm(range(iters), desc=f"reconstruct {index + 1}/{len(units)} {unit.name}",
                    disable=not progress, leave=False)
         t_unit = time.perf_counter()
         rec = reg = torch.zeros(())
@@ -557,7 +559,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             if ranks > 1:  # this rank's part of the whole batch's mean
                 rec = rec * (len(idx) / config.batch_size)
             if step >= warm and config.reg_weight > 0:
-                progress_share = (step - warm) / max(1, config.iters - warm)
+                progress_share = (step - warm) / max(1, iters - warm)
                 beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress_share)
                 reg = sum(w.regulariser(beta) for w in unit_weights)
                 loss = rec + config.reg_weight * reg / ranks  # counted once when the ranks' gradients add up
@@ -577,7 +579,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             if opt_s:
                 opt_s.step()
                 sched.step()
-            if step % 10 == 0 or step == config.iters - 1:
+            if step % 10 == 0 or step == iters - 1:
                 bar.set_postfix(loss=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.4g}")
         bar.close()
         state.drop, state.batch, state.rows = False, None, slice(None)
