@@ -196,6 +196,7 @@ Below 8 bits (--w-bits/--a-bits) or with --reconstruct, the ONNX file is written
 simulation model instead: its learned integers and step sizes exactly (int4 weights through opset-21
 DequantizeLinear), plus OUT.encodings.json (bits, scales and zero points of every tensor). The report
 then also gives the simulator's top-1 and how often ONNX Runtime's prediction equals the simulator's.
+Reconstruction keeps its progress in OUT.partial: after Ctrl-C, rerun the same command with --resume.
 """
 
 
@@ -244,7 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "simulator), which serves real photos with a few extreme pixels; mse only below 8 bits "
                          "or with --reconstruct")
     _add_reconstruct_args(qz)
-    qz.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    qz.add_argument("--force", action="store_true", help="overwrite OUT if it exists (and start over instead of "
+                                                         "refusing an old OUT.partial)")
+    qz.add_argument("--resume", action="store_true",
+                    help="continue an interrupted reconstruction from OUT.partial (the same command and flags): its "
+                         "calibration images and the units already learned are kept there, and the result is the "
+                         "same as an uninterrupted run's. Ctrl-C during reconstruction keeps OUT.partial")
     qz.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     _add_calib_args(qz, "256, or 64 for ImageNet-size models")
     _add_verbosity_args(qz, top=False)
@@ -325,6 +331,7 @@ def cmd_quantize(args) -> int:
 
     from .config import EvaluationConfig, Int8ExportConfig, QuantConfig, QuantizeJob
     from .errors import ConfigError
+    from .partial import partial_path
     from .pipeline import backend_for, check_quantize_outputs, quantize_model, report_paths
 
     job = QuantizeJob(calibration=_calibration(args),
@@ -332,7 +339,8 @@ def cmd_quantize(args) -> int:
                                      bias_correction=not args.no_bias_correction),
                       evaluation=EvaluationConfig(data=args.eval_data, threads=args.threads),
                       quant=QuantConfig.starting_point(args.w_bits, args.a_bits, first_last_8bit=args.first_last_8bit),
-                      reconstruction=_reconstruction(args), keep_fp32=args.keep_fp32, progress=_progress(args))
+                      reconstruction=_reconstruction(args), keep_fp32=args.keep_fp32, progress=_progress(args),
+                      resume=args.resume)
     if job.from_simulator and (args.full_range_weights or args.no_bias_correction):
         raise ConfigError("--full-range-weights and --no-bias-correction set ONNX Runtime's int8 quantizer; below 8 "
                           "bits or with --reconstruct the model is written from gzsq's simulator, so drop them")
@@ -350,9 +358,14 @@ def cmd_quantize(args) -> int:
     busy = _use_threads(args)
     model = _load_model(args)
     out = Path(args.output)
+    partial = partial_path(out)
+    resumable = args.resume and partial.exists()
     report = quantize_model(model, out, job, force=args.force)
     if report is None:  # a torchrun rank other than 0: it shared the work, rank 0 wrote and reports
         return 0
+    if args.resume:
+        _note(args, f"resumed the interrupted reconstruction saved in {partial}" if resumable
+              else f"--resume: there was no {partial}; ran from the beginning")
     if args.json:
         slim = {k: v for k, v in report.items() if k != "activation_ranges"}
         slim["activation_ranges"] = len(report["activation_ranges"])
