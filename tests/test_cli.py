@@ -280,6 +280,9 @@ def test_evaluate_reconstructs_below_8_bits(small_test_set, capsys):
         assert code == 0, err
         rows[method] = json.loads(out.strip().splitlines()[-1])
     assert rows["none"]["reconstruct"] == "none" and rows["auto"]["reconstruct"] == "block"
+    # round to nearest starts from min/max ranges, reconstruction from quantize's MSE-clipped start
+    assert (rows["none"]["observer"], rows["none"]["weight_clip"]) == ("minmax", "maxabs")
+    assert (rows["auto"]["observer"], rows["auto"]["weight_clip"]) == ("mse", "mse")
     assert "reconstruct" in rows["auto"]["seconds"]
     assert rows["auto"]["agreement"] >= rows["none"]["agreement"] - 2.0, rows
     code, out, _ = _evaluate(["--data", str(small_test_set), "--calib", "gaussian", "--n-calib", "8", "--json"],

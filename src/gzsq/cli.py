@@ -196,6 +196,7 @@ Below 8 bits (--w-bits/--a-bits) or with --reconstruct, the ONNX file is written
 simulation model instead: its learned integers and step sizes exactly (int4 weights through opset-21
 DequantizeLinear), plus OUT.encodings.json (bits, scales and zero points of every tensor). The report
 then also gives the simulator's top-1 and how often ONNX Runtime's prediction equals the simulator's.
+Reconstruction keeps its progress in OUT.partial: after Ctrl-C, rerun the same command with --resume.
 """
 
 
@@ -244,7 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "simulator), which serves real photos with a few extreme pixels; mse only below 8 bits "
                          "or with --reconstruct")
     _add_reconstruct_args(qz)
-    qz.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    qz.add_argument("--force", action="store_true", help="overwrite OUT if it exists (and start over instead of "
+                                                         "refusing an old OUT.partial)")
+    qz.add_argument("--resume", action="store_true",
+                    help="continue an interrupted reconstruction from OUT.partial (the same command and flags): its "
+                         "calibration images and the units already learned are kept there, and the result is the "
+                         "same as an uninterrupted run's. Ctrl-C during reconstruction keeps OUT.partial")
     qz.add_argument("--json", action="store_true", help="print the report as one JSON object on the last line")
     _add_calib_args(qz, "256, or 64 for ImageNet-size models")
     _add_verbosity_args(qz, top=False)
@@ -261,11 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "labels.csv, or tar of class folders)")
     ev.add_argument("--w-bits", type=_bits, default=8, help="weight bits, 2-8 (default: 8)")
     ev.add_argument("--a-bits", type=_bits, default=8, help="activation bits, 2-8 (default: 8)")
-    ev.add_argument("--observer", default="minmax", choices=["minmax", "percentile", "mse"],
-                    help="activation range rule (default: minmax; percentile = 0.01/99.99th)")
+    ev.add_argument("--observer", default=None, choices=["minmax", "percentile", "mse"],
+                    help="activation range rule (percentile = 0.01/99.99th). Default: minmax, or mse when "
+                         "reconstructing below 8 bits (the start quantize uses: results/reconstruct.md)")
     ev.add_argument("--per-tensor-weights", action="store_true", help="one weight scale per tensor, not per channel")
-    ev.add_argument("--weight-clip", default="maxabs", choices=["maxabs", "mse"],
-                    help="weight range: max-abs (default) or MSE-optimal clipping (helps at <= 6 bits)")
+    ev.add_argument("--weight-clip", default=None, choices=["maxabs", "mse"],
+                    help="weight range: max-abs or MSE-optimal clipping (helps at <= 6 bits). Default: maxabs, "
+                         "or mse when reconstructing below 8 bits")
     ev.add_argument("--first-last-8bit", action="store_true", help="keep the first and last layer at 8 bit")
     _add_reconstruct_args(ev)
     _add_calib_args(ev, "256, or 64 for ImageNet-size models")
@@ -325,6 +333,7 @@ def cmd_quantize(args) -> int:
 
     from .config import EvaluationConfig, Int8ExportConfig, QuantConfig, QuantizeJob
     from .errors import ConfigError
+    from .partial import partial_path
     from .pipeline import backend_for, check_quantize_outputs, quantize_model, report_paths
 
     job = QuantizeJob(calibration=_calibration(args),
@@ -332,7 +341,8 @@ def cmd_quantize(args) -> int:
                                      bias_correction=not args.no_bias_correction),
                       evaluation=EvaluationConfig(data=args.eval_data, threads=args.threads),
                       quant=QuantConfig.starting_point(args.w_bits, args.a_bits, first_last_8bit=args.first_last_8bit),
-                      reconstruction=_reconstruction(args), keep_fp32=args.keep_fp32, progress=_progress(args))
+                      reconstruction=_reconstruction(args), keep_fp32=args.keep_fp32, progress=_progress(args),
+                      resume=args.resume)
     if job.from_simulator and (args.full_range_weights or args.no_bias_correction):
         raise ConfigError("--full-range-weights and --no-bias-correction set ONNX Runtime's int8 quantizer; below 8 "
                           "bits or with --reconstruct the model is written from gzsq's simulator, so drop them")
@@ -350,9 +360,14 @@ def cmd_quantize(args) -> int:
     busy = _use_threads(args)
     model = _load_model(args)
     out = Path(args.output)
+    partial = partial_path(out)
+    resumable = args.resume and partial.exists()
     report = quantize_model(model, out, job, force=args.force)
     if report is None:  # a torchrun rank other than 0: it shared the work, rank 0 wrote and reports
         return 0
+    if args.resume:
+        _note(args, f"resumed the interrupted reconstruction saved in {partial}" if resumable
+              else f"--resume: there was no {partial}; ran from the beginning")
     if args.json:
         slim = {k: v for k, v in report.items() if k != "activation_ranges"}
         slim["activation_ranges"] = len(report["activation_ranges"])
@@ -426,9 +441,13 @@ def cmd_evaluate(args) -> int:
     from .evaluation import evaluate_quantization, load_eval_set
     from .sources import check_calibration
 
-    quant = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, observer=args.observer,
-                        per_channel_weights=not args.per_tensor_weights, weight_clip=args.weight_clip,
-                        first_last_8bit=args.first_last_8bit)
+    # Unset ranges: round to nearest starts from the reference scheme's min/max; reconstruction from the
+    # ranges `gzsq quantize` starts from (MSE-clipped below 8 bits), the start it measured best from.
+    reconstruction = _reconstruction(args)
+    start = QuantConfig.starting_point(args.w_bits, args.a_bits) if reconstruction else QuantConfig()
+    quant = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, observer=args.observer or start.observer,
+                        per_channel_weights=not args.per_tensor_weights,
+                        weight_clip=args.weight_clip or start.weight_clip, first_last_8bit=args.first_last_8bit)
     progress = _progress(args)
     t = time.perf_counter()
     busy = _use_threads(args)
@@ -438,7 +457,7 @@ def cmd_evaluate(args) -> int:
     eval_set = load_eval_set(model, args.data, progress=progress)
     _note(args, f"{len(eval_set.labels)} evaluation images from {args.data}", 1)
     load_seconds = time.perf_counter() - t
-    result = evaluate_quantization(model, eval_set, calibration, quant, reconstruction=_reconstruction(args),
+    result = evaluate_quantization(model, eval_set, calibration, quant, reconstruction=reconstruction,
                                    progress=progress)
     result["seconds"] = {"load": round(load_seconds, 2), **result["seconds"]}
     if args.json:
@@ -446,8 +465,8 @@ def cmd_evaluate(args) -> int:
     else:
         s = result
         print(f"model {s['model']}  setting {s['setting']}  calib {s['calib']} (n={s['n_calib']}, seed={s['seed']}"
-              f"{', 2 folds' if s['folds'] == 2 else ''})  W{s['w_bits']}A{s['a_bits']}  observer {s['observer']}"
-              f"  reconstruct {s['reconstruct']}")
+              f"{', 2 folds' if s['folds'] == 2 else ''})  W{s['w_bits']}A{s['a_bits']}  observer {s['observer']}, "
+              f"weights {s['weight_clip']}  reconstruct {s['reconstruct']}")
         print(f"  images          {s['preprocessing']}")
         print(f"  FP32 top-1      {s['fp32_top1']:6.2f} %")
         print(f"  quantized top-1 {s['top1']:6.2f} %   ({s['top1'] - s['fp32_top1']:+.2f} pt)")

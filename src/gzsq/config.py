@@ -290,6 +290,8 @@ class QuantizeJob:
     reconstruction: learn rounding and step sizes on the calibration images (None: round to nearest).
     keep_fp32: also write the FP32 ONNX export beside the output (OUT.fp32.onnx).
     progress: progress bars on stderr.
+    resume: continue an interrupted reconstruction from OUT.partial (its calibration images and the
+        units already learned), to the result an uninterrupted run gives.
     """
 
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
@@ -299,6 +301,7 @@ class QuantizeJob:
     reconstruction: ReconstructConfig | None = None
     keep_fp32: bool = False
     progress: bool = False
+    resume: bool = False
 
     @property
     def from_simulator(self) -> bool:

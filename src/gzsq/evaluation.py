@@ -110,6 +110,7 @@ def evaluate_quantization(model: nn.Module, eval_set: EvalSet, calibration: Cali
         "w_bits": quant.w_bits,
         "a_bits": quant.a_bits,
         "observer": quant.observer,
+        "weight_clip": quant.weight_clip,
         "reconstruct": reconstruction.method if reconstruction is not None else "none",
         "n_calib": calibration.n_images,
         "seed": calibration.seed,

@@ -41,6 +41,7 @@ from .export import OnnxClassifier, activation_ranges, export_fp32_onnx, export_
 from .export.onnx_sim import encodings_path_for
 from .interrupt import describe
 from .metrics import agreement, predict, top1
+from .partial import Partial, Saved, job_key, partial_path
 from .models.validate import model_name
 from .sources import Calibration, calibrate, check_calibration
 from .sources.saved import save_calibration, save_preview
@@ -76,11 +77,21 @@ def output_paths(out: str | Path, job: QuantizeJob) -> list[Path]:
 
 
 def check_quantize_outputs(out: str | Path, job: QuantizeJob, *, force: bool = False) -> None:
-    """Before any work: a known suffix, and every output writable and not there already (unless `force`)."""
+    """Before any work: a known suffix, and every output writable and not there already (unless `force`);
+    an interrupted reconstruction's OUT.partial needs a decision (resume or force)."""
     if backend_for(out) != "onnxruntime" and job.from_simulator:
         raise ConfigError("bits below 8 and reconstruction are written as ONNX: give an output ending in .onnx")
+    if job.resume and job.reconstruction is None:
+        raise ConfigError("--resume continues an interrupted reconstruction, and this job has none (it runs below "
+                          "8 bits or with --reconstruct)")
+    if job.resume and distributed.active():
+        raise ConfigError("--resume continues a one-process run; rerun it without torchrun")
     for path in output_paths(out, job):  # all refused before any work, not half-way
         ensure_output_path(path, force=force)
+    partial = partial_path(out)
+    if job.reconstruction is not None and partial.exists() and not (job.resume or force):
+        raise OutputError(f"{partial} holds an interrupted reconstruction: pass --resume to continue it or --force "
+                          "to start over")
 
 
 def quantize_model(model: nn.Module, out: str | Path, job: QuantizeJob = QuantizeJob(), *,
@@ -92,19 +103,39 @@ def quantize_model(model: nn.Module, out: str | Path, job: QuantizeJob = Quantiz
     out = Path(out)
     written = [out, *report_paths(out), encodings_path_for(out), fp32_path_for(out)]
     before = {p: p.exists() for p in written}
+    partial = None
+    if job.reconstruction is not None and not distributed.active():
+        partial = Partial(out, job_key(model, job, check_calibration(model, job.calibration)))
+        if force and not job.resume:
+            partial.path.unlink(missing_ok=True)  # --force starts over
+    had_partial = partial is not None and partial.path.exists()
     try:
-        report = _quantize_model(model, out, job)
+        report = _quantize_model(model, out, job, partial)
+    except KeyboardInterrupt as exc:
+        for path in written:
+            if path.exists() and not before[path]:
+                path.unlink()
+        if partial is None or not partial.path.exists():
+            raise
+        signum = getattr(exc, "signum", signal.SIGINT)
+        learned = (f"{partial.units_done} of {partial.total_units} units learned" if partial.units_done
+                   else "the calibration images; no unit finished yet")
+        raise RunInterrupted(f"{describe(signum)} before {out} was written; {partial.path} keeps the progress "
+                             f"({learned}): rerun the same command with --resume to continue", signum) from None
     except BaseException:
         for path in written:
             if path.exists() and not before[path]:
                 path.unlink()
+        if partial is not None and not had_partial:
+            partial.path.unlink(missing_ok=True)
         raise
+    if partial is not None:
+        partial.path.unlink(missing_ok=True)
     distributed.barrier()  # under torchrun: rank 0 has written everything; the others waited here
     return report
 
 
-def _quantize_model(model: nn.Module, out: Path, job: QuantizeJob) -> dict:
-    backend = backend_for(out)
+def _quantize_model(model: nn.Module, out: Path, job: QuantizeJob, partial: Partial | None = None) -> dict:
     # bad evaluation data and a source that cannot run fail here, before the long work
     data = job.evaluation.data
     eval_set = load_eval_set(model, data, labels_must_fit=False) if data is not None else None
@@ -112,7 +143,13 @@ def _quantize_model(model: nn.Module, out: Path, job: QuantizeJob) -> dict:
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    calibration = calibrate(model, calibration_config, progress=job.progress)
+    saved = partial.load() if partial is not None and job.resume else None
+    if saved is not None:  # the interrupted run's images: no second distillation
+        calibration = saved.calibration
+        calibration.log["resumed_from"] = str(partial.path)
+        calibration.log["units_resumed"] = saved.units_done
+    else:
+        calibration = calibrate(model, calibration_config, progress=job.progress)
     seconds["calibration_data"] = time.perf_counter() - t
     if calibration_config.saved_set is not None:  # a set made by `gzsq distill`: its own settings apply
         meta = calibration.log.get("meta", {})
@@ -123,7 +160,8 @@ def _quantize_model(model: nn.Module, out: Path, job: QuantizeJob) -> dict:
                                      setting=meta.get("setting", calibration_config.setting))
 
     if job.from_simulator:
-        return _quantize_from_simulator(model, out, job, calibration, calibration_config, eval_set, seconds)
+        return _quantize_from_simulator(model, out, job, calibration, calibration_config, eval_set, seconds,
+                                        partial, saved)
     if not distributed.is_main():  # under torchrun the other ranks share the distillation only
         return None
     with distributed.solo():
@@ -165,7 +203,7 @@ def _fp32_onnx(model: nn.Module, out: Path, job: QuantizeJob, work: str) -> Path
 
 
 def _quantize_from_simulator(model, out: Path, job: QuantizeJob, calibration, calibration_config, eval_set,
-                             seconds) -> dict:
+                             seconds, partial: Partial | None = None, saved: Saved | None = None) -> dict:
     """Simulation model (+ reconstruction) → ONNX QDQ holding exactly its encodings; evaluated by ONNX
     Runtime and by the simulator on the same images, so the report shows that they agree."""
     from .quantization.sim import quantize as simulate
@@ -176,8 +214,12 @@ def _quantize_from_simulator(model, out: Path, job: QuantizeJob, calibration, ca
     seconds["ranges"] = time.perf_counter() - t
     if job.reconstruction is not None:
         t = time.perf_counter()
+        progress, on_unit = (saved.progress if saved else None), None
+        if partial is not None:
+            partial.save(calibration, progress)  # the images are kept from here on
+            on_unit = lambda state: partial.save(calibration, state)  # noqa: E731
         sim = reconstruct(model, sim, calibration.images, job.reconstruction, seed=calibration_config.seed,
-                          progress=job.progress)
+                          progress=job.progress, resume=progress, on_unit=on_unit)
         seconds["reconstruct"] = time.perf_counter() - t
     if not distributed.is_main():  # under torchrun the other ranks share distillation and reconstruction
         return None
@@ -385,11 +427,6 @@ def render_report(r: dict) -> str:
 
 def _fmt(values) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
-
-
-def partial_path(out: str | Path) -> Path:
-    """Where `distill_set` keeps its resumable state while it runs: OUT.partial."""
-    return Path(f"{out}.partial")
 
 
 def check_distill_outputs(out: str | Path, job: DistillJob) -> Path:
