@@ -41,7 +41,11 @@ EVAL = SHARED / "data/cifar10/test.npz"
 # name → overrides of the `default` preset (iterations 20, lr 0.2, batch 256, KL, clamped pixels)
 RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "default": (),
+    "it5": (("iterations", 5),),
     "it10": (("iterations", 10),),
+    "it15": (("iterations", 15),),
+    "it10_ce1": (("iterations", 10), ("ce_weight", 1.0)),
+    "it15_ce1": (("iterations", 15), ("ce_weight", 1.0)),
     "it30": (("iterations", 30),),
     "it60": (("iterations", 60),),
     "it150": (("iterations", 150),),
