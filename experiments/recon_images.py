@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +55,9 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "b32": (("batch_size", 32),),
     "ce0.1": (("ce_weight", 0.1),),
     "ce1": (("ce_weight", 1.0),),
+    "ce3": (("ce_weight", 3.0),),
+    "ce10": (("ce_weight", 10.0),),
+    "it40_ce3": (("iterations", 40), ("ce_weight", 3.0)),
     "b64_ce1": (("batch_size", 64), ("ce_weight", 1.0)),
     "tv0.05": (("tv_weight", 0.05),),
     "lr0.1": (("lr", 0.1),),
@@ -116,6 +120,9 @@ def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[fl
 
 def run(model, w, a, fl8, recipe, seed) -> dict:
     name = run_name(model, w, a, fl8, recipe, seed)
+    # the code the run used: others commit to src/ while sweeps run
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True, cwd=ROOT).stdout
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         calib_set = work / f"{name}.npz"
@@ -128,6 +135,7 @@ def run(model, w, a, fl8, recipe, seed) -> dict:
             cmd.append("--first-last-8bit")
         report, seconds, shown = run_quantize(cmd, name, work, OUT / name, (".report.json", ".report.md"))
     shown = shown.replace(str(calib_set), "SET.npz")
+    (OUT / name / "commit.txt").write_text(f"{head.strip()}{' (src/ modified)' if dirty.strip() else ''}\n")
     e = report["evaluation"]
     return {"model": model, "w_bits": w, "a_bits": a, "first_last_8bit": fl8, "recipe": recipe,
             "overrides": " ".join(f"{k}={v}" for k, v in RECIPES[recipe]) or "-", "seed": seed,
