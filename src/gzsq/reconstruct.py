@@ -57,7 +57,6 @@ import math
 import operator
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.fx as fx
@@ -207,7 +206,6 @@ class _Unit:
     name: str
     input: fx.Node  # the one tensor the unit reads
     nodes: list[fx.Node]  # in graph order; the last one is the unit's output
-    pieces: int = 1  # how many single-layer pieces a merged chain joins: it learns for iters × pieces steps
 
 
 # The most weight layers one merged chain holds: an inverted-residual block's expand, depthwise and project.
@@ -248,12 +246,12 @@ def _block_units(graph: fx.Graph, is_weight, modules: dict) -> list[_Unit]:
         else:
             pending.extend(piece)
     units = []
-    for piece, count in _merge_chains(merged, is_weight, modules):
+    for piece in _merge_chains(merged, is_weight, modules):
         inputs = {a for n in piece for a in n.all_input_nodes if a not in piece and a.op != "get_attr"}
         if len(inputs) != 1:
             raise UnsupportedModelError(f"cannot cut the graph into single-input blocks at {piece[0].name}")
         name = next(n for n in piece if is_weight(n)).target
-        units.append(_Unit(str(name), inputs.pop(), piece, count))
+        units.append(_Unit(str(name), inputs.pop(), piece))
     return units
 
 
@@ -278,10 +276,10 @@ def _chain_kind(piece: list[fx.Node], is_weight, modules: dict) -> str:
     return "open"
 
 
-def _merge_chains(pieces: list[list[fx.Node]], is_weight, modules: dict) -> list[tuple[list[fx.Node], int]]:
+def _merge_chains(pieces: list[list[fx.Node]], is_weight, modules: dict) -> list[list[fx.Node]]:
     """Join each run of open pieces to the linear piece that ends it (its last `_MAX_CHAIN_LAYERS` − 1 open
-    pieces); open pieces not followed by a linear piece stay as they are. → (nodes, pieces joined)."""
-    out: list[tuple[list[fx.Node], int]] = []
+    pieces); open pieces not followed by a linear piece stay as they are."""
+    out: list[list[fx.Node]] = []
     run: list[list[fx.Node]] = []
     for piece in pieces:
         kind = _chain_kind(piece, is_weight, modules)
@@ -289,10 +287,10 @@ def _merge_chains(pieces: list[list[fx.Node]], is_weight, modules: dict) -> list
             run.append(piece)
             continue
         joined = run[len(run) - (_MAX_CHAIN_LAYERS - 1):] if kind == "linear" else []
-        out.extend((p, 1) for p in run[:len(run) - len(joined)])
-        out.append(([n for p in joined for n in p] + piece, len(joined) + 1))
+        out.extend(run[:len(run) - len(joined)])
+        out.append([n for p in joined for n in p] + piece)
         run = []
-    out.extend((p, 1) for p in run)
+    out.extend(run)
     return out
 
 
@@ -430,67 +428,13 @@ def _reconstruction_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return (out - target).pow(2).sum(1).mean()
 
 
-_PROGRESS_FORMAT = "gzsq-reconstruct-progress/1"
-
-
-def _progress_state(finished: list[_Unit], total: int, weights: dict, acts: dict, generator: torch.Generator,
-                    log: list) -> dict:
-    """What resuming after these units needs: their hard roundings (one bool per weight: round up?) and
-    learned step sizes, the draws' RNG state, and the log. Plain values and tensors only."""
-    return {"format": _PROGRESS_FORMAT, "units": [u.name for u in finished], "total_units": total,
-            "round_up": {n: (w.v.detach() >= 0).cpu() for n, w in weights.items() if w.learned},
-            "log_scale": {n: float(a.log_scale.detach()) for n, a in acts.items() if a.learned},
-            "generator": generator.get_state(), "log": [dict(entry) for entry in log]}
-
-
-def _restore(progress: dict, units: list[_Unit], weights: dict, acts: dict, generator: torch.Generator):
-    """Put a `_progress_state` back into the wrappers → (units done, log). Refused in one line when it
-    does not belong to this reconstruction (other units, layers or shapes)."""
-    def refuse():
-        return UnsupportedModelError("the saved reconstruction progress does not belong to this model and "
-                                     "settings; start over")
-    try:
-        names, round_up, log_scale = progress["units"], progress["round_up"], progress["log_scale"]
-        ok = (progress.get("format") == _PROGRESS_FORMAT and isinstance(names, list) and len(names) <= len(units)
-              and progress.get("total_units") == len(units)
-              and names == [u.name for u in units[:len(names)]]
-              and set(round_up) <= set(weights) and set(log_scale) <= set(acts)
-              and all(isinstance(t, torch.Tensor) and t.dtype == torch.bool and t.shape == weights[n].v.shape
-                      for n, t in round_up.items())
-              and all(isinstance(v, float) and math.isfinite(v) for v in log_scale.values())
-              and isinstance(progress["log"], list) and len(progress["log"]) == len(names))
-    except (KeyError, TypeError, AttributeError):
-        ok = False
-    if not ok:
-        raise refuse()
-    try:
-        generator.set_state(progress["generator"])
-    except (RuntimeError, TypeError):
-        raise refuse() from None
-    with torch.no_grad():
-        for n, up in round_up.items():
-            w = weights[n]
-            w.v.copy_(torch.where(up.to(w.v.device), 1.0, -1.0).to(w.v.dtype))  # only the sign is read now
-            w.learned = True
-        for n, value in log_scale.items():
-            acts[n].log_scale.fill_(value)
-            acts[n].learned = True
-    return len(names), [dict(entry) for entry in progress["log"]]
-
-
 def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: ReconstructConfig | None = None, *,
-                seed: int = 0, progress: bool = False, resume: dict | None = None,
-                on_unit: Callable[[dict], None] | None = None) -> SimModel:
+                seed: int = 0, progress: bool = False) -> SimModel:
     """Learn rounding and activation step sizes of `sim` (made by `quantize(model, ...)`) on `calib`.
 
     `model` is the FP32 model `sim` was made from (BatchNorm folded or not: it is folded here).
     Returns a new SimModel; `sim` is left as it was. Deterministic for a seed at a fixed thread count.
     `result.reconstruction` records the settings, seconds and each unit's final loss.
-
-    Interruptible between units: after each unit `on_unit(progress)` receives a small dict of plain
-    values and tensors (the units done, their hard roundings and step sizes, the RNG state); passing
-    it back as `resume` (same model, sim, calib, config and seed) skips those units and gives the
-    very result of an uninterrupted run.
     """
     config = config or ReconstructConfig()
     progress = progress and distributed.is_main()
@@ -550,15 +494,11 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
     else:
         units = _layer_units(work.graph, is_weight, is_act, work_modules)
 
-    log, done = [], 0
-    if resume is not None:
-        done, log = _restore(resume, units, weights, acts, generator)
+    log = []
     x_q = x_fp = None
     previous: _Unit | None = None
     out_q = target = None  # the previous unit's quantized and float outputs, once there is one
     for index, unit in enumerate(units):
-        if index < done:
-            continue
         module = _unit_module(root, unit)
         unit_weights = [work_modules[n.target] for n in unit.nodes if is_weight(n)]
         unit_acts = [work_modules[n.target] for n in unit.nodes if is_act(n)]
@@ -580,11 +520,10 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         opt_v = torch.optim.Adam([w.v for w in unit_weights], lr=config.lr)
         scales = [a.log_scale for a in learn_acts]
         opt_s = torch.optim.Adam(scales, lr=config.act_lr) if scales else None
-        iters = config.iters * unit.pieces  # a merged chain keeps the steps its pieces had
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, iters, eta_min=0.0) if opt_s else None
-        warm = int(config.warmup * iters)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, config.iters, eta_min=0.0) if opt_s else None
+        warm = int(config.warmup * config.iters)
         state.mode, state.drop = "soft", config.drop_prob > 0
-        bar = tqdm(range(iters), desc=f"reconstruct {index + 1}/{len(units)} {unit.name}",
+        bar = tqdm(range(config.iters), desc=f"reconstruct {index + 1}/{len(units)} {unit.name}",
                    disable=not progress, leave=False)
         t_unit = time.perf_counter()
         rec = reg = torch.zeros(())
@@ -618,7 +557,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             if ranks > 1:  # this rank's part of the whole batch's mean
                 rec = rec * (len(idx) / config.batch_size)
             if step >= warm and config.reg_weight > 0:
-                progress_share = (step - warm) / max(1, iters - warm)
+                progress_share = (step - warm) / max(1, config.iters - warm)
                 beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress_share)
                 reg = sum(w.regulariser(beta) for w in unit_weights)
                 loss = rec + config.reg_weight * reg / ranks  # counted once when the ranks' gradients add up
@@ -638,7 +577,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             if opt_s:
                 opt_s.step()
                 sched.step()
-            if step % 10 == 0 or step == iters - 1:
+            if step % 10 == 0 or step == config.iters - 1:
                 bar.set_postfix(loss=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.4g}")
         bar.close()
         state.drop, state.batch, state.rows = False, None, slice(None)
@@ -653,8 +592,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                     "seconds": round(time.perf_counter() - t_unit, 2), "final_loss": final,
                     "crop": None if crop_stride is None else min(config.crop, max(x_q.shape[2:]))})
         previous = unit
-        if on_unit is not None:
-            on_unit(_progress_state(units[:index + 1], len(units), weights, acts, generator, log))
 
     with torch.no_grad():
         for w in weights.values():
