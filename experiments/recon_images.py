@@ -17,6 +17,10 @@ kept in results/recon_images/<run>/) and README.md's table is rewritten from the
     python experiments/recon_images.py --models cifar10-resnet20 --recipes it150_b64 --seeds 0 1 2 --bits 4,4
     python experiments/recon_images.py --table
 
+--code COMMIT runs gzsq's src/ as committed at COMMIT (git archive into a temp dir, first on sys.path and on the
+subprocess's PYTHONPATH), so that edits others make to src/ during a sweep do not change its runs; each run's
+folder records the code it ran in commit.txt.
+
 A run already in runs.csv is skipped.
 """
 
@@ -95,6 +99,26 @@ def done_runs() -> set[str]:
                 for r in csv.DictReader(f)}
 
 
+def pin_code(commit: str) -> str:
+    """Run gzsq as it was at `commit` (src/ extracted with git archive), in this process and in the quantize
+    subprocess: others commit to src/ while sweeps run. → the full commit id."""
+    import os
+
+    full = subprocess.run(["git", "rev-parse", commit], capture_output=True, text=True, cwd=ROOT,
+                          check=True).stdout.strip()
+    dest = Path(tempfile.gettempdir()) / f"gzsq_src_{full[:12]}"
+    if not (dest / "src" / "gzsq").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", full, "src"], capture_output=True, cwd=ROOT, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    sys.path.insert(0, str(dest / "src"))
+    os.environ["PYTHONPATH"] = str(dest / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
+    return full
+
+
+CODE = {"commit": None}
+
+
 def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[float, float]:
     """Distill the 256-image set (bn-free, `default` + the recipe's overrides) and save it; → (seconds, last loss)."""
     import torch
@@ -121,8 +145,11 @@ def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[fl
 def run(model, w, a, fl8, recipe, seed) -> dict:
     name = run_name(model, w, a, fl8, recipe, seed)
     # the code the run used: others commit to src/ while sweeps run
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True, cwd=ROOT).stdout
+    if CODE["commit"]:
+        head, dirty = CODE["commit"][:7] + " (--code)", ""
+    else:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True, cwd=ROOT).stdout
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         calib_set = work / f"{name}.npz"
@@ -187,7 +214,10 @@ def main() -> None:
     p.add_argument("--bits", default="4,4", help="W,A")
     p.add_argument("--first-last-8bit", action="store_true")
     p.add_argument("--table", action="store_true", help="only rewrite README.md's table from runs.csv")
+    p.add_argument("--code", metavar="COMMIT", help="run gzsq's src/ as committed at COMMIT (extracted to a temp dir)")
     args = p.parse_args()
+    if args.code:
+        CODE["commit"] = pin_code(args.code)
     OUT.mkdir(parents=True, exist_ok=True)
     if args.table:
         write_table()
