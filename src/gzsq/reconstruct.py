@@ -57,6 +57,7 @@ import math
 import operator
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.fx as fx
@@ -428,13 +429,67 @@ def _reconstruction_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return (out - target).pow(2).sum(1).mean()
 
 
+_PROGRESS_FORMAT = "gzsq-reconstruct-progress/1"
+
+
+def _progress_state(finished: list[_Unit], total: int, weights: dict, acts: dict, generator: torch.Generator,
+                    log: list) -> dict:
+    """What resuming after these units needs: their hard roundings (one bool per weight: round up?) and
+    learned step sizes, the draws' RNG state, and the log. Plain values and tensors only."""
+    return {"format": _PROGRESS_FORMAT, "units": [u.name for u in finished], "total_units": total,
+            "round_up": {n: (w.v.detach() >= 0).cpu() for n, w in weights.items() if w.learned},
+            "log_scale": {n: float(a.log_scale.detach()) for n, a in acts.items() if a.learned},
+            "generator": generator.get_state(), "log": [dict(entry) for entry in log]}
+
+
+def _restore(progress: dict, units: list[_Unit], weights: dict, acts: dict, generator: torch.Generator):
+    """Put a `_progress_state` back into the wrappers → (units done, log). Refused in one line when it
+    does not belong to this reconstruction (other units, layers or shapes)."""
+    def refuse():
+        return UnsupportedModelError("the saved reconstruction progress does not belong to this model and "
+                                     "settings; start over")
+    try:
+        names, round_up, log_scale = progress["units"], progress["round_up"], progress["log_scale"]
+        ok = (progress.get("format") == _PROGRESS_FORMAT and isinstance(names, list) and len(names) <= len(units)
+              and progress.get("total_units") == len(units)
+              and names == [u.name for u in units[:len(names)]]
+              and set(round_up) <= set(weights) and set(log_scale) <= set(acts)
+              and all(isinstance(t, torch.Tensor) and t.dtype == torch.bool and t.shape == weights[n].v.shape
+                      for n, t in round_up.items())
+              and all(isinstance(v, float) and math.isfinite(v) for v in log_scale.values())
+              and isinstance(progress["log"], list) and len(progress["log"]) == len(names))
+    except (KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise refuse()
+    try:
+        generator.set_state(progress["generator"])
+    except (RuntimeError, TypeError):
+        raise refuse() from None
+    with torch.no_grad():
+        for n, up in round_up.items():
+            w = weights[n]
+            w.v.copy_(torch.where(up.to(w.v.device), 1.0, -1.0).to(w.v.dtype))  # only the sign is read now
+            w.learned = True
+        for n, value in log_scale.items():
+            acts[n].log_scale.fill_(value)
+            acts[n].learned = True
+    return len(names), [dict(entry) for entry in progress["log"]]
+
+
 def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: ReconstructConfig | None = None, *,
-                seed: int = 0, progress: bool = False) -> SimModel:
+                seed: int = 0, progress: bool = False, resume: dict | None = None,
+                on_unit: Callable[[dict], None] | None = None) -> SimModel:
     """Learn rounding and activation step sizes of `sim` (made by `quantize(model, ...)`) on `calib`.
 
     `model` is the FP32 model `sim` was made from (BatchNorm folded or not: it is folded here).
     Returns a new SimModel; `sim` is left as it was. Deterministic for a seed at a fixed thread count.
     `result.reconstruction` records the settings, seconds and each unit's final loss.
+
+    Interruptible between units: after each unit `on_unit(progress)` receives a small dict of plain
+    values and tensors (the units done, their hard roundings and step sizes, the RNG state); passing
+    it back as `resume` (same model, sim, calib, config and seed) skips those units and gives the
+    very result of an uninterrupted run.
     """
     config = config or ReconstructConfig()
     progress = progress and distributed.is_main()
@@ -494,11 +549,15 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
     else:
         units = _layer_units(work.graph, is_weight, is_act, work_modules)
 
-    log = []
+    log, done = [], 0
+    if resume is not None:
+        done, log = _restore(resume, units, weights, acts, generator)
     x_q = x_fp = None
     previous: _Unit | None = None
     out_q = target = None  # the previous unit's quantized and float outputs, once there is one
     for index, unit in enumerate(units):
+        if index < done:
+            continue
         module = _unit_module(root, unit)
         unit_weights = [work_modules[n.target] for n in unit.nodes if is_weight(n)]
         unit_acts = [work_modules[n.target] for n in unit.nodes if is_act(n)]
@@ -592,6 +651,8 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                     "seconds": round(time.perf_counter() - t_unit, 2), "final_loss": final,
                     "crop": None if crop_stride is None else min(config.crop, max(x_q.shape[2:]))})
         previous = unit
+        if on_unit is not None:
+            on_unit(_progress_state(units[:index + 1], len(units), weights, acts, generator, log))
 
     with torch.no_grad():
         for w in weights.values():
