@@ -1,7 +1,10 @@
-"""gzsq.reconstruct's block units: a skip-less inverted-residual block (expand, depthwise, project) is one unit,
-ResNet blocks and stems keep the units they had, and a merged unit is cropped on its whole stride."""
+"""gzsq.reconstruct's block units: a skip-less inverted-residual block is one unit per conv by default and one
+unit (expand, depthwise, project) with `merge_chains`, cropped on its whole stride; ResNet and VGG units are
+the same either way."""
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -62,24 +65,36 @@ def _toy():
     return net
 
 
-def _units(sim):
+def _units(sim, merge_chains=False):
     modules = dict(sim.net.named_modules())
     is_weight = lambda n: n.op == "call_module" and isinstance(modules.get(n.target), WEIGHT_LAYERS)  # noqa: E731
-    units = R._block_units(sim.net.graph, is_weight, modules)
+    units = R._block_units(sim.net.graph, is_weight, modules, merge_chains=merge_chains)
     return [[str(n.target) for n in u.nodes if is_weight(n)] for u in units], units, modules
 
 
-def test_skip_less_inverted_residual_blocks_are_one_unit_each():
+def test_skip_less_inverted_residual_blocks_one_unit_per_conv_by_default():
     model = _toy()
     calib = torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     sim = quantize(model, calib, QuantConfig.starting_point(4, 8))
-    layers, units, modules = _units(sim)
+    every_conv = [["stem.0"], ["a.dw.0"], ["a.project.0"], ["b.expand.0"], ["b.dw.0"], ["b.project.0"],
+                  ["c.expand.0", "c.dw.0", "c.project.0"], ["head.0"], ["fc"]]
+    assert _units(sim)[0] == every_conv
+    out = reconstruct(model, sim, calib, ReconstructConfig(iters=2, batch_size=4, crop=16))
+    assert [u["layers"] for u in out.reconstruction["units"]] == every_conv
+
+
+def test_merged_chains_make_skip_less_inverted_residual_blocks_one_unit(monkeypatch):
+    model = _toy()
+    calib = torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    sim = quantize(model, calib, QuantConfig.starting_point(4, 8))
+    layers, units, modules = _units(sim, merge_chains=True)
     # the stem joins the t=1 block it feeds (ReLU6 output, then depthwise and linear projection); the
     # residual block was already one unit; the head conv holds the global pool; the classifier alone
     assert layers == [["stem.0", "a.dw.0", "a.project.0"], ["b.expand.0", "b.dw.0", "b.project.0"],
                       ["c.expand.0", "c.dw.0", "c.project.0"], ["head.0"], ["fc"]]
     # the crop grid of a merged unit is its whole stride: stem (2) and block b's depthwise (2)
     assert [R._unit_stride(u, modules) for u in units] == [(2, 2), (2, 2), (1, 1), None, None]
+    monkeypatch.setattr(R, "_block_units", functools.partial(R._block_units, merge_chains=True))
     out = reconstruct(model, sim, calib, ReconstructConfig(iters=3, batch_size=4, crop=16))
     log = out.reconstruction["units"]
     assert [u["layers"] for u in log] == layers
@@ -98,8 +113,8 @@ def test_chains_merge_at_most_three_layers_and_only_into_a_linear_end():
         gm = fx.symbolic_trace(net)
         modules = dict(gm.named_modules())
         is_weight = lambda n: n.op == "call_module" and isinstance(modules[n.target], WEIGHT_LAYERS)  # noqa: E731
-        found.append([[n.target for n in u.nodes if is_weight(n)] for u in R._block_units(gm.graph, is_weight,
-                                                                                           modules)])
+        units = R._block_units(gm.graph, is_weight, modules, merge_chains=True)
+        found.append([[n.target for n in u.nodes if is_weight(n)] for u in units])
     # conv-ReLU ×4 then a linear conv: the last three layers are one unit, the first stays alone
     assert found[0] == [["0"], ["2"], ["4", "6", "8"]]
     # a stack of conv-ReLUs that ends in a global pool is not fused; the pool stays with its conv
@@ -117,8 +132,9 @@ def test_chains_merge_at_most_three_layers_and_only_into_a_linear_end():
 ])
 def test_cifar_resnets_and_vgg_keep_their_units(name, weights, expected):
     """ResNet blocks already have skips: one unit per residual block, the stem and the classifier alone,
-    as before inverted-residual blocks were merged; a VGG stack stays one unit per conv."""
+    with or without merged chains; a VGG stack (activations, then a global pool) stays one unit per conv."""
     model = load_model(name, weights=needs(weights) if weights else None).eval()
     calib = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     sim = quantize(model, calib, QuantConfig.starting_point(4, 8))
     assert _units(sim)[0] == expected
+    assert _units(sim, merge_chains=True)[0] == expected

@@ -6,9 +6,8 @@ rounding of every weight (AdaRound: Nagel et al., 2020) and every activation qua
 network reproduces the float unit's output (mean squared error, summed over channels):
 
 - `method="block"` (BRECQ: Li et al., 2021): a unit is a stretch of the graph between two points
-  where a single tensor is alive — a residual block of a ResNet, a whole inverted-residual block
-  (expand, depthwise, project, with or without its skip), or a conv with its activation where the
-  network has no blocks — ending with its output quantizer.
+  where a single tensor is alive — a residual block of a ResNet, or a conv with its activation
+  where the network has no blocks — ending with its output quantizer.
 - `method="adaround"`: a unit is one Conv2d/Linear (with the ReLU that alone reads it, if any) and
   the quantizer of its input.
 
@@ -213,13 +212,15 @@ class _Unit:
 _MAX_CHAIN_LAYERS = 3
 
 
-def _block_units(graph: fx.Graph, is_weight, modules: dict) -> list[_Unit]:
+def _block_units(graph: fx.Graph, is_weight, modules: dict | None = None, merge_chains: bool = False) -> list[_Unit]:
     """Cut the graph where exactly one value is alive; every unit holds at least one weight layer.
 
-    That alone cuts a skip-less inverted-residual block (stride 2, or a width change) after every conv, i.e.
-    layer-wise rounding, which fits worse than whole blocks (BRECQ; results/reconstruct.md). So a piece whose
-    conv ends in an activation joins the next, up to one whose conv output is its output (a linear bottleneck,
-    the projection): at most `_MAX_CHAIN_LAYERS` layers, never across a residual add or a global op.
+    A skip-less inverted-residual block (stride 2, or a width change) is thus one unit per conv. With
+    `merge_chains` (needs `modules`) it is one unit: a piece whose conv ends in an activation joins the next,
+    up to one whose conv output is its output (the linear projection), at most `_MAX_CHAIN_LAYERS` layers,
+    never across a residual add or a global op. Off by default: at W4A8 it lost 9.7 top-1 points on
+    EfficientNet-Lite0 and 4.3 on MobileNetV2 (3 seeds, results/lowbit/imagenet_block_units.md). ResNet and
+    VGG units are the same either way.
     """
     nodes = [n for n in graph.nodes if n.op not in ("output", "get_attr")]
     position = {n: i for i, n in enumerate(nodes)}
@@ -246,8 +247,10 @@ def _block_units(graph: fx.Graph, is_weight, modules: dict) -> list[_Unit]:
             merged[-1].extend(piece)  # an output quantizer (or pooling) joins the unit that feeds it
         else:
             pending.extend(piece)
+    if merge_chains:
+        merged = _merge_chains(merged, is_weight, modules)
     units = []
-    for piece in _merge_chains(merged, is_weight, modules):
+    for piece in merged:
         inputs = {a for n in piece for a in n.all_input_nodes if a not in piece and a.op != "get_attr"}
         if len(inputs) != 1:
             raise UnsupportedModelError(f"cannot cut the graph into single-input blocks at {piece[0].name}")
