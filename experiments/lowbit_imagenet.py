@@ -97,6 +97,7 @@ def write_table(note: str | None = None) -> None:
         note = head[1] if len(head) > 1 else ""
     lines = ["# Low-bit 224×224 models through `gzsq quantize`, default settings", ""]
     if CSV.stem != "imagenet":
+        lines[0] = f"# Low-bit 224×224 models through `gzsq quantize`: {CSV.stem}"
         lines += [note or "", "", "Summary (mean ± std over the seeds listed):", ""]
     else:
         lines += [
