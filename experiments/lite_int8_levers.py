@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
-from lowbit_quantize import SHARED, append_row, run_quantize  # noqa: E402
+from lowbit_quantize import SHARED, append_row, grouped_rows, run_quantize  # noqa: E402
 
 OUT = ROOT / "results" / "lite_int8_levers"
 CSV = OUT / "runs.csv"
@@ -103,11 +103,7 @@ def run(model: str, lever: str, seed: int) -> dict:
 def write_table() -> None:
     if not CSV.exists():
         return
-    with CSV.open() as f:
-        rows = list(csv.DictReader(f))
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["lever"]), []).append(r)
+    groups = grouped_rows(CSV, ("model", "lever"))
     lines = ["| model | lever | preset + overrides | int8 top-1 per seed | agreement per seed | mean agreement | "
              "seeds | distill s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (model, lever), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "default", kv[0][1])):

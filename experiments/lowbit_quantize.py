@@ -77,6 +77,17 @@ def append_row(path: Path, fields: list[str], row: dict) -> None:
         writer.writerow(row)
 
 
+def grouped_rows(path: Path, keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    """A results CSV's rows grouped by the values of `keys`, in file order (empty when there is no file)."""
+    if not path.exists():
+        return {}
+    groups: dict[tuple, list[dict]] = {}
+    with path.open() as f:
+        for r in csv.DictReader(f):
+            groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
 def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters) -> dict:
     name = cell_name(model, w, a, fl8, calib, seed, reconstruct, iters)
     data = EVAL["cifar10" if model.startswith("cifar10") else "imagenet"]
@@ -106,12 +117,7 @@ def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters) -> dict:
 def write_table() -> None:
     if not CSV.exists():
         return
-    with CSV.open() as f:
-        rows = list(csv.DictReader(f))
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["w_bits"], r["a_bits"], r["first_last_8bit"], r["calib"], r["reconstruct"],
-                           r["iters"]), []).append(r)
+    groups = grouped_rows(CSV, ("model", "w_bits", "a_bits", "first_last_8bit", "calib", "reconstruct", "iters"))
 
     def stat(rs, key):
         vals = [float(r[key]) for r in rs]

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from lowbit_quantize import SHARED, WEIGHTS, append_row, run_quantize  # noqa: E402
+from lowbit_quantize import SHARED, WEIGHTS, append_row, grouped_rows, run_quantize  # noqa: E402
 
 OUT = ROOT / "results" / "recon_images"
 CSV = OUT / "runs.csv"
@@ -175,11 +175,7 @@ def run(model, w, a, fl8, recipe, seed) -> dict:
 def write_table() -> None:
     if not CSV.exists():
         return
-    with CSV.open() as f:
-        rows = list(csv.DictReader(f))
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["w_bits"], r["a_bits"], r["first_last_8bit"], r["recipe"]), []).append(r)
+    groups = grouped_rows(CSV, ("model", "w_bits", "a_bits", "first_last_8bit", "recipe"))
 
     def stat(rs, key):
         vals = [float(r[key]) for r in rs]
