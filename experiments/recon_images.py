@@ -80,6 +80,10 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "it150_b64_ce1": (("iterations", 150), ("batch_size", 64), ("ce_weight", 1.0)),
     "it60_tv0.01": (("iterations", 60), ("tv_weight", 0.01)),
     "it60_lr0.05": (("iterations", 60), ("lr", 0.05)),
+    # start from noise with natural images' 1/f spectrum and colour correlation instead of white noise
+    "natural": (("init_spectrum", 1.0), ("init_colour", 0.85)),
+    "it10_natural": (("iterations", 10), ("init_spectrum", 1.0), ("init_colour", 0.85)),
+    "colour": (("init_colour", 0.85),),
 }
 
 FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "recipe", "overrides", "seed", "distill_seconds",

@@ -147,6 +147,12 @@ class DistillConfig:
     # images' deep ranges are narrower than real images' (results/fidelity/cifar10-vgg7-nf.md) and noise's
     # are wider; results/ablation_bnfree.md measures the mix. 0: every image distilled.
     noise_fraction: float = 0.0
+    # Slope α of the amplitude spectrum the optimized images start from: 0 is white N(0, 1) noise; 1 is the
+    # 1/f spectrum of natural images (pixels correlated over distance, scaled to unit variance). Deep layers
+    # average over large windows, where white noise cancels and smooth images do not.
+    init_spectrum: float = 0.0
+    # Correlation between the colour channels of the starting images (natural images' RGB: about 0.85). 0: none.
+    init_colour: float = 0.0
 
     def images_to_optimize(self, n: int, shape: tuple[int, ...]) -> int:
         """How many of the n images are optimized (the rest are flips/shifts of them)."""
@@ -164,6 +170,10 @@ class DistillConfig:
             raise ConfigError("distillation needs iterations >= 1, batch_size >= 2 and lr > 0")
         if not 0.0 <= self.noise_fraction < 1.0:
             raise ConfigError(f"noise_fraction must be in [0, 1), got {self.noise_fraction!r}")
+        if not 0.0 <= self.init_spectrum <= 2.0:
+            raise ConfigError(f"init_spectrum must be in [0, 2], got {self.init_spectrum!r}")
+        if not 0.0 <= self.init_colour < 1.0:
+            raise ConfigError(f"init_colour must be in [0, 1), got {self.init_colour!r}")
 
 
 @dataclass(frozen=True)

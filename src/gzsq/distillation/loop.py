@@ -95,6 +95,29 @@ def _batch_mean(per_image: torch.Tensor, n_batch: int) -> tuple[torch.Tensor, fl
     return per_image.sum() / n_batch, float(value)
 
 
+def natural_noise(white: torch.Tensor, slope: float, colour: float) -> torch.Tensor:
+    """White noise (N, C, H, W) given two statistics of natural images, then scaled to unit variance.
+
+    An amplitude spectrum ∝ 1/f^slope (slope 1: natural images' smoothness, neighbouring pixels nearly equal,
+    far ones independent) and a correlation `colour` between channels. No image content, only the
+    correlations that deep layers, which sum over wide windows and all channels, respond to and white noise
+    lacks. The zero frequency gets the lowest nonzero frequency's weight, so each image keeps a mean of its own.
+    """
+    x = white
+    if slope:
+        h, w = x.shape[-2:]
+        fy = torch.fft.fftfreq(h).abs()[:, None]
+        fx = torch.fft.rfftfreq(w)[None, :]
+        f = torch.sqrt(fy * fy + fx * fx)
+        f[0, 0] = 1.0 / max(h, w)
+        x = torch.fft.irfft2(torch.fft.rfft2(x) * f.pow(-slope), s=(h, w))
+        x = x / x.std()
+    if colour and x.shape[1] > 1:
+        shared = x.mean(1, keepdim=True) * x.shape[1] ** 0.5
+        x = colour ** 0.5 * shared + (1.0 - colour) ** 0.5 * x
+    return (x - x.mean()) / x.std()
+
+
 def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[int, int, int],
                    config: DistillConfig, *, seed: int = 0, pixel_bounds=None, num_classes: int | None = None,
                    progress: bool = False, desc: str = "distill",
@@ -181,6 +204,8 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 labels = saved["labels"].to(dev)
             else:
                 x = torch.randn((size,) + tuple(shape), generator=gen)
+                if (config.init_spectrum or config.init_colour) and x.dim() == 4:
+                    x = natural_noise(x, config.init_spectrum, config.init_colour)
                 labels = torch.randint(num_classes or 1, (size,), generator=gen)
                 if distributed.active():  # every rank draws the whole batch, then keeps its share
                     if size < distributed.size():
