@@ -134,7 +134,8 @@ def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[fl
     from gzsq.sources.saved import save_calibration
 
     torch.set_num_threads(1)
-    model = gzsq.load_model(model_name, WEIGHTS[model_name])
+    weights = WEIGHTS.get(model_name)  # None: a zoo model whose weights ship with gzsq (cifar10-resnet20-nf)
+    model = gzsq.load_model(model_name, str(weights)) if weights else gzsq.load_model(model_name)
     config = CalibrationConfig(source="gzsq", seed=seed, preset="default", setting="bn-free", n_images=256)
     t = time.perf_counter()
     calib = calibrate(model, config, overrides=RECIPES[recipe])
@@ -159,9 +160,9 @@ def run(model, w, a, fl8, recipe, seed) -> dict:
         calib_set = work / f"{name}.npz"
         distill_seconds, loss = distill_set(model, recipe, seed, calib_set)
         out = work / f"{name}.onnx"
-        cmd = ["gzsq", "quantize", model, "--weights", str(WEIGHTS[model]), "--w-bits", str(w), "--a-bits", str(a),
-               "--calib-set", str(calib_set), "--eval-data", str(EVAL), "--threads", "1", "--seed", str(seed),
-               "-o", str(out), "--json"]
+        weights = ["--weights", str(WEIGHTS[model])] if model in WEIGHTS else []
+        cmd = ["gzsq", "quantize", model, *weights, "--w-bits", str(w), "--a-bits", str(a), "--calib-set", str(calib_set),
+               "--eval-data", str(EVAL), "--threads", "1", "--seed", str(seed), "-o", str(out), "--json"]
         if fl8:
             cmd.append("--first-last-8bit")
         report, seconds, shown = run_quantize(cmd, name, work, OUT / name, (".report.json", ".report.md"))
