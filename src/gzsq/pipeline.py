@@ -103,18 +103,24 @@ def quantize_model(model: nn.Module, out: str | Path, job: QuantizeJob = Quantiz
     out = Path(out)
     written = [out, *report_paths(out), encodings_path_for(out), fp32_path_for(out)]
     before = {p: p.exists() for p in written}
+
+    def remove_new_outputs():
+        for path in written:
+            if path.exists() and not before[path]:
+                path.unlink()
+
+    # a source that cannot run fails here, before the long work; checked once, used by the key and the job
+    calibration_config = check_calibration(model, job.calibration)
     partial = None
     if job.reconstruction is not None and not distributed.active():
-        partial = Partial(out, job_key(model, job, check_calibration(model, job.calibration)))
+        partial = Partial(out, job_key(model, job, calibration_config))
         if force and not job.resume:
             partial.path.unlink(missing_ok=True)  # --force starts over
     had_partial = partial is not None and partial.path.exists()
     try:
-        report = _quantize_model(model, out, job, partial)
+        report = _quantize_model(model, out, job, calibration_config, partial)
     except KeyboardInterrupt as exc:
-        for path in written:
-            if path.exists() and not before[path]:
-                path.unlink()
+        remove_new_outputs()
         if partial is None or not partial.path.exists():
             raise
         signum = getattr(exc, "signum", signal.SIGINT)
@@ -123,9 +129,7 @@ def quantize_model(model: nn.Module, out: str | Path, job: QuantizeJob = Quantiz
         raise RunInterrupted(f"{describe(signum)} before {out} was written; {partial.path} keeps the progress "
                              f"({learned}): rerun the same command with --resume to continue", signum) from None
     except BaseException:
-        for path in written:
-            if path.exists() and not before[path]:
-                path.unlink()
+        remove_new_outputs()
         if partial is not None and not had_partial:
             partial.path.unlink(missing_ok=True)
         raise
@@ -135,11 +139,11 @@ def quantize_model(model: nn.Module, out: str | Path, job: QuantizeJob = Quantiz
     return report
 
 
-def _quantize_model(model: nn.Module, out: Path, job: QuantizeJob, partial: Partial | None = None) -> dict:
-    # bad evaluation data and a source that cannot run fail here, before the long work
+def _quantize_model(model: nn.Module, out: Path, job: QuantizeJob, calibration_config,
+                    partial: Partial | None = None) -> dict:
+    # bad evaluation data fails here, before the long work
     data = job.evaluation.data
     eval_set = load_eval_set(model, data, labels_must_fit=False) if data is not None else None
-    calibration_config = check_calibration(model, job.calibration)
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
