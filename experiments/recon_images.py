@@ -84,6 +84,9 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "natural": (("init_spectrum", 1.0), ("init_colour", 0.85)),
     "it10_natural": (("iterations", 10), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     "colour": (("init_colour", 0.85),),
+    # each layer's target from the batch's current input statistics (one step of the rule), not propagated
+    "local": (("local", True),),
+    "local_it40": (("local", True), ("iterations", 40)),
 }
 
 FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "recipe", "overrides", "seed", "distill_seconds",

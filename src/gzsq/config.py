@@ -193,6 +193,10 @@ class TargetConfig:
     # Floor on target stds, as a fraction of the layer's median: channels the propagation predicts
     # as (nearly) constant, e.g. dead after a ReLU, would otherwise dominate a KL loss (σ → 0).
     std_floor: float = 0.0
+    # Local targets (moments rule): during distillation each layer's target is its rule applied to the batch's
+    # *current* input statistics at that layer, not to the statistics propagated from the network input, so no
+    # layer inherits the errors of the layers before it (results/fidelity/deep_width_levers.txt).
+    local: bool = False
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,14 @@ def _layer_moments(layer: nn.Module, x: Stat, coherence: float = 0.0, pixel_corr
     return Stat((sum_w * xm).sum(1) + bias, ((gain * xv).sum(1)).clamp_min(0).sqrt())
 
 
+def one_step(layer: nn.Module, x: Stat, coherence: float = 0.0, depthwise_coherence: float | None = None,
+             pixel_correlation: float | None = None) -> Stat:
+    """The moments rule for one conv/linear layer given its input's per-channel statistics, as `weight_targets`
+    applies it at every layer: what local targets evaluate on the statistics the images show now."""
+    rho = depthwise_coherence if depthwise_coherence is not None and _is_depthwise(layer) else coherence
+    return _layer_moments(layer, x, rho, pixel_correlation)
+
+
 def _is_depthwise(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
 

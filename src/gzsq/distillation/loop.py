@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -32,6 +33,9 @@ class Objective:
 
     targets: dict[str, tuple[torch.Tensor, torch.Tensor]]
     read_input: bool = False  # True: statistics of the module's input (zeroq at BN layers)
+    # Local targets: (module, input (mean, std)) → target (mean, std) of its output, evaluated on the batch's
+    # current input statistics every step (held fixed within the step); `targets` then only names the layers.
+    local_rule: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 class _ChannelMoments(torch.autograd.Function):
@@ -140,7 +144,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     model = device.on_device(model).eval()
     if dev.type != "cpu":
         objective = Objective({k: (m.to(dev), s.to(dev)) for k, (m, s) in objective.targets.items()},
-                              objective.read_input)
+                              objective.read_input, objective.local_rule)
         if pixel_bounds is not None:
             pixel_bounds = tuple(b.to(dev) if isinstance(b, torch.Tensor) else b for b in pixel_bounds)
     for p in model.parameters():
@@ -155,12 +159,15 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
         raise ConfigError(f"targets name modules the model lacks: {missing[:3]}")
     loss_fn = LOSSES[config.loss]
     captured: dict[str, torch.Tensor] = {}
+    captured_inputs: dict[str, torch.Tensor] = {}
     key = checkpoints.run_key(checkpoint, objective, n, shape, config, seed, num_classes) if checkpoint else ""
     saved = checkpoints.load_checkpoint(checkpoint, key) if checkpoint else None
 
     def hook(name):
         def fn(module, inputs, output):
             captured[name] = inputs[0] if objective.read_input else output
+            if objective.local_rule is not None:
+                captured_inputs[name] = inputs[0]
         return fn
 
     gen = torch.Generator().manual_seed(seed)
@@ -238,6 +245,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 loss = torch.zeros((), device=dev)
                 for name, (mu, sigma) in objective.targets.items():
                     m, s = _channel_stats(captured[name], size)
+                    if objective.local_rule is not None:
+                        with torch.no_grad():
+                            mu, sigma = objective.local_rule(modules[name], *_channel_stats(captured_inputs[name], size))
                     loss = loss + loss_fn(m, s, mu, sigma)
                 loss = loss / max(1, len(objective.targets))
                 if config.input_weight:  # all pixels as one channel; unbiased std, as x.std()

@@ -21,7 +21,7 @@ from ..config import DistillConfig, GzsqRecipe, TargetConfig
 from ..distillation.loop import Objective, distill_images
 from ..errors import ConfigError
 from ..fold import fold_bn
-from ..targets import weight_targets
+from ..targets import Stat, one_step, weight_targets
 from .noise import gaussian as gaussian_images
 from .registry import Calibration, SourceOptions, input_shape, register_source
 
@@ -99,6 +99,17 @@ def recipe_for(preset: str, overrides=()) -> GzsqRecipe:
     return GzsqRecipe(replace(recipe.targets, **t_over), replace(recipe.distill, **d_over))
 
 
+def _local_rule(t: TargetConfig):
+    """One step of the moments rule on measured input statistics, with the same std floor as propagated targets."""
+    if t.rule != "moments":
+        raise ConfigError("local targets need the moments rule")
+
+    def rule(layer, mean, std):
+        s = one_step(layer, Stat(mean, std), t.coherence, t.depthwise_coherence, t.pixel_correlation)
+        return s.mean, s.std.clamp_min(t.std_floor * float(s.std.median()) + 1e-8)
+    return rule
+
+
 @register_source("gzsq")
 def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     recipe = recipe_for(options.preset, options.overrides)
@@ -108,7 +119,8 @@ def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
                              relu_aware=t.relu_aware, order=t.order, coherence=t.coherence,
                              depthwise_coherence=t.depthwise_coherence, pixel_correlation=t.pixel_correlation)
     objective = Objective({k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median())))
-                           for k, v in targets.layers.items()})
+                           for k, v in targets.layers.items()},
+                          local_rule=_local_rule(t) if t.local else None)
     num_classes = list(targets.layers.values())[-1].mean.numel()
     n_noise = min(n - 2, round(n * recipe.distill.noise_fraction)) if recipe.distill.noise_fraction else 0
     images, log = distill_images(folded, objective, n - n_noise, input_shape(model), recipe.distill, seed=seed,
