@@ -201,3 +201,38 @@ def test_checkpoint_of_another_run_or_garbage_is_refused(tiny, tmp_path):
                        checkpoint=Checkpoint(str(path), every=2, resume=True))
     with pytest.raises(ConfigError, match="positive"):
         Checkpoint(str(path), every=0)
+
+
+def test_local_targets_follow_the_current_inputs(tiny):
+    """Local mode: each target layer is pulled towards its rule on the batch's own input statistics. The run is
+    deterministic, differs from the propagated targets' run, and needs the moments rule."""
+    from gzsq.config import CalibrationConfig
+    from gzsq.sources.calibrate import calibrate
+
+    fast = (("iterations", 3), ("distill_pixels", 0))
+    runs = [calibrate(tiny, CalibrationConfig(source="gzsq", n_images=8, seed=1, setting="bn-free"),
+                      overrides=fast + extra).images for extra in ((("local", True),), (("local", True),), ())]
+    assert torch.equal(runs[0], runs[1]) and not torch.allclose(runs[0], runs[2])
+    with pytest.raises(ConfigError, match="moments"):
+        calibrate(tiny, CalibrationConfig(source="gzsq", n_images=8, seed=1, setting="bn-free", preset="paper"),
+                  overrides=(("local", True), ("iterations", 2)))
+
+
+def test_local_rule_receives_each_layers_input_statistics(tiny):
+    """The loop hands the local rule the batch's per-channel input (mean, std) of the layer, every step."""
+    net = fold_bn(tiny)
+    obj = _objective(net)
+    seen = []
+
+    def rule(layer, mean, std):
+        seen.append((layer, mean.clone(), std.clone()))
+        return torch.zeros(layer.weight.shape[0]), torch.ones(layer.weight.shape[0])
+
+    local = Objective(obj.targets, local_rule=rule)
+    distill_images(net, local, 4, (3, 8, 8), DistillConfig(iterations=2, batch_size=4, lr=0.1), seed=0)
+    modules = dict(net.named_modules())
+    assert len(seen) == 2 * len(obj.targets)
+    assert {id(layer) for layer, _, _ in seen} == {id(modules[k]) for k in obj.targets}
+    first = next(k for k in obj.targets)
+    layer, mean, std = next(s for s in seen if s[0] is modules[first])
+    assert mean.shape == (layer.weight.shape[1] * getattr(layer, "groups", 1),) and torch.all(std > 0)

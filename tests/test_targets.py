@@ -246,3 +246,20 @@ def test_pixel_correlation_matches_the_coherence_limits_and_a_monte_carlo_field(
     assert float(_layer_moments(edge, one, pixel_correlation=0.8).std) == pytest.approx(float(measured), rel=0.02)
     with pytest.raises(ConfigError, match="pixel_correlation"):
         weight_targets(model, rule="moments", pixel_correlation=1.5)
+
+
+def test_one_step_is_the_rule_weight_targets_applies_at_each_layer():
+    """Local targets use `one_step`; on the propagated input statistics it gives the propagated targets back."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), InvertedResidual()).eval()
+    from gzsq.targets import _rectify, one_step
+
+    for kwargs in ({"coherence": 1.0}, {"coherence": 1.0, "depthwise_coherence": 0.0}, {"pixel_correlation": 0.8}):
+        t = weight_targets(model, rule="moments", relu_aware=True, **kwargs)
+        dw_in = _rectify(t.layers["1.expand"], 6.0)
+        got = one_step(model[1].dw, dw_in, kwargs.get("coherence", 0.0), kwargs.get("depthwise_coherence"),
+                       kwargs.get("pixel_correlation"))
+        assert torch.allclose(got.mean, t.layers["1.dw"].mean) and torch.allclose(got.std, t.layers["1.dw"].std)
+        first = one_step(model[0], Stat(torch.zeros(3), torch.ones(3)), kwargs.get("coherence", 0.0),
+                         kwargs.get("depthwise_coherence"), kwargs.get("pixel_correlation"))
+        assert torch.allclose(first.std, t.layers["0"].std)
