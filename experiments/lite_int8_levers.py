@@ -45,6 +45,8 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     "longer_pc0.9": ("longer", (("pixel_correlation", 0.9),)),
     "natural": ("default", (("init_spectrum", 1.0), ("init_colour", 0.85))),
     "longer_natural": ("longer", (("init_spectrum", 1.0), ("init_colour", 0.85))),
+    "local": ("default", (("local", True),)),
+    "longer_local": ("longer", (("local", True),)),
 }
 FIELDS = ["model", "lever", "preset", "overrides", "seed", "distill_seconds", "fp32_top1", "int8_top1", "agreement",
           "seconds_total", "command"]
