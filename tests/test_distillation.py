@@ -77,6 +77,16 @@ def test_mixed_preset_is_the_default_with_half_the_set_noise():
     assert default.distill.noise_fraction == 0.0
 
 
+def test_local_preset_is_the_default_with_local_targets():
+    from dataclasses import replace
+
+    from gzsq.sources.gzsq import recipe_for
+
+    default, local = recipe_for("default"), recipe_for("local")
+    assert local.distill == default.distill and local.targets == replace(default.targets, local=True)
+    assert not default.targets.local
+
+
 def test_default_preset_optimizes_a_pixel_budget(tiny):
     from gzsq.sources.gzsq import recipe_for
     net = fold_bn(tiny)
