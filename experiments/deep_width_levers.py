@@ -13,6 +13,7 @@ with one of:
   ρ = 1, std floor 0.1× the median);
 - local: each layer's target is its rule applied to the batch's *current* input statistics at that layer (one
   step, no errors handed down from earlier layers; the prediction is held fixed within a step);
+- both: the sum of the two losses, prop's and local's;
 - +nat: the start is noise with natural images' 1/f amplitude spectrum and 0.85 colour correlation
   (`gzsq.distillation.loop.natural_noise`) instead of white noise.
 
@@ -40,10 +41,10 @@ from gzsq.targets import Stat, one_step, weight_targets
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = {"mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth",
            **{f"cifar10-resnet{d}": SHARED / f"models/cifar10/resnet{d}.th" for d in (20, 32, 44)}}
-VARIANTS = ["prop", "prop+nat", "local", "local+nat"]
+VARIANTS = ["prop", "prop+nat", "local", "local+nat", "both"]
 
 
-def run(name: str, steps_list: list[int]) -> None:
+def run(name: str, steps_list: list[int], variants: list[str]) -> None:
     model = gzsq.load_model(name, str(WEIGHTS[name])) if name in WEIGHTS else gzsq.load_model(name)
     net = fold_bn(model).eval()
     for p in net.parameters():
@@ -88,7 +89,7 @@ def run(name: str, steps_list: list[int]) -> None:
     line("white noise (no steps)", white)
     line("natural noise (no steps)", natural_noise(white, 1.0, 0.85))
     for steps in steps_list:
-        for variant in VARIANTS:
+        for variant in variants:
             mode = variant.replace("+nat", "")
             x = (natural_noise(white, 1.0, 0.85) if variant.endswith("+nat") else white.clone()).requires_grad_(True)
             opt = torch.optim.Adam([x], lr=0.2)
@@ -99,11 +100,13 @@ def run(name: str, steps_list: list[int]) -> None:
                 loss = torch.zeros(())
                 for k, (mu, sd) in targets.items():
                     m, s = _channel_stats(outputs[k], n)
-                    if mode == "local":
+                    if mode in ("local", "both"):
                         with torch.no_grad():
                             xin = inputs[k]
                             dims = (0, 2, 3) if xin.dim() == 4 else (0,)
                             pred = one_step(modules[k], Stat(xin.mean(dims), xin.std(dims)), 1.0)
+                        if mode == "both":
+                            loss = loss + kl(m, s, mu, sd)
                         mu, sd = pred.mean, pred.std.clamp_min(0.1 * float(pred.std.median()) + 1e-6)
                     loss = loss + kl(m, s, mu, sd)
                 loss = loss / len(targets)
@@ -121,12 +124,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["efficientnet-lite0"])
     p.add_argument("--steps", nargs="+", type=int, default=[20])
+    p.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print("model                source                       width / real width: first / middle / last third")
     for name in args.models:
-        run(name, args.steps)
+        run(name, args.steps, args.variants)
 
 
 if __name__ == "__main__":
