@@ -14,6 +14,7 @@ with one of:
 - local: each layer's target is its rule applied to the batch's *current* input statistics at that layer (one
   step, no errors handed down from earlier layers; the prediction is held fixed within a step);
 - both: the sum of the two losses, prop's and local's;
+- halfway: one target halfway between the two (mean of the means, geometric mean of the stds);
 - +nat: the start is noise with natural images' 1/f amplitude spectrum and 0.85 colour correlation
   (`gzsq.distillation.loop.natural_noise`) instead of white noise.
 
@@ -41,7 +42,7 @@ from gzsq.targets import Stat, one_step, weight_targets
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = {"mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth",
            **{f"cifar10-resnet{d}": SHARED / f"models/cifar10/resnet{d}.th" for d in (20, 32, 44)}}
-VARIANTS = ["prop", "prop+nat", "local", "local+nat", "both"]
+VARIANTS = ["prop", "prop+nat", "local", "local+nat", "both", "halfway"]
 
 
 def run(name: str, steps_list: list[int], variants: list[str]) -> None:
@@ -100,14 +101,18 @@ def run(name: str, steps_list: list[int], variants: list[str]) -> None:
                 loss = torch.zeros(())
                 for k, (mu, sd) in targets.items():
                     m, s = _channel_stats(outputs[k], n)
-                    if mode in ("local", "both"):
+                    if mode in ("local", "both", "halfway"):
                         with torch.no_grad():
                             xin = inputs[k]
                             dims = (0, 2, 3) if xin.dim() == 4 else (0,)
                             pred = one_step(modules[k], Stat(xin.mean(dims), xin.std(dims)), 1.0)
                         if mode == "both":
                             loss = loss + kl(m, s, mu, sd)
-                        mu, sd = pred.mean, pred.std.clamp_min(0.1 * float(pred.std.median()) + 1e-6)
+                        local_sd = pred.std.clamp_min(0.1 * float(pred.std.median()) + 1e-6)
+                        if mode == "halfway":  # the mean of the two targets' means, the geometric mean of their stds
+                            mu, sd = 0.5 * (mu + pred.mean), (sd * local_sd).sqrt()
+                        else:
+                            mu, sd = pred.mean, local_sd
                     loss = loss + kl(m, s, mu, sd)
                 loss = loss / len(targets)
                 loss = loss + kl(x.mean().reshape(1), x.std().reshape(1), torch.zeros(1), torch.ones(1))
