@@ -112,6 +112,12 @@ VARIANTS.update({
                            "128 distilled + 128 left as N(0, 1) noise: ranges about the wider of the two"),
     "default/noise-quarter": ("gzsq", "default", (("noise_fraction", 0.25),), "192 distilled + 64 noise"),
 })
+# Local targets (preset `local`): each layer's target from the images' current input statistics, so no layer
+# inherits the errors of the layers before it (results/fidelity/deep_width_levers.txt).
+VARIANTS.update({
+    "default/local": ("gzsq", "default", (("local", True),),
+                      "local targets (= preset `local`): the rule on each layer's current input statistics"),
+})
 # Variants that change the quantizer, not the calibration images: QuantConfig overrides.
 QUANT_OVERRIDES: dict[str, dict] = {"real/percentile": {"observer": "percentile"},
                                     "default/percentile": {"observer": "percentile"},

@@ -9,3 +9,6 @@ for v in gaussian,real,default,default/noise-half default/percentile,default/mse
     $A --models $m --variants $v
   done
 done
+for m in cifar10-vgg7-nf cifar10-resnet20-nf; do
+  $A --models $m --variants default/local
+done
