@@ -11,6 +11,7 @@ results/lowbit/imagenet.md from the CSV.
     python experiments/lowbit_imagenet.py --models efficientnet-lite0 --bits 4,8 --seeds 0 --reconstruct none
     python experiments/lowbit_imagenet.py --table      # only rewrite imagenet.md from imagenet.csv
     python experiments/lowbit_imagenet.py --name imagenet_block_units --seeds 0   # another set of rows
+    python experiments/lowbit_imagenet.py --name imagenet_local --preset local --seeds 0   # another gzsq preset
 
 `--name NAME` keeps a set of runs apart from the rows above (e.g. the same commands on a later version of the
 code): results/lowbit/NAME.csv, NAME.md and NAME/<cell>/, with `--note TEXT` at the head of NAME.md.
@@ -56,6 +57,9 @@ def read_rows() -> list[dict]:
         return list(csv.DictReader(f))
 
 
+PRESET = {"name": "default"}  # --preset: the gzsq recipe every cell of this run uses
+
+
 def run_cell(model, w, a, seed, reconstruct) -> dict:
     name = cell_name(model, w, a, seed, reconstruct)
     with tempfile.TemporaryDirectory() as work:
@@ -66,6 +70,8 @@ def run_cell(model, w, a, seed, reconstruct) -> dict:
             cmd[3:3] = ["--weights", str(WEIGHTS[model])]
         if reconstruct != "default":
             cmd += ["--reconstruct", reconstruct]
+        if PRESET["name"] != "default":
+            cmd += ["--preset", PRESET["name"]]
         # the encodings file (1.2 MB here) is not kept
         report, seconds, shown = run_quantize(cmd, name, Path(work), CELLS / name, (".report.json", ".report.md"))
     e = report["evaluation"]
@@ -150,7 +156,10 @@ def main() -> None:
     p.add_argument("--table", action="store_true", help="only rewrite imagenet.md from imagenet.csv")
     p.add_argument("--name", default="imagenet", help="results/lowbit/NAME.csv, NAME.md, NAME/ (default imagenet)")
     p.add_argument("--note", default=None, help="the text under NAME.md's title (with --name)")
+    p.add_argument("--preset", default="default", help="gzsq preset of every cell (use with --name: cells are named "
+                                                       "without it)")
     args = p.parse_args()
+    PRESET["name"] = args.preset
     OUT.mkdir(parents=True, exist_ok=True)
     set_name(args.name)
     if args.table:
