@@ -21,7 +21,8 @@ from run_accuracy import key_of, read_rows, write_rows
 ROOT = Path(__file__).resolve().parents[1]
 
 BITS = [(8, 8), (6, 6), (4, 8), (4, 4)]
-CALIB_ORDER = ["real", "gaussian", "uniform", "zeroq", "gzsq-paper", "gzsq-thorough", "gzsq-fast", "gzsq-default"]
+CALIB_ORDER = ["real", "gaussian", "uniform", "zeroq", "gzsq-paper", "gzsq-thorough", "gzsq-fast", "gzsq-default",
+               "gzsq-local"]
 MODEL_ORDER = ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet20-nf", "cifar10-vgg7-nf",
                "efficientnet-lite0"]
 
@@ -70,7 +71,8 @@ def summarize(rows: list[dict]) -> tuple[str, str]:
           "`gzsq-default` is the `default` preset (20 Adam steps on 256 CIFAR images' worth of pixels, the rest",
           "flips/shifts, which at 32×32 means all 256 images); `gzsq-fast` is the `fast` preset, which optimizes half",
           "of them (128 at 32×32); `gzsq-thorough` is the `thorough` preset (every image, 30 steps), kept for",
-          "comparison; `gzsq-paper` is the `paper` preset (the paper's recursion and loss, up to 500 steps).",
+          "comparison; `gzsq-paper` is the `paper` preset (the paper's recursion and loss, up to 500 steps);",
+          "`gzsq-local` is the `local` preset (the default with local targets, docs/how-it-works.md §1).",
           ""]
     grid = ["| model | setting | calibration | " + " | ".join(f"W{w}A{a}" for w, a in BITS) + " |",
               "| --- | --- | --- | " + " | ".join("---" for _ in BITS) + " |"]
