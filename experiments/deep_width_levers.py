@@ -37,6 +37,7 @@ from gzsq import data as D
 from gzsq.distillation.loop import _channel_stats, natural_noise
 from gzsq.distillation.losses import kl
 from gzsq.fold import fold_bn
+from gzsq.metrics import output_widths
 from gzsq.targets import Stat, one_step, weight_targets
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -58,17 +59,9 @@ def run(name: str, steps_list: list[int], variants: list[str]) -> None:
     t = weight_targets(net, rule="moments", relu_aware=True, coherence=1.0)
     targets = {k: (v.mean, v.std.clamp_min(0.1 * float(v.std.median()))) for k, v in t.layers.items()}
     modules = dict(net.named_modules())
-    leaves = [(k, m) for k, m in net.named_modules() if len(list(m.children())) == 0]
 
     def widths(x):
-        seen = {}
-        hooks = [m.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, float(o.max() - o.min())))
-                 for k, m in leaves]
-        with torch.no_grad():
-            net(x)
-        for h in hooks:
-            h.remove()
-        return seen
+        return output_widths(net, x)
 
     ref = widths(real)
     names = list(ref)

@@ -80,32 +80,19 @@ def test_local_targets_widen_resnet32s_deep_ranges_past_real_images():
     (128 images, seeds 0/1/2): default 0.65 / 0.65 / 0.61, local 1.33 / 1.42 / 1.28."""
     import statistics
 
-    import torch
-
     from gzsq.fold import fold_bn
+    from gzsq.metrics import output_widths
     from gzsq.sources.calibrate import calibrate
 
     model = load_model("cifar10-resnet32", str(needs(RESNET32)))
     net = fold_bn(model).eval()
     real = load_eval_set(model, needs(CIFAR_TEST)).images[:128].float()
-    leaves = [(k, m) for k, m in net.named_modules() if len(list(m.children())) == 0]
-
-    def widths(x):
-        seen = {}
-        hooks = [m.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, float(o.max() - o.min())))
-                 for k, m in leaves]
-        with torch.no_grad():
-            net(x)
-        for h in hooks:
-            h.remove()
-        return seen
-
-    ref = widths(real)
+    ref = output_widths(net, real)
     deep = list(ref)[2 * len(ref) // 3:]
     ratio = {}
     for preset in ("default", "local"):
         images = calibrate(model, CalibrationConfig(source="gzsq", preset=preset, n_images=128, seed=0,
                                                     setting="bn-free")).images
-        got = widths(images)
+        got = output_widths(net, images)
         ratio[preset] = statistics.median(got[k] / ref[k] for k in deep)
     assert ratio["default"] < 0.8 and ratio["local"] > 1.1, ratio

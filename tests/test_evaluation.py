@@ -53,3 +53,17 @@ def test_one_row_of_the_table(tiny):
     assert row["fp32_top1"] == round(top1(predict(tiny, data.images), data.labels), 2)
     # 8-bit quantization of a tiny net on its own inputs should agree with FP32 on almost every image
     assert row["agreement"] >= 90
+
+
+def test_output_widths_are_each_leaf_modules_min_max_span():
+    from torch import nn
+
+    from gzsq.metrics import output_widths
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, -2.0]).view(2, 1, 1, 1))
+    x = torch.tensor([-1.0, 0.5, 3.0]).view(1, 1, 1, 3)
+    widths = output_widths(net, x)
+    assert widths == {"0": 9.0, "1": 3.0}  # conv: x and -2x span [-6, 3]; relu: [0, 3]
+    assert not net[0]._forward_hooks and not net[1]._forward_hooks

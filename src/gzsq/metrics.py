@@ -51,3 +51,18 @@ def top1(pred: np.ndarray, labels: np.ndarray) -> float:
 def agreement(pred: np.ndarray, reference: np.ndarray) -> float:
     """Percent of images on which two models pick the same class."""
     return float((pred == reference).mean() * 100)
+
+
+@torch.no_grad()
+def output_widths(model: nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """max − min of every leaf module's output over `images`, by module path: the range a min/max observer
+    would give it. Fidelity diagnostics compare these for calibration images against real ones."""
+    widths: dict[str, float] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, k=k: widths.__setitem__(k, float(o.max() - o.min())))
+             for k, m in model.named_modules() if len(list(m.children())) == 0]
+    try:
+        model(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    return widths
