@@ -148,8 +148,9 @@ class DistillConfig:
     # are wider; results/ablation_bnfree.md measures the mix. 0: every image distilled.
     noise_fraction: float = 0.0
     # Slope α of the amplitude spectrum the optimized images start from: 0 is white N(0, 1) noise; 1 is the
-    # 1/f spectrum of natural images (pixels correlated over distance, scaled to unit variance). Deep layers
-    # average over large windows, where white noise cancels and smooth images do not.
+    # 1/f spectrum of natural images (pixels correlated over distance, scaled to unit variance). Measured: after
+    # distillation the deep ranges are where a white start leaves them, and neither int8 on Lite0 nor
+    # reconstruction on the CIFAR ResNets gained (results/fidelity/deep_width_levers.txt, results/recon_images/).
     init_spectrum: float = 0.0
     # Correlation between the colour channels of the starting images (natural images' RGB: about 0.85). 0: none.
     init_colour: float = 0.0

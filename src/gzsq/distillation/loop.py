@@ -245,9 +245,10 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 loss = torch.zeros((), device=dev)
                 for name, (mu, sigma) in objective.targets.items():
                     m, s = _channel_stats(captured[name], size)
-                    if objective.local_rule is not None:
+                    if objective.local_rule is not None:  # the target from this step's input statistics
                         with torch.no_grad():
-                            mu, sigma = objective.local_rule(modules[name], *_channel_stats(captured_inputs[name], size))
+                            in_stats = _channel_stats(captured_inputs[name], size)
+                            mu, sigma = objective.local_rule(modules[name], *in_stats)
                     loss = loss + loss_fn(m, s, mu, sigma)
                 loss = loss / max(1, len(objective.targets))
                 if config.input_weight:  # all pixels as one channel; unbiased std, as x.std()
