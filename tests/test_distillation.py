@@ -246,3 +246,14 @@ def test_local_rule_receives_each_layers_input_statistics(tiny):
     first = next(k for k in obj.targets)
     layer, mean, std = next(s for s in seen if s[0] is modules[first])
     assert mean.shape == (layer.weight.shape[1] * getattr(layer, "groups", 1),) and torch.all(std > 0)
+
+
+def test_a_checkpoint_of_propagated_targets_is_not_resumed_as_local(tmp_path):
+    """The two objectives list the same targets; the checkpoint key still tells them apart."""
+    from gzsq.distillation.checkpoint import run_key
+
+    targets = {"conv1": (torch.zeros(2), torch.ones(2))}
+    ckpt = Checkpoint(tmp_path / "c.pt")
+    plain = run_key(ckpt, Objective(targets), 4, (3, 8, 8), DistillConfig(), 0, 10)
+    local = run_key(ckpt, Objective(targets, local_rule=lambda layer, m, s: (m, s)), 4, (3, 8, 8), DistillConfig(), 0, 10)
+    assert plain != local
