@@ -595,6 +595,9 @@ def _process_group(args):
             else:
                 with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
                     yield
+            # every rank done before any tears the group down (a rank whose peer closed its connections
+            # mid-teardown once aborted in gloo); not on errors, where a peer may never arrive
+            distributed.barrier()
         finally:
             distributed.finish()
 
