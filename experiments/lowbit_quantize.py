@@ -94,7 +94,8 @@ def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters) -> dict:
     with tempfile.TemporaryDirectory() as work:
         out = Path(work) / f"{name}.onnx"
         cmd = ["gzsq", "quantize", model, "-o", str(out), "--w-bits", str(w), "--a-bits", str(a), "--calib", calib,
-               "--setting", "bn" if calib == "zeroq" else "bn-free", "--seed", str(seed), "--reconstruct", reconstruct, "--reconstruct-iters", str(iters),
+               "--setting", "bn" if calib == "zeroq" else "bn-free", "--seed", str(seed),
+               "--reconstruct", reconstruct, "--reconstruct-iters", str(iters),
                "--eval-data", str(data), "--threads", "1", "--json"]
         if model in WEIGHTS:
             cmd[3:3] = ["--weights", str(WEIGHTS[model])]

@@ -161,7 +161,7 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                         "MobileNetV2 for twice the time), 'mixed' (half the set distilled, half left as N(0, 1) noise: "
                         "on BN-free CIFAR nets whose distilled ranges clip, noise's agreement or better at W8A8-W4A8), "
                         "'local' (each layer's target from the images' own input statistics: +1.3-1.7 pt int8 "
-                        "agreement on EfficientNet-Lite0/1, +4-5 pt W4A4 with reconstruction on ResNet-32/44; worse "
+                        "agreement on EfficientNet-Lite0/1, +3.8-4.9 pt W4A4 with reconstruction on ResNet-32/44; worse "
                         "on ResNet-20 and at W4A4 without reconstruction), 'thorough' (every image, 30 steps) or "
                         "'paper' (the paper's recursion and loss literally, up to 500 steps); default: default")
     p.add_argument("--calib-data", metavar="PATH",
