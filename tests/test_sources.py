@@ -61,3 +61,27 @@ def test_gzsq_noise_fraction_leaves_the_last_images_as_noise(tiny):
     assert not torch.equal(mixed.images[:4], noise[:4])  # distilled: moved away from their noise start
     plain = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", overrides=FAST))
     assert plain.log["noise_images"] == 0
+
+
+def test_auto_preset_picks_local_targets_for_depthwise_separable_networks(tiny):
+    """`auto` (the default) means `local` where some conv is depthwise, `default` elsewhere; named presets stay."""
+    import gzsq
+    from gzsq.config import CalibrationConfig
+    from gzsq.sources.gzsq import is_depthwise_separable, resolve_preset
+
+    mobilenet = gzsq.load_model("efficientnet-lite0")  # depthwise-separable, its weights ship with gzsq
+    assert is_depthwise_separable(mobilenet) and not is_depthwise_separable(tiny)
+    assert resolve_preset("auto", mobilenet) == "local" and resolve_preset("auto", tiny) == "default"
+    assert resolve_preset("longer", mobilenet) == "longer"
+    assert CalibrationConfig().preset == "auto"
+    assert CalibrationConfig().resolved(mobilenet).preset == "local"
+    assert CalibrationConfig(preset="mixed").resolved(tiny).preset == "mixed"
+    assert CalibrationConfig(source="gaussian").resolved(mobilenet).preset == "auto"  # only gzsq has presets
+    with pytest.raises(ConfigError, match="unknown gzsq preset 'fancy'"):
+        CalibrationConfig(preset="fancy").resolved(tiny)
+
+
+def test_auto_preset_distills_what_its_choice_distills(tiny):
+    a = make_calibration("gzsq", tiny, 6, seed=3, options=SourceOptions(preset="auto", overrides=FAST))
+    b = make_calibration("gzsq", tiny, 6, seed=3, options=SourceOptions(preset="default", overrides=FAST))
+    assert torch.equal(a.images, b.images) and a.log["preset"] == "default"

@@ -73,7 +73,7 @@ class CalibrationConfig:
     source: a registered source — gzsq (distilled from the weights: the method), zeroq (BN
         statistics), gaussian / uniform noise, real (images from `data`).
     n_images, setting: None picks the default for the model (`resolved`).
-    preset: the gzsq recipe ("default", "fast", "thorough", "paper").
+    preset: the gzsq recipe: "auto" (picked from the architecture), or a preset's name (gzsq.sources.gzsq.PRESETS).
     data: the dataset `real` draws from. saved_set: a set written by `gzsq distill`, used
         instead of making one (its own source, seed and size then apply).
     """
@@ -81,7 +81,7 @@ class CalibrationConfig:
     source: str = "gzsq"
     n_images: int | None = None
     seed: int = 0
-    preset: str = "default"
+    preset: str = "auto"
     setting: str | None = None
     data: str | None = None
     saved_set: str | None = None
@@ -94,11 +94,18 @@ class CalibrationConfig:
             raise ConfigError(f"setting must be one of {', '.join(SETTINGS)}, got {self.setting!r}")
 
     def resolved(self, model) -> CalibrationConfig:
-        """This config with the model's defaults filled in (number of images, setting)."""
+        """This config with the model's defaults filled in (number of images, setting, the preset `auto`
+        stands for); an unknown gzsq preset is refused here, before any long work."""
         from dataclasses import replace
 
+        preset = self.preset
+        if self.source == "gzsq" and self.saved_set is None:
+            from .sources.gzsq import recipe_for, resolve_preset
+
+            preset = resolve_preset(preset, model)
+            recipe_for(preset)
         return replace(self, n_images=self.n_images or default_n_calib(model),
-                       setting=self.setting or default_setting(model))
+                       setting=self.setting or default_setting(model), preset=preset)
 
     @property
     def label(self) -> str:
@@ -113,7 +120,7 @@ class SourceOptions:
     setting: str = "bn-free"  # what the source may read: "bn" (BN statistics) or "bn-free"
     calib_data: str | None = None  # dataset path, for `real`
     calib_indices: tuple[int, ...] | None = None  # restrict `real` to these rows (2-fold protocol)
-    preset: str = "default"  # for distilling sources (gzsq)
+    preset: str = "auto"  # for distilling sources (gzsq); auto: picked from the architecture
     overrides: tuple[tuple[str, object], ...] = ()  # distillation settings that replace the preset's
     progress: bool = False
     checkpoint: object | None = None  # a distill.loop.Checkpoint: where distilling sources save/resume state

@@ -92,9 +92,32 @@ PRESETS: dict[str, GzsqRecipe] = {
 PRESETS["local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True), PRESETS["default"].distill)
 
 
+# `auto`, the default, picks a preset from the architecture: local targets for depthwise-separable networks
+# (MobileNet / EfficientNet class), where the propagated targets of depthwise convs fall far below real spreads
+# and every later layer inherits that; the `default` preset everywhere else, where local targets made CIFAR
+# ResNet-20's W4A4 worse (results/recon_images/) and round-to-nearest W4A4 collapse (results/accuracy.md).
+AUTO = "auto"
+AUTO_DEPTHWISE = "local"
+
+
+def is_depthwise_separable(model: torch.nn.Module) -> bool:
+    """Whether some conv filters each channel on its own (groups = in_channels > 1): MobileNet-class networks."""
+    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+               for m in model.modules())
+
+
+def resolve_preset(preset: str, model: torch.nn.Module) -> str:
+    """The preset `auto` stands for on this model; any other name is returned as it is."""
+    if preset != AUTO:
+        return preset
+    return AUTO_DEPTHWISE if is_depthwise_separable(model) else "default"
+
+
 def recipe_for(preset: str, overrides=()) -> GzsqRecipe:
     if preset not in PRESETS:
-        raise ConfigError(f"unknown gzsq preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        names = ", ".join([AUTO, *PRESETS])
+        raise ConfigError(f"unknown gzsq preset {preset!r}; choose one of {names}"
+                          + (" (auto is resolved on a model: resolve_preset)" if preset == AUTO else ""))
     recipe = PRESETS[preset]
     t_names = {f.name for f in fields(TargetConfig)}
     d_names = {f.name for f in fields(DistillConfig)}
@@ -122,8 +145,9 @@ def _local_rule(t: TargetConfig):
 
 @register_source("gzsq")
 def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
-    recipe = recipe_for(options.preset, options.overrides)
     folded = fold_bn(model)
+    preset = resolve_preset(options.preset, folded)
+    recipe = recipe_for(preset, options.overrides)
     t = recipe.targets
     targets = weight_targets(folded, rule=t.rule, per_channel=t.per_channel, esa=t.esa,
                              relu_aware=t.relu_aware, order=t.order, coherence=t.coherence,
@@ -135,10 +159,11 @@ def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     n_noise = min(n - 2, round(n * recipe.distill.noise_fraction)) if recipe.distill.noise_fraction else 0
     images, log = distill_images(folded, objective, n - n_noise, input_shape(model), recipe.distill, seed=seed,
                                  pixel_bounds=model.input_spec.pixel_bounds(), num_classes=num_classes,
-                                 progress=options.progress, desc=f"gzsq[{options.preset}]",
+                                 progress=options.progress, desc=f"gzsq[{preset}]",
                                  checkpoint=options.checkpoint)
     if n_noise:  # the last n_noise rows of the gaussian source's draw, left as they are
         images = torch.cat([images, gaussian_images(model, n, seed=seed, options=options).images[n - n_noise:]])
     log["noise_images"] = n_noise
+    log["preset"] = preset
     log["recipe"] = {"targets": t.__dict__, "distill": recipe.distill.__dict__}
     return Calibration(images, "gzsq", seed, 0.0, log)
