@@ -42,7 +42,11 @@ RUNS = OUT / "runs.jsonl"
 MODELS = ["mobilenet-v2", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
 WEIGHTS = {"mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth"}
 SOURCES = ["gzsq", "gaussian", "real", "real-percentile"]
-VARIANTS = {"gzsq-longer": ["--calib", "gzsq", "--preset", "longer"],  # not in the target's check: a lever
+# `gzsq` is the command's default (preset auto: `local` on these depthwise-separable models). The `gzsq-default`
+# rows ran when the default preset was `default`, with no --preset on their command line; their reports say
+# "calib": "gzsq-default". The variants are levers, not in the target's check.
+VARIANTS = {"gzsq-default": ["--calib", "gzsq", "--preset", "default"],
+            "gzsq-longer": ["--calib", "gzsq", "--preset", "longer"],
             "real-percentile": ["--calib", "real", "--observer", "percentile"]}
 
 
@@ -105,8 +109,11 @@ def summarize(runs: list[dict]) -> str:
              "64 calibration images, evaluated by ONNX Runtime on the 500 images of `imagenet-sample`. "
              "Real images: 64 from one half of the sample (even or odd rows), evaluated on the other half, both "
              "halves added, so no image is evaluated by a model calibrated on it; `real-percentile` is the same with "
-             "`--observer percentile` (min/max follows real photos' outliers); `gzsq-longer` is gzsq with `--preset longer` "
-             "(40 distillation steps instead of 20). One image is 0.2 pt.", "",
+             "`--observer percentile` (min/max follows real photos' outliers). `gzsq` is the command's default, preset `auto` "
+             "(local targets on these depthwise-separable models: each report says `gzsq-local`); `gzsq-default` is "
+             "`--preset default` (its rows ran when that was the command's default, with no `--preset` on the command "
+             "line; their reports say `gzsq-default`); `gzsq-longer` is `--preset longer` (40 distillation steps instead "
+             "of 20). One image is 0.2 pt.", "",
              "| model | FP32 | source | seeds | top-1 per seed | agreement per seed | mean agreement |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     verdicts = []
