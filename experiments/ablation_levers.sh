@@ -19,3 +19,6 @@ done
 for m in efficientnet-lite0 mobilenet-v2; do  # preset mixed's recipe (half the set left as noise), run with --threads 2
   $A --models $m --variants default/noise-half
 done
+for m in efficientnet-lite0 mobilenet-v2; do  # local targets (= preset local, what preset auto picks on these two)
+  $A --models $m --variants default/local
+done

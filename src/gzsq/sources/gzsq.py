@@ -9,7 +9,8 @@ Presets: `paper` follows the paper literally (docs/how-it-works.md); `default` i
 measured best for its time (results/ablation.md says why); `thorough` optimizes
 every image for longer; `longer` is the default with twice the steps (results/ablation_levers.md);
 `mixed` is the default with half the set left as noise (results/ablation_bnfree.md); `local` the default
-with local targets (results/recon_images/).
+with local targets (results/recon_images/). `auto`, what the command line and the API use unless told
+otherwise, picks `local` or `default` from the architecture (`resolve_preset`).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ PRESETS: dict[str, GzsqRecipe] = {
 # +1.3 / +1.7 pt on EfficientNet-Lite0 / -Lite1, −0.2 on -Lite2 (results/lite_int8_levers/); W4A4 block
 # reconstruction +3.8 / +4.9 pt on ResNet-32 / -44, −3.4 on ResNet-20 (results/recon_images/). Its deep ranges
 # come out wider than real images' on the CIFAR nets, so W4A4 without reconstruction loses badly
-# (results/accuracy.md): not the default.
+# (results/accuracy.md): `auto` uses it on depthwise-separable networks only.
 PRESETS["local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True), PRESETS["default"].distill)
 
 
