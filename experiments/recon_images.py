@@ -1,6 +1,7 @@
 """Which distillation recipe makes the best calibration images for low-bit block reconstruction?
 
-For each (model, recipe, seed) the gzsq source distills the 256-image set from the BN-folded weights alone
+For each (model, recipe, seed) the gzsq source distills the 256-image set (64 images for the 224×224 models,
+evaluated on the 500-image ImageNet sample instead of the CIFAR-10 test set) from the BN-folded weights alone
 (setting bn-free; the recipe is the `default` preset with the overrides listed in RECIPES, applied by
 `gzsq.sources.gzsq.recipe_for`), on one thread, timed; the set is written as `gzsq distill` writes it
 (`gzsq.sources.saved.save_calibration`), then the real command line quantizes with it in a subprocess:
@@ -37,11 +38,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 
+from lowbit_quantize import EVAL as EVAL_SETS  # noqa: E402
 from lowbit_quantize import SHARED, WEIGHTS, append_row, grouped_rows, run_quantize  # noqa: E402
 
 OUT = ROOT / "results" / "recon_images"
 CSV = OUT / "runs.csv"
-EVAL = SHARED / "data/cifar10/test.npz"
+WEIGHTS = {**WEIGHTS, "mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth"}
+
+
+def is_imagenet(model_name: str) -> bool:
+    return model_name.startswith(("efficientnet", "mobilenet"))
+
+
+def eval_data(model_name: str) -> Path:
+    """All 10 000 CIFAR-10 test images, or the 500-image ImageNet sample for the 224×224 models."""
+    return EVAL_SETS["imagenet" if is_imagenet(model_name) else "cifar10"]
 
 # name → overrides of the `default` preset (iterations 20, lr 0.2, batch 256, KL, clamped pixels)
 RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
@@ -87,6 +98,7 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # each layer's target from the batch's current input statistics (one step of the rule), not propagated
     "local": (("local", True),),
     "local_it40": (("local", True), ("iterations", 40)),
+    "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
 }
 
 FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "recipe", "overrides", "seed", "distill_seconds",
@@ -127,7 +139,8 @@ CODE = {"commit": None}
 
 
 def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[float, float]:
-    """Distill the 256-image set (bn-free, `default` + the recipe's overrides) and save it; → (seconds, last loss)."""
+    """Distill the calibration set (256 images, 64 at 224×224; bn-free, `default` + the recipe's overrides) and
+    save it; → (seconds, last loss)."""
     import torch
 
     import gzsq
@@ -139,7 +152,8 @@ def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[fl
     torch.set_num_threads(1)
     weights = WEIGHTS.get(model_name)  # None: a zoo model whose weights ship with gzsq (cifar10-resnet20-nf)
     model = gzsq.load_model(model_name, str(weights)) if weights else gzsq.load_model(model_name)
-    config = CalibrationConfig(source="gzsq", seed=seed, preset="default", setting="bn-free", n_images=256)
+    config = CalibrationConfig(source="gzsq", seed=seed, preset="default", setting="bn-free",
+                               n_images=64 if is_imagenet(model_name) else 256)
     t = time.perf_counter()
     calib = calibrate(model, config, overrides=RECIPES[recipe])
     seconds = time.perf_counter() - t
@@ -165,7 +179,7 @@ def run(model, w, a, fl8, recipe, seed) -> dict:
         out = work / f"{name}.onnx"
         weights = ["--weights", str(WEIGHTS[model])] if model in WEIGHTS else []
         cmd = ["gzsq", "quantize", model, *weights, "--w-bits", str(w), "--a-bits", str(a), "--calib-set", str(calib_set),
-               "--eval-data", str(EVAL), "--threads", "1", "--seed", str(seed), "-o", str(out), "--json"]
+               "--eval-data", str(eval_data(model)), "--threads", "1", "--seed", str(seed), "-o", str(out), "--json"]
         if fl8:
             cmd.append("--first-last-8bit")
         report, seconds, shown = run_quantize(cmd, name, work, OUT / name, (".report.json", ".report.md"))
