@@ -216,3 +216,32 @@ def test_depthwise_convs_are_left_to_the_full_grid():
 def test_unknown_export_choices_are_refused_in_one_line(bad):
     with pytest.raises(ConfigError, match="choose one of"):
         Int8ExportConfig(**bad)
+
+
+def _relu6_net():
+    from gzsq.models import InputSpec
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU6(), torch.nn.Conv2d(4, 4, 1),
+                              torch.nn.ReLU6(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 5))
+    net.eval()
+    net.input_spec = InputSpec(size=8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    net.gzsq_name = "relu6-tiny"
+    return net
+
+
+def test_clip_ranges_give_relu6_outputs_their_bounds(tmp_path):
+    """With `clip_ranges` every ReLU6 output is quantized over [0, 6] however far the calibration images
+    reach; without it, over the calibrated min/max (here well short of 6)."""
+    from gzsq.export.onnx_int8 import clip_bounds
+
+    fp32 = export_fp32_onnx(_relu6_net(), tmp_path / "fp32.onnx")
+    bounds = clip_bounds(onnx.load(str(fp32)))
+    assert len(bounds) == 2 and set(bounds.values()) == {(0.0, 6.0)}
+    quiet = (_calib() * 0.05).numpy()  # small activations: no ReLU6 output comes near 6
+    highs = {}
+    for clip in (False, True):
+        out = export_onnx_int8(fp32, tmp_path / f"int8-{clip}.onnx", quiet, Int8ExportConfig(clip_ranges=clip))
+        highs[clip] = sorted(hi for lo, hi in activation_ranges(out).values() if lo == 0.0)
+    assert max(highs[False]) < 3.0
+    assert sum(abs(h - 6.0) < 1e-5 for h in highs[True]) == 2  # the two ReLU6 outputs (float32 scale · 255)

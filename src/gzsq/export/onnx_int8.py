@@ -102,6 +102,31 @@ def depthwise_weights(proto: onnx.ModelProto) -> list[str]:
     return names
 
 
+def clip_bounds(proto: onnx.ModelProto) -> dict[str, tuple[float, float]]:
+    """Output tensor → (min, max) of every Clip with constant bounds (ReLU6 exports as Clip(0, 6)).
+
+    A bounded activation's range is known from the architecture: ReLU6 was chosen for mobile networks so
+    that an 8-bit grid over [0, 6] fits it whatever the data. Distilled images often leave the deepest
+    ReLU6 outputs short of 6 (results/fidelity/), and a range calibrated on them clips real images there."""
+    consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    bounds = {}
+    for node in proto.graph.node:
+        if node.op_type != "Clip":
+            continue
+        attrs = {a.name: a.f for a in node.attribute}
+        lo = consts.get(node.input[1]) if len(node.input) > 1 and node.input[1] else attrs.get("min")
+        hi = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else attrs.get("max")
+        if lo is None or hi is None:
+            continue
+        lo, hi = float(np.asarray(lo).reshape(-1)[0]), float(np.asarray(hi).reshape(-1)[0])
+        if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
+            bounds[node.output[0]] = (lo, hi)
+    return bounds
+
+
 def pair_safe_weight_ranges(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Per-output-channel weight range (± r) for each non-depthwise Conv that cannot saturate u8×s8 kernels.
 
@@ -172,6 +197,9 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
             for name, r in pair_safe_weight_ranges(prepared_proto).items():
                 overrides[name] = [{"axis": 0, "reduce_range": False, "rmin": np.float32(-v), "rmax": np.float32(v)}
                                    for v in r]
+        if config.clip_ranges:
+            for name, (lo, hi) in clip_bounds(prepared_proto).items():
+                overrides[name] = [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
         if overrides:
             extra["TensorQuantOverrides"] = overrides
         images = np.asarray(calib_images, np.float32)
