@@ -144,11 +144,12 @@ def one_step(layer: nn.Module, x: Stat, coherence: float = 0.0, depthwise_cohere
              pixel_correlation: float | None = None) -> Stat:
     """The moments rule for one conv/linear layer given its input's per-channel statistics, as `weight_targets`
     applies it at every layer: what local targets evaluate on the statistics the images show now."""
-    rho = depthwise_coherence if depthwise_coherence is not None and _is_depthwise(layer) else coherence
+    rho = depthwise_coherence if depthwise_coherence is not None and is_depthwise(layer) else coherence
     return _layer_moments(layer, x, rho, pixel_correlation)
 
 
-def _is_depthwise(layer: nn.Module) -> bool:
+def is_depthwise(layer: nn.Module) -> bool:
+    """A conv that filters each input channel on its own (groups = in_channels > 1)."""
     return isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
 
 
@@ -184,7 +185,7 @@ def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool =
         elif node.op == "call_module" and isinstance(modules[node.target], (nn.Conv2d, nn.Linear)):
             x = previous_layer if (order == "sequential" and previous_layer is not None) else first
             layer = modules[node.target]
-            rho = depthwise_coherence if depthwise_coherence is not None and _is_depthwise(layer) else coherence
+            rho = depthwise_coherence if depthwise_coherence is not None and is_depthwise(layer) else coherence
             s = _layer_paper(layer, x, per_channel, esa) if rule == "paper" else _layer_moments(layer, adjust(x, layer.weight.shape[1] * getattr(layer, "groups", 1), esa), rho, pixel_correlation)
             stats[node] = previous_layer = s
             out.layers[node.target] = s

@@ -23,7 +23,7 @@ from ..config import DistillConfig, GzsqRecipe, TargetConfig
 from ..distillation.loop import Objective, distill_images
 from ..errors import ConfigError
 from ..fold import fold_bn
-from ..targets import Stat, one_step, weight_targets
+from ..targets import Stat, is_depthwise, one_step, weight_targets
 from .noise import gaussian as gaussian_images
 from .registry import Calibration, SourceOptions, input_shape, register_source
 
@@ -102,9 +102,8 @@ AUTO_DEPTHWISE = "local"
 
 
 def is_depthwise_separable(model: torch.nn.Module) -> bool:
-    """Whether some conv filters each channel on its own (groups = in_channels > 1): MobileNet-class networks."""
-    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
-               for m in model.modules())
+    """Whether some conv is depthwise: MobileNet / EfficientNet-class networks."""
+    return any(is_depthwise(m) for m in model.modules())
 
 
 def resolve_preset(preset: str, model: torch.nn.Module) -> str:
