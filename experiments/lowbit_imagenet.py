@@ -12,6 +12,7 @@ results/lowbit/imagenet.md from the CSV.
     python experiments/lowbit_imagenet.py --table      # only rewrite imagenet.md from imagenet.csv
     python experiments/lowbit_imagenet.py --name imagenet_block_units --seeds 0   # another set of rows
     python experiments/lowbit_imagenet.py --name imagenet_local --preset local --seeds 0   # another gzsq preset
+    python experiments/lowbit_imagenet.py --name imagenet_local_fl8 --preset local --first-last-8bit --seeds 0
 
 `--name NAME` keeps a set of runs apart from the rows above (e.g. the same commands on a later version of the
 code): results/lowbit/NAME.csv, NAME.md and NAME/<cell>/, with `--note TEXT` at the head of NAME.md.
@@ -60,6 +61,7 @@ def read_rows() -> list[dict]:
 # --preset: the gzsq recipe every cell of this run uses. The rows of imagenet.csv ran when the command's default
 # was the `default` preset; it is now `auto` (local targets on these depthwise-separable models).
 PRESET = {"name": "auto"}
+FIRST_LAST_8BIT = {"on": False}  # --first-last-8bit: every cell of this run keeps its first and last layer at 8 bits
 
 
 def run_cell(model, w, a, seed, reconstruct) -> dict:
@@ -74,6 +76,8 @@ def run_cell(model, w, a, seed, reconstruct) -> dict:
             cmd += ["--reconstruct", reconstruct]
         if PRESET["name"] != "auto":
             cmd += ["--preset", PRESET["name"]]
+        if FIRST_LAST_8BIT["on"]:
+            cmd.append("--first-last-8bit")
         # the encodings file (1.2 MB here) is not kept
         report, seconds, shown = run_quantize(cmd, name, Path(work), CELLS / name, (".report.json", ".report.md"))
     e = report["evaluation"]
@@ -160,8 +164,11 @@ def main() -> None:
     p.add_argument("--note", default=None, help="the text under NAME.md's title (with --name)")
     p.add_argument("--preset", default="auto", help="gzsq preset of every cell (use with --name: cells are named "
                                                        "without it)")
+    p.add_argument("--first-last-8bit", action="store_true",
+                   help="keep the first and last layer at 8 bits in every cell (use with --name: cells are named without it)")
     args = p.parse_args()
     PRESET["name"] = args.preset
+    FIRST_LAST_8BIT["on"] = args.first_last_8bit
     OUT.mkdir(parents=True, exist_ok=True)
     set_name(args.name)
     if args.table:

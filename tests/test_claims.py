@@ -7,7 +7,7 @@
   81.03 in ONNX Runtime.
 
 - the default int8 ONNX export of EfficientNet-Lite0 (preset auto: local targets) agrees with FP32 on at
-  least 98.4 % of the 500-image ImageNet sample and keeps its top-1 within 0.3 pt (README, int8 tables:
+  least 98.2 % of the 500-image ImageNet sample and keeps its top-1 within 0.3 pt (README, int8 tables:
   98.8 / 99.2 / 98.8 % over seeds 0–2, top-1 89.2 / 89.4 / 89.2 against 88.8; the `default` preset's
   propagated targets gave 97.6 / 97.8 / 97.4 %: results/imagenet_int8/).
 
@@ -81,9 +81,10 @@ def test_default_int8_export_of_resnet20_agrees_with_fp32(tmp_path):
 @pytest.mark.timeout(360)
 def test_default_int8_export_of_efficientnet_lite0_agrees_with_fp32(tmp_path):
     """`gzsq quantize efficientnet-lite0 -o lite0.onnx --eval-data imagenet-sample`, seed 0, one thread, the
-    command of results/imagenet_int8/ (98.8 % agreement, int8 89.2 vs FP32 88.8). The bound, 98.4 %, is two
-    images under that and above every seed of the `default` preset (at most 97.8 %), so the test fails if the
-    default stops picking local targets for this depthwise-separable model."""
+    command of results/imagenet_int8/ (98.8 % agreement, int8 89.2 vs FP32 88.8). The bound, 98.2 %, is three
+    images under that (room for another CPU's float rounding) and above every seed of the `default` preset (at
+    most 97.8 % there, 98.0 % in results/quantize/), so the test fails if the default stops picking local targets
+    for this depthwise-separable model."""
     out = tmp_path / "lite0.onnx"
     r = run_cli(["quantize", "efficientnet-lite0", "-o", out, "--setting", "bn-free", "--eval-data", needs(IMAGENET),
                  "--seed", "0", "--threads", "1", "--json"])
@@ -92,7 +93,7 @@ def test_default_int8_export_of_efficientnet_lite0_agrees_with_fp32(tmp_path):
     assert report["calib"] == "gzsq-local" and report["n_calib"] == 64 and out.exists()
     e = report["evaluation"]
     assert e["images"] == 500 and e["fp32_top1"] == 88.8
-    assert e["agreement"] >= 98.4, e
+    assert e["agreement"] >= 98.2, e
     assert e["int8_top1"] >= e["fp32_top1"] - 0.3, e
 
 
