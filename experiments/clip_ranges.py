@@ -20,9 +20,8 @@ from pathlib import Path
 import gzsq
 from gzsq.config import CalibrationConfig, Int8ExportConfig
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SAMPLE = SHARED / "data/imagenet-sample"
-WEIGHTS = {"mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lowbit_imagenet import DATA as SAMPLE, WEIGHTS  # noqa: E402  (the sample and MobileNetV2's checkpoint)
 
 
 def main() -> int:

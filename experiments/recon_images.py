@@ -39,11 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 
 from lowbit_quantize import EVAL as EVAL_SETS  # noqa: E402
+from lowbit_imagenet import WEIGHTS as IMAGENET_WEIGHTS  # noqa: E402
 from lowbit_quantize import SHARED, WEIGHTS, append_row, grouped_rows, run_quantize  # noqa: E402
 
 OUT = ROOT / "results" / "recon_images"
 CSV = OUT / "runs.csv"
-WEIGHTS = {**WEIGHTS, "mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth"}
+WEIGHTS = {**WEIGHTS, **IMAGENET_WEIGHTS}
 
 
 def is_imagenet(model_name: str) -> bool:

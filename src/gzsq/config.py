@@ -268,8 +268,8 @@ class Int8ExportConfig:
         neighbouring products can overflow (`pair_safe_weight_ranges`).
     bias_correction: each conv's bias absorbs E[(W_q − W)·x] (`gzsq.export.bias_correction`).
     clip_ranges: quantize every ReLU6 (Clip) output over its bounds, [0, 6], instead of the calibrated
-        min/max (`clip_bounds`). Off: on the four 224×224 models it moved gzsq's int8 agreement by −0.2 to
-        +0.6 pt and cost MobileNetV2 1.1 pt with noise (results/lite_int8_levers/clip_ranges.txt).
+        min/max (`clip_bounds`). Off: on the four 224×224 models it moved gzsq's mean int8 agreement by −0.9
+        (MobileNetV2) to +0.4 pt (Lite2), noise's by −1.1 to +0.3 (results/lite_int8_levers/clip_ranges.txt).
     calibration: "minmax" (the simulator's default observer) or "percentile" (ONNX Runtime's 99.999th).
     activations / weights: "uint8" or "int8". u8 activations × s8 weights is the fast path on
         AVX2; u8 weights (u8×u8 kernels) take the full grid safely but ran 2.6–3.0× slower.
