@@ -15,6 +15,8 @@ with one of:
   step, no errors handed down from earlier layers; the prediction is held fixed within a step);
 - both: the sum of the two losses, prop's and local's;
 - halfway: one target halfway between the two (mean of the means, geometric mean of the stds);
+- local@C: local targets with the rule's coherence C instead of 1 (C = 0: independent pixels; the rule then
+  asks for narrower outputs than ρ = 1 does);
 - +nat: the start is noise with natural images' 1/f amplitude spectrum and 0.85 colour correlation
   (`gzsq.distillation.loop.natural_noise`) instead of white noise.
 
@@ -43,7 +45,7 @@ from gzsq.targets import Stat, one_step, weight_targets
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = {"mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth",
            **{f"cifar10-resnet{d}": SHARED / f"models/cifar10/resnet{d}.th" for d in (20, 32, 44)}}
-VARIANTS = ["prop", "prop+nat", "local", "local+nat", "both", "halfway"]
+VARIANTS = ["prop", "prop+nat", "local", "local+nat", "both", "halfway", "local@0.5", "local@0.75"]
 
 
 def run(name: str, steps_list: list[int], variants: list[str]) -> None:
@@ -84,7 +86,8 @@ def run(name: str, steps_list: list[int], variants: list[str]) -> None:
     line("natural noise (no steps)", natural_noise(white, 1.0, 0.85))
     for steps in steps_list:
         for variant in variants:
-            mode = variant.replace("+nat", "")
+            mode, _, coh = variant.replace("+nat", "").partition("@")
+            coherence = float(coh) if coh else 1.0
             x = (natural_noise(white, 1.0, 0.85) if variant.endswith("+nat") else white.clone()).requires_grad_(True)
             opt = torch.optim.Adam([x], lr=0.2)
             start = time.perf_counter()
@@ -98,7 +101,7 @@ def run(name: str, steps_list: list[int], variants: list[str]) -> None:
                         with torch.no_grad():
                             xin = inputs[k]
                             dims = (0, 2, 3) if xin.dim() == 4 else (0,)
-                            pred = one_step(modules[k], Stat(xin.mean(dims), xin.std(dims)), 1.0)
+                            pred = one_step(modules[k], Stat(xin.mean(dims), xin.std(dims)), coherence)
                         if mode == "both":
                             loss = loss + kl(m, s, mu, sd)
                         local_sd = pred.std.clamp_min(0.1 * float(pred.std.median()) + 1e-6)

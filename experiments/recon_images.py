@@ -100,7 +100,13 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local": (("local", True),),
     "local_it40": (("local", True), ("iterations", 40)),
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
+    # half the set distilled with local targets, half with the propagated ones (each half from its own start)
+    "half_local": (("local", True), ("local_fraction", 0.5)),
+    # 1024 images, every one distilled (the default's pixel budget raised fourfold)
+    "distinct1024": (("distill_pixels", 1024 * 32 * 32),),
 }
+# recipes that change the set's size: name → images (default: 256, 64 at 224×224)
+N_IMAGES = {"distinct1024": 1024}
 
 FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "recipe", "overrides", "seed", "distill_seconds",
           "distill_final_loss", "fp32_top1", "onnxruntime_top1", "simulator_top1", "agreement",
@@ -154,7 +160,7 @@ def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[fl
     weights = WEIGHTS.get(model_name)  # None: a zoo model whose weights ship with gzsq (cifar10-resnet20-nf)
     model = gzsq.load_model(model_name, str(weights)) if weights else gzsq.load_model(model_name)
     config = CalibrationConfig(source="gzsq", seed=seed, preset="default", setting="bn-free",
-                               n_images=64 if is_imagenet(model_name) else 256)
+                               n_images=N_IMAGES.get(recipe, 64 if is_imagenet(model_name) else 256))
     t = time.perf_counter()
     calib = calibrate(model, config, overrides=RECIPES[recipe])
     seconds = time.perf_counter() - t

@@ -205,6 +205,10 @@ class TargetConfig:
     # *current* input statistics at that layer, not to the statistics propagated from the network input, so no
     # layer inherits the errors of the layers before it (results/fidelity/deep_width_levers.txt).
     local: bool = False
+    # With `local`: the share of the distilled images made with local targets; the rest are distilled with the
+    # propagated ones (1: all local). Local targets left the CIFAR ResNets' deep ranges wider than real images',
+    # propagated ones narrower (results/fidelity/deep_width_levers.txt); a set of both shows both.
+    local_fraction: float = 1.0
 
 
 @dataclass(frozen=True)

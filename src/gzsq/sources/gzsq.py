@@ -152,15 +152,26 @@ def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     targets = weight_targets(folded, rule=t.rule, per_channel=t.per_channel, esa=t.esa,
                              relu_aware=t.relu_aware, order=t.order, coherence=t.coherence,
                              depthwise_coherence=t.depthwise_coherence, pixel_correlation=t.pixel_correlation)
-    objective = Objective({k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median())))
-                           for k, v in targets.layers.items()},
-                          local_rule=_local_rule(t) if t.local else None)
+    listed = {k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median()))) for k, v in targets.layers.items()}
+    objective = Objective(listed, local_rule=_local_rule(t) if t.local else None)
     num_classes = list(targets.layers.values())[-1].mean.numel()
     n_noise = min(n - 2, round(n * recipe.distill.noise_fraction)) if recipe.distill.noise_fraction else 0
-    images, log = distill_images(folded, objective, n - n_noise, input_shape(model), recipe.distill, seed=seed,
-                                 pixel_bounds=model.input_spec.pixel_bounds(), num_classes=num_classes,
+    n_distill = n - n_noise
+    split = t.local and t.local_fraction < 1.0
+    n_local = min(n_distill - 2, max(2, round(n_distill * t.local_fraction))) if split else n_distill
+    if split and options.checkpoint is not None:
+        raise ConfigError("local_fraction below 1 cannot be resumed (--resume); run it without")
+    shape, bounds = input_shape(model), model.input_spec.pixel_bounds()
+    images, log = distill_images(folded, objective, n_local if split else n_distill, shape, recipe.distill,
+                                 seed=seed, pixel_bounds=bounds, num_classes=num_classes,
                                  progress=options.progress, desc=f"gzsq[{preset}]",
                                  checkpoint=options.checkpoint)
+    if split:  # the rest with the propagated targets, from another start (its own seed stream)
+        more, log_prop = distill_images(folded, Objective(listed), n_distill - n_local, shape, recipe.distill,
+                                        seed=seed + 100_003, pixel_bounds=bounds, num_classes=num_classes,
+                                        progress=options.progress, desc=f"gzsq[{preset}, propagated]")
+        images = torch.cat([images, more])
+        log["propagated_part"] = log_prop
     if n_noise:  # the last n_noise rows of the gaussian source's draw, left as they are
         images = torch.cat([images, gaussian_images(model, n, seed=seed, options=options).images[n - n_noise:]])
     log["noise_images"] = n_noise
