@@ -85,3 +85,24 @@ def test_auto_preset_distills_what_its_choice_distills(tiny):
     a = make_calibration("gzsq", tiny, 6, seed=3, options=SourceOptions(preset="auto", overrides=FAST))
     b = make_calibration("gzsq", tiny, 6, seed=3, options=SourceOptions(preset="default", overrides=FAST))
     assert torch.equal(a.images, b.images) and a.log["preset"] == "default"
+
+
+def test_gzsq_local_fraction_splits_the_set_between_local_and_propagated_targets(tiny, tmp_path):
+    """local_fraction 0.5: the first half is what local targets distil alone, the rest is distilled with the
+    propagated targets from another start; it cannot be resumed, and is refused in one line with a checkpoint."""
+    from gzsq.distillation.checkpoint import Checkpoint
+
+    folded = fold_bn(tiny)
+    local = FAST + (("local", True),)
+    half = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(
+        setting="bn-free", overrides=local + (("local_fraction", 0.5),)))
+    first = make_calibration("gzsq", folded, 4, seed=3, options=SourceOptions(setting="bn-free", overrides=local))
+    plain = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", overrides=FAST))
+    assert half.images.shape == (8, 3, 8, 8)
+    assert torch.equal(half.images[:4], first.images)
+    assert not torch.equal(half.images[4:], plain.images[4:]) and torch.isfinite(half.images).all()
+    assert "propagated_part" in half.log
+    with pytest.raises(ConfigError, match="local_fraction"):
+        make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(
+            setting="bn-free", overrides=local + (("local_fraction", 0.5),),
+            checkpoint=Checkpoint(tmp_path / "c.pt")))
