@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -42,9 +41,7 @@ from gzsq.fold import fold_bn
 from gzsq.metrics import output_widths
 from gzsq.targets import Stat, one_step, weight_targets
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-WEIGHTS = {"mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth",
-           **{f"cifar10-resnet{d}": SHARED / f"models/cifar10/resnet{d}.th" for d in (20, 32, 44)}}
+from assets import CIFAR_TEST, IMAGENET_SAMPLE, WEIGHTS
 VARIANTS = ["prop", "prop+nat", "local", "local+nat", "both", "halfway", "local@0.5", "local@0.75"]
 
 
@@ -54,7 +51,7 @@ def run(name: str, steps_list: list[int], variants: list[str]) -> None:
     for p in net.parameters():
         p.requires_grad_(False)
     cifar = name.startswith("cifar10")
-    evals = D.load_eval_set(net, SHARED / ("data/cifar10/test.npz" if cifar else "data/imagenet-sample"))
+    evals = D.load_eval_set(net, CIFAR_TEST if cifar else IMAGENET_SAMPLE)
     n = 128 if cifar else 16
     real = evals.images[:n].float()
     low, high = model.input_spec.pixel_bounds()

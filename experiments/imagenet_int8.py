@@ -35,12 +35,12 @@ from pathlib import Path
 from gzsq.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-SAMPLE = SHARED / "data/imagenet-sample"
+sys.path.insert(0, str(ROOT / "experiments"))
+from assets import IMAGENET_SAMPLE as SAMPLE, MOBILENET_V2  # noqa: E402
 OUT = ROOT / "results" / "imagenet_int8"
 RUNS = OUT / "runs.jsonl"
 MODELS = ["mobilenet-v2", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
-WEIGHTS = {"mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth"}
+WEIGHTS = {"mobilenet-v2": MOBILENET_V2}
 SOURCES = ["gzsq", "gaussian", "real", "real-percentile"]
 # `gzsq` is the command's default (preset auto: `local` on these depthwise-separable models). The `gzsq-default`
 # rows ran when the default preset was `default`, with no --preset on their command line; their reports say

@@ -25,12 +25,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
-from lowbit_quantize import SHARED, append_row, grouped_rows, run_quantize  # noqa: E402
+from lowbit_quantize import append_row, grouped_rows, run_quantize  # noqa: E402
 
 OUT = ROOT / "results" / "lite_int8_levers"
 CSV = OUT / "runs.csv"
-SAMPLE = SHARED / "data/imagenet-sample"
-WEIGHTS = {"mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth"}
+from assets import IMAGENET_SAMPLE as SAMPLE, MOBILENET_V2  # noqa: E402
+
+WEIGHTS = {"mobilenet-v2": MOBILENET_V2}
 
 # name → (preset, overrides of it)
 LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {

@@ -26,15 +26,15 @@ import csv
 import tempfile
 from pathlib import Path
 
+from assets import IMAGENET_SAMPLE, MOBILENET_V2
 from lowbit_quantize import append_row, run_quantize
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 OUT = ROOT / "results" / "lowbit"
 CELLS = OUT / "imagenet"
 CSV = OUT / "imagenet.csv"
-DATA = SHARED / "data/imagenet-sample"
-WEIGHTS = {"mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth"}
+DATA = IMAGENET_SAMPLE
+WEIGHTS = {"mobilenet-v2": MOBILENET_V2}
 GOAL = {(4, 8): 3.0, (6, 6): 1.5}  # the goals: top-1 ≥ FP32 − this many points
 FIELDS = ["model", "w_bits", "a_bits", "seed", "reconstruct", "images", "fp32_top1", "onnxruntime_top1",
           "simulator_top1", "agreement", "runtime_matches_simulator", "seconds_calibration", "seconds_reconstruct",

@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-WEIGHTS = {"mobilenet-v2": SHARED / "models/imagenet/mobilenet_v2-b0353104.pth"}
+sys.path.insert(0, str(ROOT / "experiments"))
+from assets import IMAGENET_SAMPLE, MOBILENET_V2  # noqa: E402
+
+WEIGHTS = {"mobilenet-v2": MOBILENET_V2}
 OUT = ROOT / "results" / "lowbit" / "probe.jsonl"
 
 
@@ -42,7 +44,7 @@ def main() -> None:
     w, a = map(int, args.bits.split(","))
     model = load_model(args.model, WEIGHTS.get(args.model))
     model.eval()
-    data = load_eval_set(model, SHARED / "data/imagenet-sample")
+    data = load_eval_set(model, IMAGENET_SAMPLE)
     held = slice(64, None)
     t = time.perf_counter()
     if args.calib == "real":

@@ -28,11 +28,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT / "experiments"))
+from assets import CIFAR_RESNETS, CIFAR_TEST, CIFAR_TRAIN, IMAGENET_SAMPLE, SHARED  # noqa: E402
 OUT = ROOT / "results" / "lowbit"
 CSV = OUT / "runs.csv"
-WEIGHTS = {f"cifar10-resnet{d}": SHARED / f"models/cifar10/resnet{d}.th" for d in (20, 32, 44)}
-EVAL = {"cifar10": SHARED / "data/cifar10/test.npz", "imagenet": SHARED / "data/imagenet-sample"}
+WEIGHTS = CIFAR_RESNETS
+EVAL = {"cifar10": CIFAR_TEST, "imagenet": IMAGENET_SAMPLE}
 FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "calib", "seed", "reconstruct", "iters", "images",
           "fp32_top1", "onnxruntime_top1", "simulator_top1", "agreement", "runtime_matches_simulator",
           "seconds_calibration", "seconds_reconstruct", "seconds_total", "command"]
@@ -100,7 +101,7 @@ def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters) -> dict:
         if model in WEIGHTS:
             cmd[3:3] = ["--weights", str(WEIGHTS[model])]
         if calib == "real":
-            cmd += ["--calib-data", str(SHARED / "data/cifar10/train-jpeg.tar")]
+            cmd += ["--calib-data", str(CIFAR_TRAIN)]
         if fl8:
             cmd.append("--first-last-8bit")
         report, seconds, shown = run_quantize(cmd, name, Path(work), OUT / name,

@@ -8,7 +8,7 @@ and MSE observers, gzsq's 256 + noise's 256 images, the first 128 gzsq + first 1
 min/max ranges scaled: `gzsqx1.5` is ×1.5; `gzsqx2.0` is applied on top of it, so ×3.0 of gzsq's ranges.
 Only to choose which levers to measure in full (experiments/ablation_bnfree.sh).
 """
-import sys, time, torch, numpy as np
+import sys, time, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 torch.set_num_threads(1)
 from pathlib import Path

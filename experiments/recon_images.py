@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 from lowbit_quantize import EVAL as EVAL_SETS  # noqa: E402
 from lowbit_imagenet import WEIGHTS as IMAGENET_WEIGHTS  # noqa: E402
-from lowbit_quantize import SHARED, WEIGHTS, append_row, grouped_rows, run_quantize  # noqa: E402
+from lowbit_quantize import WEIGHTS, append_row, grouped_rows, run_quantize  # noqa: E402
 
 OUT = ROOT / "results" / "recon_images"
 CSV = OUT / "runs.csv"

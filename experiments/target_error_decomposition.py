@@ -35,14 +35,13 @@ from gzsq.models import load_model
 from gzsq.targets import Stat, _layer_moments, _rectify, adjust, weight_targets
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-CIFAR_TRAIN = SHARED / "data/cifar10/train-jpeg.tar"
-SAMPLE = SHARED / "data/imagenet-sample"
+sys.path.insert(0, str(ROOT / "experiments"))
+from assets import CIFAR_TRAIN, IMAGENET_SAMPLE as SAMPLE, MOBILENET_V2, SHARED  # noqa: E402
 CASES = [("cifar10-resnet20", SHARED / "models/cifar10/resnet20.th", CIFAR_TRAIN, 256),
          ("cifar10-resnet20-nf", None, CIFAR_TRAIN, 256),
          ("cifar10-vgg7-nf", None, CIFAR_TRAIN, 256),
          ("efficientnet-lite0", None, SAMPLE, 64),
-         ("mobilenet-v2", SHARED / "models/imagenet/mobilenet_v2-b0353104.pth", SAMPLE, 64)]
+         ("mobilenet-v2", MOBILENET_V2, SAMPLE, 64)]
 
 
 def channel_stats(t: torch.Tensor) -> Stat:

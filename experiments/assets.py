@@ -1,0 +1,19 @@
+"""Where the experiments find the read-only assets that sit beside the repository (`../shared`).
+
+One place to change if they move: the scripts under experiments/ import these names instead of spelling
+the paths out. The product never reads them; only experiments, benchmarks and tests do.
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+CIFAR_TEST = SHARED / "data/cifar10/test.npz"
+CIFAR_TRAIN = SHARED / "data/cifar10/train-jpeg.tar"
+IMAGENET_SAMPLE = SHARED / "data/imagenet-sample"
+
+# checkpoints the zoo does not ship: the BN CIFAR-10 ResNets and torchvision's ImageNet MobileNetV2
+CIFAR_RESNETS = {f"cifar10-resnet{d}": SHARED / f"models/cifar10/resnet{d}.th" for d in (20, 32, 44)}
+MOBILENET_V2 = SHARED / "models/imagenet/mobilenet_v2-b0353104.pth"
+WEIGHTS = {**CIFAR_RESNETS, "mobilenet-v2": MOBILENET_V2}
