@@ -117,6 +117,8 @@ VARIANTS.update({
 VARIANTS.update({
     "default/local": ("gzsq", "default", (("local", True),),
                       "local targets (= preset `local`): the rule on each layer's current input statistics"),
+    "default/half-local": ("gzsq", "default", (("local", True), ("local_fraction", 0.5)),
+                           "half the set distilled with local targets, half with propagated ones"),
 })
 # Variants that change the quantizer, not the calibration images: QuantConfig overrides.
 QUANT_OVERRIDES: dict[str, dict] = {"real/percentile": {"observer": "percentile"},

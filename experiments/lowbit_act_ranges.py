@@ -19,7 +19,7 @@ import torch
 
 import gzsq
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/imagenet-sample"
+from assets import IMAGENET_SAMPLE as SAMPLE
 
 torch.set_num_threads(1)
 observer, act_lr, preset = sys.argv[1], float(sys.argv[2]), sys.argv[3]

@@ -39,6 +39,7 @@ def _same(a: dict, b: dict) -> bool:
     (dict(method="brecq"), "method"), (dict(iters=0), "iters"), (dict(batch_size=True), "batch_size"),
     (dict(iters=2.5), "iters"), (dict(lr=0), "lr"), (dict(lr=float("nan")), "lr"), (dict(act_lr=-1e-3), "act_lr"),
     (dict(drop_prob=1.5), "drop_prob"), (dict(reg_weight=-1), "reg_weight"), (dict(warmup=1.0), "warmup"),
+    (dict(loss="l1"), "loss"),
 ])
 def test_config_rejects_bad_values_in_one_line(kw, word):
     with pytest.raises(ConfigError) as err:
@@ -97,6 +98,31 @@ def test_reconstruction_lowers_the_error_against_the_float_model(method):
     model, calib, sim = _tiny_sim(w_bits=3, a_bits=4)
     out = reconstruct(model, sim, calib, ReconstructConfig(method=method, iters=150, batch_size=32))
     x = torch.randn(256, 3, 8, 8, generator=torch.Generator().manual_seed(99))  # images it did not see
+    with torch.no_grad():
+        ref = fold_bn(model)(x)
+        err_out, err_rtn = (float((m(x) - ref).pow(2).mean()) for m in (out, sim))
+    assert err_out < 0.85 * err_rtn, (err_out, err_rtn)
+
+
+def test_channel_normalized_loss_weighs_each_channel_by_its_inverse_spread():
+    """A channel the calibration outputs barely move counts as much as a wide one; the weights keep the
+    variances' total, so the error and the rounding regulariser stay in balance; plain MSE has no weights."""
+    target = torch.randn(256, 2, 4, 4) * torch.tensor([10.0, 2.0]).reshape(1, 2, 1, 1)
+    w = R._channel_weights(target, "channel-normalized")
+    var = target.var(dim=(0, 2, 3), unbiased=False)
+    assert float((w * var).sum()) == pytest.approx(float(var.sum()), rel=1e-4)
+
+    def error_of_one_std(channel, weights=None):
+        err = torch.zeros_like(target)
+        err[:, channel] = var[channel].sqrt()
+        return float(R._reconstruction_error(target + err, target, weights))
+
+    assert error_of_one_std(0) / error_of_one_std(1) == pytest.approx(25.0, rel=0.1)  # plain: the wide one rules
+    assert error_of_one_std(0, w) / error_of_one_std(1, w) == pytest.approx(1.0, abs=0.25)
+    assert R._channel_weights(target, "mse") is None
+    model, calib, sim = _tiny_sim(w_bits=3, a_bits=4)
+    out = reconstruct(model, sim, calib, ReconstructConfig(iters=150, batch_size=32, loss="channel-normalized"))
+    x = torch.randn(256, 3, 8, 8, generator=torch.Generator().manual_seed(99))
     with torch.no_grad():
         ref = fold_bn(model)(x)
         err_out, err_rtn = (float((m(x) - ref).pow(2).mean()) for m in (out, sim))

@@ -21,6 +21,7 @@ OBSERVERS = ("minmax", "percentile", "mse")  # activation range rules (gzsq.quan
 SETTINGS = ("bn", "bn-free")
 LOSS_NAMES = ("z", "l2", "kl")  # distillation losses (gzsq.distillation.losses)
 RECONSTRUCT_METHODS = ("block", "adaround")  # gzsq.reconstruct
+RECONSTRUCT_LOSSES = ("mse", "channel-normalized")  # gzsq.reconstruct._reconstruction_error
 # More calibration images than this is a typo, not a plan: ranges settle after a few hundred, and
 # 100 000 ImageNet-size images would need ~60 GB of memory.
 MAX_CALIBRATION_IMAGES = 100_000
@@ -379,10 +380,16 @@ class ReconstructConfig:
     # Units with a global op (pooling, linear) use the full map. None: 16 for images larger than 64×64,
     # else 0 (CIFAR-size networks train on full maps).
     crop: int | None = None
+    # The unit's output error: "mse" sums the squared error over channels; "channel-normalized" first divides each
+    # channel's by that channel's variance over the calibration set's float outputs, so channels the calibration
+    # images barely excite weigh as much as the rest (distilled images' deep spreads are uneven: results/fidelity/).
+    loss: str = "mse"
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
             raise ConfigError(f"reconstruction method must be one of {', '.join(RECONSTRUCT_METHODS)}, got {self.method!r}")
+        if self.loss not in RECONSTRUCT_LOSSES:
+            raise ConfigError(f"reconstruction loss must be one of {', '.join(RECONSTRUCT_LOSSES)}, got {self.loss!r}")
         for name in ("iters", "batch_size"):
             value = getattr(self, name)
             if name == "batch_size" and value is None:

@@ -427,9 +427,26 @@ def _run(module: nn.Module, x: torch.Tensor, batch: int = 128) -> torch.Tensor:
     return torch.cat([module(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
-def _reconstruction_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Squared error summed over channels (dim 1), averaged over images and positions."""
-    return (out - target).pow(2).sum(1).mean()
+def _reconstruction_error(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared error summed over channels (dim 1), each channel's times `weights` if given, averaged over
+    images and positions."""
+    err = (out - target).pow(2)
+    if weights is not None:
+        err = err * weights.reshape((1, -1) + (1,) * (err.dim() - 2))
+    return err.sum(1).mean()
+
+
+def _channel_weights(target: torch.Tensor, loss: str) -> torch.Tensor | None:
+    """Per-channel loss weights for `loss`: None for plain MSE; for "channel-normalized" the inverse of each
+    channel's variance over the calibration outputs (floored at 1 % of the mean variance, so a channel the
+    images leave constant cannot dominate), scaled so that the weighted variances sum as the plain ones do and
+    the rounding regulariser keeps its balance with the error."""
+    if loss == "mse" or target.dim() < 2:
+        return None
+    dims = [d for d in range(target.dim()) if d != 1]
+    var = target.double().var(dim=dims, unbiased=False)
+    weights = 1.0 / (var + 0.01 * var.mean().clamp_min(1e-12))
+    return (weights * var.sum().clamp_min(1e-12) / (weights * var).sum().clamp_min(1e-12)).float()
 
 
 _PROGRESS_FORMAT = "gzsq-reconstruct-progress/1"
@@ -574,6 +591,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             x_fp = _capture(work, unit.input, calib)
         state.mode = "float"
         target = _run(module, x_fp)
+        channel_weights = _channel_weights(target, config.loss)
         # Local units on maps wider than config.crop learn on one random window per step (see ReconstructConfig).
         crop_stride = None
         if config.crop and x_q.dim() == 4 and max(x_q.shape[2:]) > config.crop:
@@ -615,7 +633,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                 state.mode = "soft"
                 if state.drop:
                     inp = state.mix(inp, fp_in)
-            rec = _reconstruction_error(module(inp), want)
+            rec = _reconstruction_error(module(inp), want, channel_weights)
             if ranks > 1:  # this rank's part of the whole batch's mean
                 rec = rec * (len(idx) / config.batch_size)
             if step >= warm and config.reg_weight > 0:
@@ -649,7 +667,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             a.learned = True
         state.mode = "hard"
         out_q = _run(module, x_q)
-        final = float(_reconstruction_error(out_q, target))
+        final = float(_reconstruction_error(out_q, target, channel_weights))
         log.append({"unit": unit.name, "layers": [str(n.target) for n in unit.nodes if is_weight(n)],
                     "seconds": round(time.perf_counter() - t_unit, 2), "final_loss": final,
                     "crop": None if crop_stride is None else min(config.crop, max(x_q.shape[2:]))})
