@@ -13,7 +13,6 @@ Prints one JSON line: simulated top-1 and agreement with FP32 on all 500 images 
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
