@@ -11,7 +11,8 @@ results/lowbit/sweeps.txt (which commands and commits made the rows; kept by han
         --bits 4,4 4,8 --seeds 0 1 2 --first-last-8bit both
     python experiments/lowbit_quantize.py --table      # only rewrite README.md from runs.csv
 
-A cell already in runs.csv is skipped, so an interrupted sweep resumes where it stopped.
+A cell already in runs.csv is skipped, so an interrupted sweep resumes where it stopped. gzsq cells are named by
+the preset their command used (`gzsq-default`, `gzsq-half-local`...: `--preset`, or what `auto` picks).
 """
 
 from __future__ import annotations
@@ -89,8 +90,23 @@ def grouped_rows(path: Path, keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
     return groups
 
 
-def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters) -> dict:
-    name = cell_name(model, w, a, fl8, calib, seed, reconstruct, iters)
+def calib_label(model: str, calib: str, preset: str | None, reconstruct: str) -> str:
+    """The calibration column: the source, and for gzsq the preset the command uses (`--preset`, or what `auto`
+    picks for this model in a job that does or does not reconstruct), as its report names it."""
+    if calib != "gzsq":
+        return calib
+    if preset is None:
+        import gzsq
+        from gzsq.sources.gzsq import resolve_preset
+
+        net = gzsq.load_model(model, str(WEIGHTS[model])) if model in WEIGHTS else gzsq.load_model(model)
+        preset = resolve_preset("auto", net, reconstructing=reconstruct != "none")
+    return f"gzsq-{preset}"
+
+
+def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters, preset=None) -> dict:
+    label = calib_label(model, calib, preset, reconstruct)
+    name = cell_name(model, w, a, fl8, label, seed, reconstruct, iters)
     data = EVAL["cifar10" if model.startswith("cifar10") else "imagenet"]
     with tempfile.TemporaryDirectory() as work:
         out = Path(work) / f"{name}.onnx"
@@ -104,10 +120,14 @@ def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters) -> dict:
             cmd += ["--calib-data", str(CIFAR_TRAIN)]
         if fl8:
             cmd.append("--first-last-8bit")
+        if preset is not None:
+            cmd += ["--preset", preset]
         report, seconds, shown = run_quantize(cmd, name, Path(work), OUT / name,
                                               (".report.json", ".report.md", ".encodings.json"))
+    if report["calib"] != label:
+        raise SystemExit(f"{name}: the report says calib {report['calib']!r}, expected {label!r}")
     e = report["evaluation"]
-    return {"model": model, "w_bits": w, "a_bits": a, "first_last_8bit": fl8, "calib": calib, "seed": seed,
+    return {"model": model, "w_bits": w, "a_bits": a, "first_last_8bit": fl8, "calib": label, "seed": seed,
             "reconstruct": reconstruct, "iters": iters, "images": e["images"], "fp32_top1": e["fp32_top1"],
             "onnxruntime_top1": e["int8_top1"], "simulator_top1": e["simulator_top1"], "agreement": e["agreement"],
             "runtime_matches_simulator": e["runtime_matches_simulator"],
@@ -160,6 +180,7 @@ def main() -> None:
     p.add_argument("--bits", nargs="+", default=["4,8"], help="W,A pairs")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--calib", nargs="+", default=["gzsq"])
+    p.add_argument("--preset", help="gzsq preset passed to the command (default: none, so `auto` picks)")
     p.add_argument("--first-last-8bit", choices=["no", "yes", "both"], default="no")
     p.add_argument("--reconstruct", default="block")
     p.add_argument("--iters", type=int, default=500)
@@ -176,11 +197,12 @@ def main() -> None:
             w, a = map(int, bits.split(","))
             for fl8 in fl8s:
                 for calib in args.calib:
+                    label = calib_label(model, calib, args.preset, args.reconstruct)
                     for seed in args.seeds:
-                        name = cell_name(model, w, a, fl8, calib, seed, args.reconstruct, args.iters)
+                        name = cell_name(model, w, a, fl8, label, seed, args.reconstruct, args.iters)
                         if name in done:
                             continue
-                        row = run_cell(model, w, a, fl8, calib, seed, args.reconstruct, args.iters)
+                        row = run_cell(model, w, a, fl8, calib, seed, args.reconstruct, args.iters, args.preset)
                         append_row(CSV, FIELDS, row)
                         write_table()
                         print(f"{name}: ORT {row['onnxruntime_top1']} sim {row['simulator_top1']} "

@@ -170,13 +170,21 @@ def test_save_load_roundtrip_and_preview(tmp_path, tiny):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
 
+def _half_local(objective):
+    """The objective with a stand-in local rule for its first batch only (as preset half-local splits a set)."""
+    def rule(layer, mean, std):
+        return mean.mean() * torch.ones(layer.weight.shape[0]), std.mean() * torch.ones(layer.weight.shape[0])
+    return Objective(objective.targets, local_rule=rule, local_batches=1)
+
+
+@pytest.mark.parametrize("split", [False, True])  # propagated targets / the first batch local, the second not
 @pytest.mark.parametrize("stop_after", [13, 45])  # inside batch 1 / inside batch 2 (after a batch boundary)
-def test_interrupted_run_resumes_to_the_same_images(tiny, tmp_path, monkeypatch, stop_after):
+def test_interrupted_run_resumes_to_the_same_images(tiny, tmp_path, monkeypatch, stop_after, split):
     """Adam, scheduler and RNG states are checkpointed: resuming equals never stopping, bit for bit."""
     net = fold_bn(tiny)
     cfg = DistillConfig(iterations=25, lr=0.1, batch_size=4, loss="kl", ce_weight=0.1, distill_images=8,
                         early_stop_patience=18)
-    args = (net, _objective(net), 12, (3, 8, 8), cfg)
+    args = (net, _half_local(_objective(net)) if split else _objective(net), 12, (3, 8, 8), cfg)
     reference, ref_log = distill_images(*args, seed=3, num_classes=5)
     checkpoint = Checkpoint(str(tmp_path / "run.partial"), every=7, resume=True, key="tiny")
     kl, calls = distill_loop.LOSSES["kl"], {"n": 0}
@@ -257,3 +265,24 @@ def test_a_checkpoint_of_propagated_targets_is_not_resumed_as_local(tmp_path):
     plain = run_key(ckpt, Objective(targets), 4, (3, 8, 8), DistillConfig(), 0, 10)
     local = run_key(ckpt, Objective(targets, local_rule=lambda layer, m, s: (m, s)), 4, (3, 8, 8), DistillConfig(), 0, 10)
     assert plain != local
+    split = run_key(ckpt, Objective(targets, local_rule=lambda layer, m, s: (m, s), local_batches=1), 4, (3, 8, 8),
+                    DistillConfig(), 0, 10)
+    assert split not in (plain, local)
+
+
+def test_local_targets_only_in_the_first_local_batches(tiny):
+    """local_batches=1: the rule is asked during the first batch's steps only; the second matches the listed
+    targets, exactly as a run of propagated targets does there."""
+    net = fold_bn(tiny)
+    obj = _objective(net)
+    batches_seen = []
+
+    def rule(layer, mean, std):
+        batches_seen.append(len(batches_seen) // len(obj.targets) // 2)  # 2 steps of every target layer per batch
+        return torch.zeros(layer.weight.shape[0]), torch.ones(layer.weight.shape[0])
+
+    cfg = DistillConfig(iterations=2, batch_size=4, lr=0.1)
+    split, _ = distill_images(net, Objective(obj.targets, local_rule=rule, local_batches=1), 8, (3, 8, 8), cfg, seed=0)
+    plain, _ = distill_images(net, obj, 8, (3, 8, 8), cfg, seed=0)
+    assert set(batches_seen) == {0} and len(batches_seen) == 2 * len(obj.targets)
+    assert torch.equal(split[4:], plain[4:]) and not torch.equal(split[:4], plain[:4])

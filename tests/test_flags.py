@@ -285,6 +285,16 @@ def test_preset_sets_the_recipe(preset, optimized, steps, tiny64, tmp_path):
     assert info["log"]["recipe"]["distill"]["iterations"] == steps
 
 
+def test_preset_half_local_distils_two_batches_local_first(tiny64, tmp_path):
+    """half-local: the first half of the set with local targets, the second with propagated ones, each optimized
+    as a batch of its own (32 + 32 images at 64×64, 20 steps each)."""
+    info = _distill_log(tiny64, tmp_path / "set.npz", "--preset", "half-local")
+    assert info["meta"]["preset"] == "half-local"
+    assert info["log"]["optimized_images"] == 64 and info["log"]["iterations"] == [20, 20]
+    assert info["log"]["local_batches"] == 1
+    assert info["log"]["recipe"]["targets"]["local_fraction"] == 0.5
+
+
 def test_long_and_short_spellings_are_the_same_flags(tmp_path, random_cifar_like):
     """--output/-o, --quiet/-q, --verbose/-v, -h/--help."""
     base = ["distill", "cifar10-resnet20-nf", "--calib", "gaussian", "--n-calib", "4", "--resume"]  # a note: no

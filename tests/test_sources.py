@@ -72,6 +72,11 @@ def test_auto_preset_picks_local_targets_for_depthwise_separable_networks(tiny):
     mobilenet = gzsq.load_model("efficientnet-lite0")  # depthwise-separable, its weights ship with gzsq
     assert is_depthwise_separable(mobilenet) and not is_depthwise_separable(tiny)
     assert resolve_preset("auto", mobilenet) == "local" and resolve_preset("auto", tiny) == "default"
+    # images that will train learned rounding: half-local targets where the architecture does not pick local
+    assert resolve_preset("auto", tiny, reconstructing=True) == "half-local"
+    assert resolve_preset("auto", mobilenet, reconstructing=True) == "local"
+    assert resolve_preset("default", tiny, reconstructing=True) == "default"
+    assert CalibrationConfig().resolved(tiny, reconstructing=True).preset == "half-local"
     assert resolve_preset("longer", mobilenet) == "longer"
     assert CalibrationConfig().preset == "auto"
     assert CalibrationConfig().resolved(mobilenet).preset == "local"
@@ -88,21 +93,22 @@ def test_auto_preset_distills_what_its_choice_distills(tiny):
 
 
 def test_gzsq_local_fraction_splits_the_set_between_local_and_propagated_targets(tiny, tmp_path):
-    """local_fraction 0.5: the first half is what local targets distil alone, the rest is distilled with the
-    propagated targets from another start; it cannot be resumed, and is refused in one line with a checkpoint."""
+    """local_fraction 0.5: the first half is what local targets distil alone, the second what the propagated
+    targets distil there (each half optimized in batches of its own); the split resumes like any distillation."""
     from gzsq.distillation.checkpoint import Checkpoint
 
     folded = fold_bn(tiny)
     local = FAST + (("local", True),)
-    half = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(
-        setting="bn-free", overrides=local + (("local_fraction", 0.5),)))
+    half_local = local + (("local_fraction", 0.5),)
+    half = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", overrides=half_local))
     first = make_calibration("gzsq", folded, 4, seed=3, options=SourceOptions(setting="bn-free", overrides=local))
     plain = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", overrides=FAST))
-    assert half.images.shape == (8, 3, 8, 8)
+    assert half.images.shape == (8, 3, 8, 8) and half.log["local_batches"] == 1
     assert torch.equal(half.images[:4], first.images)
-    assert not torch.equal(half.images[4:], plain.images[4:]) and torch.isfinite(half.images).all()
-    assert "propagated_part" in half.log
+    assert torch.equal(half.images[4:], plain.images[4:])
+    assert not torch.equal(half.images[:4], plain.images[:4])
+    saved = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(
+        setting="bn-free", overrides=half_local, checkpoint=Checkpoint(str(tmp_path / "c.pt"), every=2)))
+    assert torch.equal(saved.images, half.images)
     with pytest.raises(ConfigError, match="local_fraction"):
-        make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(
-            setting="bn-free", overrides=local + (("local_fraction", 0.5),),
-            checkpoint=Checkpoint(tmp_path / "c.pt")))
+        make_calibration("gzsq", folded, 8, options=SourceOptions(overrides=local + (("local_fraction", 0.0),)))

@@ -156,11 +156,13 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                         "real images from --calib-data (default: gzsq)")
     p.add_argument("--preset", default="auto",
                    help="gzsq recipe: 'auto' (the default: 'local' for depthwise-separable networks such as MobileNet "
-                        "and EfficientNet, 'default' otherwise), 'default' (best measured for its time on the CIFAR "
+                        "and EfficientNet; otherwise 'half-local' when the job reconstructs, 'default' when not), 'default' (best measured for its time on the CIFAR "
                         "ResNets: 20 steps; at 224x224 16 images optimized, the rest flips/shifts), 'local' (each "
                         "layer's target from the images' own input statistics: +1.3-1.7 pt int8 agreement on "
                         "EfficientNet-Lite0/1, +3.8-4.9 pt W4A4 with reconstruction on ResNet-32/44; worse on ResNet-20 "
-                        "and at W4A4 without reconstruction), 'fast' (half of a CIFAR set optimized: ~2x faster there, "
+                        "and at W4A4 without reconstruction), 'half-local' (half the set with local targets, half with "
+                        "the default's, for learned rounding: W4A4 ResNet-32 +4.4 pt over 'default'; its wide ranges "
+                        "do not suit round to nearest), 'fast' (half of a CIFAR set optimized: ~2x faster there, "
                         "worse at W4A4), 'longer' (the default with 40 steps: +1 pt W6A6 agreement on Lite0 and "
                         "MobileNetV2 for twice the time), 'mixed' (half the set distilled, half left as N(0, 1) noise: "
                         "on BN-free CIFAR nets whose distilled ranges clip, noise's agreement or better at W8A8-W4A8), "

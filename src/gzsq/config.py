@@ -74,7 +74,8 @@ class CalibrationConfig:
     source: a registered source — gzsq (distilled from the weights: the method), zeroq (BN
         statistics), gaussian / uniform noise, real (images from `data`).
     n_images, setting: None picks the default for the model (`resolved`).
-    preset: the gzsq recipe: "auto" (picked from the architecture), or a preset's name (gzsq.sources.gzsq.PRESETS).
+    preset: the gzsq recipe: "auto" (picked from the architecture and the job), or a preset's name
+        (gzsq.sources.gzsq.PRESETS).
     data: the dataset `real` draws from. saved_set: a set written by `gzsq distill`, used
         instead of making one (its own source, seed and size then apply).
     """
@@ -94,16 +95,17 @@ class CalibrationConfig:
         if self.setting is not None and self.setting not in SETTINGS:
             raise ConfigError(f"setting must be one of {', '.join(SETTINGS)}, got {self.setting!r}")
 
-    def resolved(self, model) -> CalibrationConfig:
+    def resolved(self, model, *, reconstructing: bool = False) -> CalibrationConfig:
         """This config with the model's defaults filled in (number of images, setting, the preset `auto`
-        stands for); an unknown gzsq preset is refused here, before any long work."""
+        stands for on this model, in a job that does or does not reconstruct); an unknown gzsq preset is
+        refused here, before any long work."""
         from dataclasses import replace
 
         preset = self.preset
         if self.source == "gzsq" and self.saved_set is None:
             from .sources.gzsq import recipe_for, resolve_preset
 
-            preset = resolve_preset(preset, model)
+            preset = resolve_preset(preset, model, reconstructing)
             recipe_for(preset)
         return replace(self, n_images=self.n_images or default_n_calib(model),
                        setting=self.setting or default_setting(model), preset=preset)
@@ -210,6 +212,11 @@ class TargetConfig:
     # propagated ones (1: all local). Local targets left the CIFAR ResNets' deep ranges wider than real images',
     # propagated ones narrower (results/fidelity/deep_width_levers.txt); a set of both shows both.
     local_fraction: float = 1.0
+
+    def __post_init__(self):
+        f = self.local_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
+            raise ConfigError(f"local_fraction must be a number in (0, 1], got {f!r}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ saves its state every K iterations, and resumes from it after an interruption.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -36,6 +36,12 @@ class Objective:
     # Local targets: (module, input (mean, std)) → target (mean, std) of its output, evaluated on the batch's
     # current input statistics every step (held fixed within the step); `targets` then only names the layers.
     local_rule: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    # With `local_rule`: only the first `local_batches` batches use it, the rest match the listed targets (None: all).
+    local_batches: int | None = None
+
+    def local_in(self, batch_index: int) -> bool:
+        """Whether batch `batch_index` is matched to local targets."""
+        return self.local_rule is not None and (self.local_batches is None or batch_index < self.local_batches)
 
 
 class _ChannelMoments(torch.autograd.Function):
@@ -143,8 +149,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     dev = device.current()  # the model and images go there; random draws stay on the CPU
     model = device.on_device(model).eval()
     if dev.type != "cpu":
-        objective = Objective({k: (m.to(dev), s.to(dev)) for k, (m, s) in objective.targets.items()},
-                              objective.read_input, objective.local_rule)
+        objective = replace(objective, targets={k: (m.to(dev), s.to(dev)) for k, (m, s) in objective.targets.items()})
         if pixel_bounds is not None:
             pixel_bounds = tuple(b.to(dev) if isinstance(b, torch.Tensor) else b for b in pixel_bounds)
     for p in model.parameters():
@@ -205,6 +210,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
             if size < 2:  # statistics need at least two images; borrow one more
                 size = 2
             resuming = saved is not None and bi == saved["batch"] and saved["x"] is not None
+            local = objective.local_in(bi)
             if resuming:
                 # a fresh tensor of its own, as an uninterrupted run's is (not the one read from the file)
                 x = saved["x"].to(dev).clone().contiguous(memory_format=layout).requires_grad_(True)
@@ -245,7 +251,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 loss = torch.zeros((), device=dev)
                 for name, (mu, sigma) in objective.targets.items():
                     m, s = _channel_stats(captured[name], size)
-                    if objective.local_rule is not None:  # the target from this step's input statistics
+                    if local:  # the target from this step's input statistics
                         with torch.no_grad():
                             in_stats = _channel_stats(captured_inputs[name], size)
                             mu, sigma = objective.local_rule(modules[name], *in_stats)
@@ -303,7 +309,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     images = torch.cat(batches).cpu()
     if len(images) < n:
         images = _expand(images, n, gen)
-    log = {"iterations": iters_run, "final_loss": [c[-1] for c in curves], "loss_curve": curves[0],
+    log = {"iterations": iters_run, "local_batches": objective.local_batches, "final_loss": [c[-1] for c in curves], "loss_curve": curves[0],
            "seconds": earlier_seconds + time.perf_counter() - start,
            "optimized_images": len(batches and torch.cat(batches)),
            "stopped_early": any(i < config.iterations for i in iters_run)}

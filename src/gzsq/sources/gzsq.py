@@ -9,8 +9,8 @@ Presets: `paper` follows the paper literally (docs/how-it-works.md); `default` i
 measured best for its time (results/ablation.md says why); `thorough` optimizes
 every image for longer; `longer` is the default with twice the steps (results/ablation_levers.md);
 `mixed` is the default with half the set left as noise (results/ablation_bnfree.md); `local` the default
-with local targets (results/recon_images/). `auto`, what the command line and the API use unless told
-otherwise, picks `local` or `default` from the architecture (`resolve_preset`).
+with local targets (results/recon_images/); `half-local` half of each. `auto`, what the command line and the
+API use unless told otherwise, picks one from the architecture and the job (`resolve_preset`).
 """
 
 from __future__ import annotations
@@ -92,13 +92,24 @@ PRESETS: dict[str, GzsqRecipe] = {
 # (results/accuracy.md): `auto` uses it on depthwise-separable networks only.
 PRESETS["local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True), PRESETS["default"].distill)
 
+# Half the set with local targets, half with the propagated ones, each half optimized as a batch of its own: for
+# learned rounding, which fits whatever inputs it sees. The propagated half's deep layers come out narrower than real
+# images', the local half's wider (results/fidelity/deep_width_levers.txt); reconstruction on both generalizes better
+# than on either. W4A4 block reconstruction (3 seeds, results/recon_images/): ResNet-32 79.56 (default 75.13, local
+# 78.89), ResNet-20 77.10 (77.39, 73.95). Its min/max ranges are the local half's wide ones, which round to nearest at
+# 4 bits cannot afford: `auto` uses it only when the job reconstructs.
+PRESETS["half-local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True, local_fraction=0.5),
+                                   PRESETS["default"].distill)
 
-# `auto`, the default, picks a preset from the architecture: local targets for depthwise-separable networks
-# (MobileNet / EfficientNet class), where the propagated targets of depthwise convs fall far below real spreads
-# and every later layer inherits that; the `default` preset everywhere else, where local targets made CIFAR
-# ResNet-20's W4A4 worse (results/recon_images/) and round-to-nearest W4A4 collapse (results/accuracy.md).
+
+# `auto`, the default, picks a preset from the architecture and the job: local targets for depthwise-separable
+# networks (MobileNet / EfficientNet class), where the propagated targets of depthwise convs fall far below real
+# spreads and every later layer inherits that; elsewhere `half-local` when the images will train learned rounding
+# (reconstruction), and the `default` preset when they only set ranges, where local targets made round-to-nearest
+# W4A4 collapse (results/accuracy.md).
 AUTO = "auto"
 AUTO_DEPTHWISE = "local"
+AUTO_RECONSTRUCT = "half-local"
 
 
 def is_depthwise_separable(model: torch.nn.Module) -> bool:
@@ -106,11 +117,14 @@ def is_depthwise_separable(model: torch.nn.Module) -> bool:
     return any(is_depthwise(m) for m in model.modules())
 
 
-def resolve_preset(preset: str, model: torch.nn.Module) -> str:
-    """The preset `auto` stands for on this model; any other name is returned as it is."""
+def resolve_preset(preset: str, model: torch.nn.Module, reconstructing: bool = False) -> str:
+    """The preset `auto` stands for on this model, for a job that does (`reconstructing`) or does not learn its
+    rounding on the images; any other name is returned as it is."""
     if preset != AUTO:
         return preset
-    return AUTO_DEPTHWISE if is_depthwise_separable(model) else "default"
+    if is_depthwise_separable(model):
+        return AUTO_DEPTHWISE
+    return AUTO_RECONSTRUCT if reconstructing else "default"
 
 
 def recipe_for(preset: str, overrides=()) -> GzsqRecipe:
@@ -143,6 +157,21 @@ def _local_rule(t: TargetConfig):
     return rule
 
 
+def _split_local(objective: Objective, distill: DistillConfig, n: int, shape, fraction: float):
+    """A set whose first `fraction` is distilled with local targets and the rest with the propagated ones: each
+    part optimizes as many images as it would alone (`images_to_optimize`), in batches of their own, the local
+    part's first. → the objective and distillation settings that do that in one resumable run."""
+    if n < 4:  # two images at least on each side
+        return objective, distill
+    n_local = min(n - 2, max(2, round(n * fraction)))
+    local_opt = distill.images_to_optimize(n_local, shape)
+    batch = min(distill.batch_size, local_opt)
+    local_batches = -(-local_opt // batch)
+    optimized = local_batches * batch + distill.images_to_optimize(n - n_local, shape)
+    return (replace(objective, local_batches=local_batches),
+            replace(distill, batch_size=batch, distill_images=optimized, distill_pixels=0))
+
+
 @register_source("gzsq")
 def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     folded = fold_bn(model)
@@ -152,26 +181,18 @@ def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     targets = weight_targets(folded, rule=t.rule, per_channel=t.per_channel, esa=t.esa,
                              relu_aware=t.relu_aware, order=t.order, coherence=t.coherence,
                              depthwise_coherence=t.depthwise_coherence, pixel_correlation=t.pixel_correlation)
-    listed = {k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median()))) for k, v in targets.layers.items()}
-    objective = Objective(listed, local_rule=_local_rule(t) if t.local else None)
+    objective = Objective({k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median())))
+                           for k, v in targets.layers.items()},
+                          local_rule=_local_rule(t) if t.local else None)
     num_classes = list(targets.layers.values())[-1].mean.numel()
     n_noise = min(n - 2, round(n * recipe.distill.noise_fraction)) if recipe.distill.noise_fraction else 0
-    n_distill = n - n_noise
-    split = t.local and t.local_fraction < 1.0
-    n_local = min(n_distill - 2, max(2, round(n_distill * t.local_fraction))) if split else n_distill
-    if split and options.checkpoint is not None:
-        raise ConfigError("local_fraction below 1 cannot be resumed (--resume); run it without")
-    shape, bounds = input_shape(model), model.input_spec.pixel_bounds()
-    images, log = distill_images(folded, objective, n_local if split else n_distill, shape, recipe.distill,
-                                 seed=seed, pixel_bounds=bounds, num_classes=num_classes,
+    shape, distill = input_shape(model), recipe.distill
+    if t.local and t.local_fraction < 1.0:
+        objective, distill = _split_local(objective, distill, n - n_noise, shape, t.local_fraction)
+    images, log = distill_images(folded, objective, n - n_noise, shape, distill, seed=seed,
+                                 pixel_bounds=model.input_spec.pixel_bounds(), num_classes=num_classes,
                                  progress=options.progress, desc=f"gzsq[{preset}]",
                                  checkpoint=options.checkpoint)
-    if split:  # the rest with the propagated targets, from another start (its own seed stream)
-        more, log_prop = distill_images(folded, Objective(listed), n_distill - n_local, shape, recipe.distill,
-                                        seed=seed + 100_003, pixel_bounds=bounds, num_classes=num_classes,
-                                        progress=options.progress, desc=f"gzsq[{preset}, propagated]")
-        images = torch.cat([images, more])
-        log["propagated_part"] = log_prop
     if n_noise:  # the last n_noise rows of the gaussian source's draw, left as they are
         images = torch.cat([images, gaussian_images(model, n, seed=seed, options=options).images[n - n_noise:]])
     log["noise_images"] = n_noise
