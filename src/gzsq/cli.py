@@ -290,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Make N calibration images with a source (default gzsq) and write them, "
                                     "with their settings and loss curve, to an .npz file. The same seed and "
                                     "inputs with --threads 1 give a byte-identical file. Ctrl-C keeps OUT.npz.partial: rerun "
-                                    "with --resume to continue.")
+                                    "with --resume to continue. `--preset auto` distills what an int8 job uses; a set meant for a job "
+                                    "below 8 bits (learned rounding) is made with --preset half-local, as `auto` "
+                                    "does there, on networks without depthwise convs.")
     _add_verbosity_args(ds, top=False)
     _add_model_args(ds, positional=True)
     ds.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the set")

@@ -390,6 +390,7 @@ class ReconstructConfig:
     # The unit's output error: "mse" sums the squared error over channels; "channel-normalized" first divides each
     # channel's by that channel's variance over the calibration set's float outputs, so channels the calibration
     # images barely excite weigh as much as the rest (distilled images' deep spreads are uneven: results/fidelity/).
+    # Measured on EfficientNet-Lite0 W4A8: 46.8 against 48.6 with "mse" (seed 0, results/lowbit/recon_loss.md).
     loss: str = "mse"
 
     def __post_init__(self):
