@@ -47,6 +47,7 @@ SOURCES = ["gzsq", "gaussian", "real", "real-percentile"]
 # "calib": "gzsq-default". The variants are levers, not in the target's check.
 VARIANTS = {"gzsq-default": ["--calib", "gzsq", "--preset", "default"],
             "gzsq-longer": ["--calib", "gzsq", "--preset", "longer"],
+            "gzsq-half-local": ["--calib", "gzsq", "--preset", "half-local"],
             "real-percentile": ["--calib", "real", "--observer", "percentile"]}
 
 
