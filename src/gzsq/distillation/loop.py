@@ -309,7 +309,8 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     images = torch.cat(batches).cpu()
     if len(images) < n:
         images = _expand(images, n, gen)
-    log = {"iterations": iters_run, "local_batches": objective.local_batches, "final_loss": [c[-1] for c in curves], "loss_curve": curves[0],
+    log = {"iterations": iters_run, "local_batches": objective.local_batches,
+           "final_loss": [c[-1] for c in curves], "loss_curve": curves[0],
            "seconds": earlier_seconds + time.perf_counter() - start,
            "optimized_images": len(batches and torch.cat(batches)),
            "stopped_early": any(i < config.iterations for i in iters_run)}
