@@ -114,7 +114,8 @@ def summarize(runs: list[dict]) -> str:
              "(local targets on these depthwise-separable models: each report says `gzsq-local`); `gzsq-default` is "
              "`--preset default` (its rows ran when that was the command's default, with no `--preset` on the command "
              "line; their reports say `gzsq-default`); `gzsq-longer` is `--preset longer` (40 distillation steps instead "
-             "of 20). One image is 0.2 pt.", "",
+             "of 20); `gzsq-half-local` is `--preset half-local` (half the images distilled with local targets, half "
+             "with the propagated ones). One image is 0.2 pt.", "",
              "| model | FP32 | source | seeds | top-1 per seed | agreement per seed | mean agreement |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     verdicts = []
