@@ -104,8 +104,8 @@ def calib_label(model: str, calib: str, preset: str | None, reconstruct: str) ->
     return f"gzsq-{preset}"
 
 
-def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters, preset=None) -> dict:
-    label = calib_label(model, calib, preset, reconstruct)
+def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters, preset=None, label=None) -> dict:
+    label = label or calib_label(model, calib, preset, reconstruct)
     name = cell_name(model, w, a, fl8, label, seed, reconstruct, iters)
     data = EVAL["cifar10" if model.startswith("cifar10") else "imagenet"]
     with tempfile.TemporaryDirectory() as work:
@@ -202,7 +202,8 @@ def main() -> None:
                         name = cell_name(model, w, a, fl8, label, seed, args.reconstruct, args.iters)
                         if name in done:
                             continue
-                        row = run_cell(model, w, a, fl8, calib, seed, args.reconstruct, args.iters, args.preset)
+                        row = run_cell(model, w, a, fl8, calib, seed, args.reconstruct, args.iters, args.preset,
+                                       label)
                         append_row(CSV, FIELDS, row)
                         write_table()
                         print(f"{name}: ORT {row['onnxruntime_top1']} sim {row['simulator_top1']} "
