@@ -1,0 +1,95 @@
+"""What do the convs' inputs look like, beyond each channel's mean and spread, on gzsq's images vs real ones?
+
+Learned rounding minimizes each unit's output error over the calibration inputs, so what it learns depends on
+the inputs' second-order structure: which channels move together, and how smooth each channel is over the
+kernel window. gzsq's targets fix each channel's mean and spread only. For every Conv2d input (BN folded) this
+prints, per source (256 images each: real CIFAR-10 training images, gzsq's set for a reconstruction job, gzsq's
+`default` preset, Gaussian noise):
+
+- `chan |r|`: mean absolute correlation between two channels (over images and positions);
+- `eff. rank`: participation ratio of the channel covariance's eigenvalues / channels (1: all channels
+  independent and equally spread; small: a few directions carry the energy);
+- `nbr r`: mean correlation of a channel's value with its right-hand neighbour (spatial smoothness).
+
+    python experiments/input_correlations.py --model cifar10-resnet20 --seed 0 > results/fidelity/input_correlations.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+import gzsq
+from assets import CIFAR_TRAIN, WEIGHTS
+from gzsq.fold import fold_bn
+from gzsq.sources.calibrate import calibrate
+
+
+def conv_inputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every Conv2d's input on `images` (the folded network), by module path, in forward order."""
+    net = fold_bn(model)
+    found: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args, name=name: found.setdefault(name, args[0].detach()))
+             for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        net(images)
+    for h in hooks:
+        h.remove()
+    return found
+
+
+def statistics_of(x: torch.Tensor) -> tuple[float, float, float]:
+    c = x.shape[1]
+    flat = x.transpose(0, 1).reshape(c, -1)
+    live = flat.std(1) > 1e-6
+    flat = flat[live]
+    if len(flat) < 2:
+        return float("nan"), float("nan"), float("nan")
+    cov = torch.cov(flat)
+    std = cov.diagonal().sqrt()
+    corr = cov / std[:, None] / std[None, :]
+    off = corr[~torch.eye(len(corr), dtype=torch.bool)].abs().mean()
+    eig = torch.linalg.eigvalsh(cov).clamp(min=0)
+    rank = eig.sum() ** 2 / (eig ** 2).sum() / len(eig)
+    a, b = x[:, live, :, :-1], x[:, live, :, 1:]
+    a = (a - a.mean((0, 2, 3), keepdim=True)) / (a.std((0, 2, 3), keepdim=True) + 1e-12)
+    b = (b - b.mean((0, 2, 3), keepdim=True)) / (b.std((0, 2, 3), keepdim=True) + 1e-12)
+    nbr = (a * b).mean((0, 2, 3)).mean()
+    return float(off), float(rank), float(nbr)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="cifar10-resnet20")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    model = gzsq.load_model(args.model, str(WEIGHTS[args.model]) if args.model in WEIGHTS else None)
+    base = dict(seed=args.seed, setting="bn-free", n_images=256)
+    recon = gzsq.CalibrationConfig(source="gzsq", **base).resolved(model, reconstructing=True)
+    sources = {"real": gzsq.CalibrationConfig(source="real", data=str(CIFAR_TRAIN), **base),
+               f"gzsq-{recon.preset}": recon,
+               "gzsq-default": gzsq.CalibrationConfig(source="gzsq", preset="default", **base),
+               "gaussian": gzsq.CalibrationConfig(source="gaussian", **base)}
+    stats = {}
+    for label, config in sources.items():
+        images = calibrate(model, config).images
+        stats[label] = {k: statistics_of(v) for k, v in conv_inputs(model, images).items()}
+    print(f"# python experiments/input_correlations.py --model {args.model} --seed {args.seed}")
+    labels = list(stats)
+    print("| conv input of | " + " | ".join(f"{s}: chan abs r / eff. rank / nbr r" for s in labels) + " |")
+    print("| --- |" + " --- |" * len(labels))
+    layers = list(stats["real"])
+    for layer in layers:
+        print(f"| {layer} | " + " | ".join("{:.2f} / {:.2f} / {:.2f}".format(*stats[s][layer]) for s in labels) + " |")
+    n = len(layers)
+    for part, rows in (("first third", layers[: n // 3]), ("middle third", layers[n // 3: 2 * n // 3]),
+                       ("last third", layers[2 * n // 3:])):
+        means = {s: [sum(stats[s][k][i] for k in rows) / len(rows) for i in range(3)] for s in labels}
+        print(f"| **mean, {part}** | " + " | ".join("{:.2f} / {:.2f} / {:.2f}".format(*means[s]) for s in labels) + " |")
+
+
+if __name__ == "__main__":
+    main()
