@@ -12,11 +12,14 @@ prints, per source (256 images each: real CIFAR-10 training images, gzsq's set f
 - `nbr r`: mean correlation of a channel's value with its right-hand neighbour (spatial smoothness).
 
     python experiments/input_correlations.py --model cifar10-resnet20 --seed 0 > results/fidelity/input_correlations.txt
+    python experiments/input_correlations.py --summary --variants half-local+ce_weight=1.0 \\
+        default+init_spectrum=1.0,init_colour=0.85     # more gzsq recipes (preset+overrides), the thirds' means only
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 from torch import nn
@@ -64,6 +67,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="cifar10-resnet20")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", nargs="*", default=[], help="more gzsq sets: PRESET+KEY=VALUE[,KEY=VALUE]")
+    p.add_argument("--summary", action="store_true", help="only the means over each third of the convs")
     args = p.parse_args()
     torch.set_num_threads(1)
     model = gzsq.load_model(args.model, str(WEIGHTS[args.model]) if args.model in WEIGHTS else None)
@@ -73,16 +78,21 @@ def main() -> None:
                f"gzsq-{recon.preset}": recon,
                "gzsq-default": gzsq.CalibrationConfig(source="gzsq", preset="default", **base),
                "gaussian": gzsq.CalibrationConfig(source="gaussian", **base)}
+    overrides = {}
+    for variant in args.variants:
+        preset, _, pairs = variant.partition("+")
+        sources[f"gzsq-{variant}"] = gzsq.CalibrationConfig(source="gzsq", preset=preset, **base)
+        overrides[f"gzsq-{variant}"] = tuple((k, float(v)) for k, v in (pair.split("=") for pair in pairs.split(",") if pair))
     stats = {}
     for label, config in sources.items():
-        images = calibrate(model, config).images
+        images = calibrate(model, config, overrides=overrides.get(label, ())).images
         stats[label] = {k: statistics_of(v) for k, v in conv_inputs(model, images).items()}
-    print(f"# python experiments/input_correlations.py --model {args.model} --seed {args.seed}")
+    print("# python experiments/input_correlations.py " + " ".join(sys.argv[1:]))
     labels = list(stats)
     print("| conv input of | " + " | ".join(f"{s}: chan abs r / eff. rank / nbr r" for s in labels) + " |")
     print("| --- |" + " --- |" * len(labels))
     layers = list(stats["real"])
-    for layer in layers:
+    for layer in [] if args.summary else layers:
         print(f"| {layer} | " + " | ".join("{:.2f} / {:.2f} / {:.2f}".format(*stats[s][layer]) for s in labels) + " |")
     n = len(layers)
     for part, rows in (("first third", layers[: n // 3]), ("middle third", layers[n // 3: 2 * n // 3]),
