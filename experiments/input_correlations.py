@@ -3,8 +3,8 @@
 Learned rounding minimizes each unit's output error over the calibration inputs, so what it learns depends on
 the inputs' second-order structure: which channels move together, and how smooth each channel is over the
 kernel window. gzsq's targets fix each channel's mean and spread only. For every Conv2d input (BN folded) this
-prints, per source (256 images each: real CIFAR-10 training images, gzsq's set for a reconstruction job, gzsq's
-`default` preset, Gaussian noise):
+prints, per source (256 images each at 32×32, 32 at 224×224: real images (CIFAR-10 training images; the ImageNet
+sample), gzsq's set for a reconstruction job, gzsq's `default` preset, Gaussian noise):
 
 - `chan |r|`: mean absolute correlation between two channels (over images and positions);
 - `eff. rank`: participation ratio of the channel covariance's eigenvalues / channels (1: all channels
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import gzsq
-from assets import CIFAR_TRAIN, WEIGHTS
+from assets import CIFAR_TRAIN, IMAGENET_SAMPLE, WEIGHTS
 from gzsq.fold import fold_bn
 from gzsq.sources.calibrate import calibrate
 
@@ -69,15 +69,21 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", nargs="*", default=[], help="more gzsq sets: PRESET+KEY=VALUE[,KEY=VALUE]")
     p.add_argument("--summary", action="store_true", help="only the means over each third of the convs")
+    p.add_argument("--n-images", type=int, default=None, help="images per source (default: 256 CIFAR, 32 at 224×224)")
+    p.add_argument("--zeroq", action="store_true", help="also ZeroQ's images (from the BN statistics)")
     args = p.parse_args()
     torch.set_num_threads(1)
     model = gzsq.load_model(args.model, str(WEIGHTS[args.model]) if args.model in WEIGHTS else None)
-    base = dict(seed=args.seed, setting="bn-free", n_images=256)
+    cifar = args.model.startswith("cifar10")
+    base = dict(seed=args.seed, setting="bn-free", n_images=args.n_images or (256 if cifar else 32))
     recon = gzsq.CalibrationConfig(source="gzsq", **base).resolved(model, reconstructing=True)
-    sources = {"real": gzsq.CalibrationConfig(source="real", data=str(CIFAR_TRAIN), **base),
+    sources = {"real": gzsq.CalibrationConfig(source="real", data=str(CIFAR_TRAIN if cifar else IMAGENET_SAMPLE),
+                                                   **base),
                f"gzsq-{recon.preset}": recon,
                "gzsq-default": gzsq.CalibrationConfig(source="gzsq", preset="default", **base),
                "gaussian": gzsq.CalibrationConfig(source="gaussian", **base)}
+    if args.zeroq:  # ZeroQ reads the BN statistics: setting bn
+        sources["zeroq"] = gzsq.CalibrationConfig(source="zeroq", **{**base, "setting": "bn"})
     overrides = {}
     for variant in args.variants:
         preset, _, pairs = variant.partition("+")
