@@ -144,6 +144,10 @@ class DistillConfig:
     input_weight: float = 1.0  # weight of the term keeping the input itself N(0, 1)
     tv_weight: float = 0.0  # total-variation image prior
     ce_weight: float = 0.0  # cross-entropy towards random target classes ("enriched" data)
+    # Weight of a term that keeps each target layer's channels from moving together (their mean squared
+    # correlation, `losses.channel_correlation`): distilled images' deep features otherwise collapse onto a few
+    # directions, which real images' do not (results/fidelity/input_correlations.txt). 0: off.
+    decorrelation_weight: float = 0.0
     clamp_pixels: bool = False  # keep every pixel inside the valid image range
     early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
     min_iterations: int = 0
@@ -185,6 +189,8 @@ class DistillConfig:
             raise ConfigError(f"init_spectrum must be in [0, 2], got {self.init_spectrum!r}")
         if not 0.0 <= self.init_colour < 1.0:
             raise ConfigError(f"init_colour must be in [0, 1), got {self.init_colour!r}")
+        if not (self.decorrelation_weight >= 0.0 and math.isfinite(self.decorrelation_weight)):
+            raise ConfigError(f"decorrelation_weight must be a number ≥ 0, got {self.decorrelation_weight!r}")
 
 
 @dataclass(frozen=True)

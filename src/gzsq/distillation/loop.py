@@ -23,7 +23,7 @@ from ..config import DistillConfig
 from ..errors import ConfigError, DistillationDivergedError
 from . import checkpoint as checkpoints
 from .checkpoint import Checkpoint
-from .losses import LOSSES, total_variation
+from .losses import LOSSES, channel_correlation, total_variation
 
 
 @dataclass
@@ -143,6 +143,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     start of each step, after the steps done so far were saved to `checkpoint`. The log holds the
     iterations run per batch, final losses, the first batch's loss curve and the seconds taken.
     """
+    if distributed.active() and config.decorrelation_weight:
+        raise ConfigError("decorrelation_weight is not available under torchrun: its term needs every image's "
+                          "features in one process")
     if distributed.active():
         checkpoint = None  # each rank holds only its share of the images: --resume is for one process
         progress = progress and distributed.is_main()
@@ -257,6 +260,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                             mu, sigma = objective.local_rule(modules[name], *in_stats)
                     loss = loss + loss_fn(m, s, mu, sigma)
                 loss = loss / max(1, len(objective.targets))
+                if config.decorrelation_weight:  # this process's images: refused under torchrun
+                    together = sum(channel_correlation(captured[name]) for name in objective.targets)
+                    loss = loss + config.decorrelation_weight * together / max(1, len(objective.targets))
                 if config.input_weight:  # all pixels as one channel; unbiased std, as x.std()
                     m, var = _ChannelMoments.apply(x.reshape(len(x), 1, -1), size)
                     pixels = size * x[0].numel()
