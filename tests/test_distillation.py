@@ -286,3 +286,48 @@ def test_local_targets_only_in_the_first_local_batches(tiny):
     plain, _ = distill_images(net, obj, 8, (3, 8, 8), cfg, seed=0)
     assert set(batches_seen) == {0} and len(batches_seen) == 2 * len(obj.targets)
     assert torch.equal(split[4:], plain[4:]) and not torch.equal(split[:4], plain[:4])
+
+
+def test_channel_correlation_measures_channels_moving_together():
+    from gzsq.distillation.losses import channel_correlation
+
+    gen = torch.Generator().manual_seed(0)
+    independent = torch.randn(64, 8, 16, 16, generator=gen)
+    shared = torch.randn(64, 1, 16, 16, generator=gen).repeat(1, 8, 1, 1)
+    assert float(channel_correlation(independent)) < 0.01
+    assert float(channel_correlation(shared + 0.01 * independent)) > 0.99
+    assert float(channel_correlation(torch.randn(4, 1, 8, 8, generator=gen))) == 0.0  # one channel: nothing to pair
+    assert float(channel_correlation(torch.randn(32, 6, generator=gen))) < 0.1  # a linear layer's (N, C) output
+
+
+def test_decorrelation_term_lowers_the_channels_correlation(tiny):
+    """Off (0) leaves a run bit for bit as it was; on, the target layers' channels move together less."""
+    from gzsq.distillation.losses import channel_correlation
+
+    net = fold_bn(tiny)
+    obj = _objective(net)
+    base = DistillConfig(iterations=30, lr=0.1, batch_size=16, loss="kl")
+    plain, _ = distill_images(net, obj, 16, (3, 8, 8), base, seed=3)
+    again, _ = distill_images(net, obj, 16, (3, 8, 8), DistillConfig(**{**base.__dict__, "decorrelation_weight": 0.0}),
+                              seed=3)
+    assert torch.equal(plain, again)
+    decorrelated, _ = distill_images(net, obj, 16, (3, 8, 8),
+                                     DistillConfig(**{**base.__dict__, "decorrelation_weight": 100.0}), seed=3)
+
+    def together(images):
+        outputs = {}
+        hooks = [m.register_forward_hook(lambda m, i, o, k=k: outputs.setdefault(k, o)) for k, m in net.named_modules()
+                 if k in obj.targets]
+        with torch.no_grad():
+            net(images)
+        for h in hooks:
+            h.remove()
+        return sum(float(channel_correlation(o)) for o in outputs.values()) / len(outputs)
+
+    assert together(decorrelated) < together(plain)
+
+
+def test_bad_decorrelation_weight_refused():
+    for value in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="decorrelation_weight"):
+            DistillConfig(decorrelation_weight=value)
