@@ -88,7 +88,8 @@ def main() -> None:
     for variant in args.variants:
         preset, _, pairs = variant.partition("+")
         sources[f"gzsq-{variant}"] = gzsq.CalibrationConfig(source="gzsq", preset=preset, **base)
-        overrides[f"gzsq-{variant}"] = tuple((k, float(v)) for k, v in (pair.split("=") for pair in pairs.split(",") if pair))
+        overrides[f"gzsq-{variant}"] = tuple((k, float(v) if "." in v else int(v))
+                                             for k, v in (pair.split("=") for pair in pairs.split(",") if pair))
     stats = {}
     for label, config in sources.items():
         images = calibrate(model, config, overrides=overrides.get(label, ())).images
