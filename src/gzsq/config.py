@@ -146,7 +146,9 @@ class DistillConfig:
     ce_weight: float = 0.0  # cross-entropy towards random target classes ("enriched" data)
     # Weight of a term that keeps each target layer's channels from moving together (their mean squared
     # correlation, `losses.channel_correlation`): distilled images' deep features otherwise collapse onto a few
-    # directions, which real images' do not (results/fidelity/input_correlations.txt). 0: off.
+    # directions, which real images' do not (results/fidelity/input_correlations.txt). Measured at 1000 (seed 0,
+    # results/recon_images/): EfficientNet-Lite0 W4A8 51.8 against 48.6, MobileNetV2 46.6 against 53.4, the CIFAR
+    # ResNets 4–19 pt worse at W4A4. 0: off.
     decorrelation_weight: float = 0.0
     clamp_pixels: bool = False  # keep every pixel inside the valid image range
     early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
