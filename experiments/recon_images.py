@@ -109,9 +109,15 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "half_local_decor1000": (("local", True), ("local_fraction", 0.5), ("decorrelation_weight", 1000.0)),
     # 1024 images, every one distilled (the default's pixel budget raised fourfold)
     "distinct1024": (("distill_pixels", 1024 * 32 * 32),),
+    # half-local on a larger set, every image distilled (each half's pixel budget covers it): do more distinct
+    # images make the learned rounding generalize better?
+    "half_local_n512": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 512 * 32 * 32)),
+    "half_local_n1024": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 1024 * 32 * 32)),
+    # half-local on 1024 images of which 256 per half are distilled, the rest flips/shifts of them
+    "half_local_n1024_aug": (("local", True), ("local_fraction", 0.5)),
 }
 # recipes that change the set's size: name → images (default: 256, 64 at 224×224)
-N_IMAGES = {"distinct1024": 1024}
+N_IMAGES = {"distinct1024": 1024, "half_local_n512": 512, "half_local_n1024": 1024, "half_local_n1024_aug": 1024}
 
 FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "recipe", "overrides", "seed", "distill_seconds",
           "distill_final_loss", "fp32_top1", "onnxruntime_top1", "simulator_top1", "agreement",
