@@ -37,6 +37,7 @@ from gzsq.sources import SourceOptions, make_calibration
 from gzsq.sources.gzsq import PRESETS, resolve_preset
 
 ROOT = Path(__file__).resolve().parents[1]
+CIFAR_RESNET20 = ROOT.parent / "shared" / "models/cifar10/resnet20.th"  # the checkpoint the zoo does not ship
 
 
 def timed(model, n, preset, overrides, seed=0) -> tuple[float, int]:
@@ -52,7 +53,6 @@ def main(argv=None) -> int:
     p.add_argument("--probe-steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3, help="time the default recipe this many times; report the median")
     p.add_argument("--models", default="cifar10-resnet20,efficientnet-lite0")
-    p.add_argument("--shared", default=str(ROOT.parent / "shared"))
     args = p.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     default = PRESETS["default"].distill
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
           f"{default.distill_pixels} pixels optimized (at least 16 images), the rest flips/shifts")
     goals = {"cifar10-resnet20": 15.0, "efficientnet-lite0": 60.0}
     for name in args.models.split(","):
-        weights = Path(args.shared) / "models/cifar10/resnet20.th" if name == "cifar10-resnet20" else None
+        weights = CIFAR_RESNET20 if name == "cifar10-resnet20" else None
         model = fold_bn(load_model(name, weights))
         n = 64 if model.input_spec.size >= 128 else 256
         chosen = resolve_preset("auto", model)  # the command's default

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from assets import IMAGENET_SAMPLE, MOBILENET_V2
+
 from gzsq.atomic import atomic_write_text
 from gzsq.config import CalibrationConfig, QuantConfig
 from gzsq.evaluation import calibration_folds, evaluate_folds, load_eval_set, predict
@@ -233,7 +235,6 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="cifar10-resnet20,efficientnet-lite0")
     p.add_argument("--variants", default="", help="comma list (default: all for CIFAR, a subset for ImageNet)")
     p.add_argument("--seeds", default="0")
-    p.add_argument("--shared", default=str(ROOT.parent / "shared"))
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--render-only", action="store_true")
     p.add_argument("--out", default="results/ablation", help="csv/md path stem, relative to the repo")
@@ -246,9 +247,8 @@ def main(argv=None) -> int:
     rows = read(out)
     if not args.render_only:
         done = {(r["model"], r["variant"], r["w_bits"], r["a_bits"], r["seed"]) for r in rows}
-        table = model_table(Path(args.shared))
-        table.setdefault("mobilenet-v2", dict(weights=Path(args.shared) / "models/imagenet/mobilenet_v2-b0353104.pth",
-                                              data=Path(args.shared) / "data/imagenet-sample", calib_data=None, n=64))
+        table = model_table()
+        table.setdefault("mobilenet-v2", dict(weights=MOBILENET_V2, data=IMAGENET_SAMPLE, calib_data=None, n=64))
         for name in args.models.split(","):
             spec = table[name]
             model = load_model(name, spec["weights"])

@@ -29,7 +29,6 @@ images from train-jpeg.tar; the evaluation subset is every k-th image of test.np
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 import time
@@ -39,6 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from assets import CIFAR_TEST, CIFAR_TRAIN, IMAGENET_SAMPLE, WEIGHTS
+from overrides import parse_overrides
+
 from gzsq.atomic import atomic_write_text
 from gzsq.config import QuantConfig
 from gzsq.data import load_dataset
@@ -46,19 +48,15 @@ from gzsq.fold import fold_bn
 from gzsq.models import load_model
 from gzsq.quantization.sim import quantize
 from gzsq.sources import SourceOptions, make_calibration
-from gzsq.sources.gzsq import recipe_for
-from gzsq.targets import weight_targets
+from gzsq.sources.gzsq import layer_targets, recipe_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def model_setup(name: str, shared: Path) -> dict:
+def model_setup(name: str) -> dict:
     if name.startswith("cifar10-"):
-        weights = None if name.endswith("-nf") else shared / f"models/cifar10/{name.removeprefix('cifar10-')}.th"
-        return dict(weights=weights, data=shared / "data/cifar10/test.npz", real=shared / "data/cifar10/train-jpeg.tar",
-                    n=256)
-    weights = shared / "models/imagenet/mobilenet_v2-b0353104.pth" if name == "mobilenet-v2" else None
-    return dict(weights=weights, data=shared / "data/imagenet-sample", real=None, n=64)
+        return dict(weights=WEIGHTS.get(name), data=CIFAR_TEST, real=CIFAR_TRAIN, n=256)
+    return dict(weights=WEIGHTS.get(name), data=IMAGENET_SAMPLE, real=None, n=64)
 
 
 def pick_images(setup: dict, model, n_eval: int, seed: int):
@@ -157,9 +155,9 @@ def ratio(a: tuple, b: tuple) -> float:
     return (a[1] - a[0]) / max(b[1] - b[0], 1e-12)
 
 
-def run_model(name: str, args, shared: Path) -> dict:
+def run_model(name: str, args) -> dict:
     t0 = time.perf_counter()
-    setup = model_setup(name, shared)
+    setup = model_setup(name)
     model = load_model(name, setup["weights"])
     folded = fold_bn(model)
     real_a, real_b, ev, eval_what, n_eval = pick_images(setup, model, args.n_eval, args.seed)
@@ -211,15 +209,13 @@ def run_model(name: str, args, shared: Path) -> dict:
     # targets vs real statistics at every Conv/Linear output
     recipe = recipe_for(args.preset, args.overrides)
     t = recipe.targets
-    targets = weight_targets(folded, rule=t.rule, per_channel=t.per_channel, esa=t.esa, relu_aware=t.relu_aware,
-                             order=t.order, coherence=t.coherence, depthwise_coherence=t.depthwise_coherence)
-    layer_names = list(targets.layers)
+    targets = layer_targets(folded, t)
+    layer_names = list(targets)
     real_stats = channel_stats(folded, real_a, layer_names)
     gz_stats = channel_stats(folded, calib["gzsq"], layer_names)
     trows = []
     for i, lname in enumerate(layer_names):
-        tm = targets.layers[lname].mean
-        ts = targets.layers[lname].std.clamp_min(t.std_floor * float(targets.layers[lname].std.median()))
+        tm, ts = targets[lname]
         rm, rs = real_stats[lname]
         gm_, gs = gz_stats[lname]
         corr = float(np.corrcoef(tm.numpy(), rm.numpy())[0, 1]) if len(tm) > 2 else float("nan")
@@ -365,11 +361,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="ranges, targets and totals only (no one-tensor swaps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--shared", default=str(ROOT.parent / "shared"))
     p.add_argument("--out", default=str(ROOT / "results/fidelity"))
     args = p.parse_args(argv)
-    args.overrides = tuple((k.strip(), ast.literal_eval(v.strip())) for k, v in
-                           (item.split("=", 1) for item in args.overrides.split(",") if item.strip()))
+    args.overrides = parse_overrides(args.overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -377,7 +371,7 @@ def main(argv=None) -> int:
     command = "python experiments/fidelity_report.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in args.models.split(","):
         n_eval = args.n_eval or (2000 if name.startswith("cifar10-") else 150)
-        res = run_model(name, argparse.Namespace(**{**vars(args), "n_eval": n_eval}), Path(args.shared))
+        res = run_model(name, argparse.Namespace(**{**vars(args), "n_eval": n_eval}))
         stem = res["stem"] = f"{name}@{args.tag}" if args.tag else name
         atomic_write_text(out / f"{stem}.md", render(res, command.strip()))
         plot(res, out / f"{stem}.png")

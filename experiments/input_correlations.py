@@ -26,6 +26,7 @@ from torch import nn
 
 import gzsq
 from assets import CIFAR_TRAIN, IMAGENET_SAMPLE, WEIGHTS
+from overrides import parse_overrides
 from gzsq.fold import fold_bn
 from gzsq.sources.calibrate import calibrate
 
@@ -88,8 +89,7 @@ def main() -> None:
     for variant in args.variants:
         preset, _, pairs = variant.partition("+")
         sources[f"gzsq-{variant}"] = gzsq.CalibrationConfig(source="gzsq", preset=preset, **base)
-        overrides[f"gzsq-{variant}"] = tuple((k, float(v) if "." in v else int(v))
-                                             for k, v in (pair.split("=") for pair in pairs.split(",") if pair))
+        overrides[f"gzsq-{variant}"] = parse_overrides(pairs)
     stats = {}
     for label, config in sources.items():
         images = calibrate(model, config, overrides=overrides.get(label, ())).images

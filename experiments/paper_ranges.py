@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from assets import CIFAR_RESNETS, CIFAR_TEST, CIFAR_TRAIN
+
 from gzsq.atomic import atomic_write_text
 from gzsq.config import QuantConfig
 from gzsq.evaluation import load_eval_set, predict, top1
@@ -46,16 +48,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--paper-steps", default="30,100,500")
     p.add_argument("--eval", type=int, default=2000, help="test images to score W8A8 on")
-    p.add_argument("--shared", default=str(ROOT.parent / "shared"))
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "results/paper_ranges.md"))
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    shared = Path(args.shared)
-    model = load_model("cifar10-resnet20", shared / "models/cifar10/resnet20.th")
+    model = load_model("cifar10-resnet20", CIFAR_RESNETS["cifar10-resnet20"])
     folded = fold_bn(model)
-    test = load_eval_set(model, shared / "data/cifar10/test.npz")
+    test = load_eval_set(model, CIFAR_TEST)
     rows = torch.arange(0, len(test.labels), max(1, len(test.labels) // args.eval))[: args.eval]  # test.npz is
     images, labels = test.images[rows], test.labels[rows.numpy()]  # sorted by class: take every k-th image
     fp32 = predict(model, images)
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         c = make_calibration(calib, folded, args.n, seed=args.seed, options=SourceOptions(
             setting="bn-free", preset=preset, overrides=overrides,
-            calib_data=str(shared / "data/cifar10/train-jpeg.tar")))
+            calib_data=str(CIFAR_TRAIN)))
         seconds = time.perf_counter() - t
         sim = quantize(model, c.images, QuantConfig(w_bits=8, a_bits=8))
         w = widths(sim)

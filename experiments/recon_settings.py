@@ -24,6 +24,7 @@ import torch
 
 import gzsq
 from assets import CIFAR_TEST, CIFAR_TRAIN, WEIGHTS
+from overrides import parse_overrides
 from gzsq.data import load_eval_set
 from gzsq.metrics import predict, top1
 from gzsq.quantization.sim import quantize
@@ -31,14 +32,6 @@ from gzsq.reconstruct import reconstruct
 from gzsq.sources.calibrate import calibrate
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "lowbit" / "recon_settings.jsonl"
-
-
-def parse(setting: str) -> dict:
-    out = {}
-    for part in filter(None, setting.split(",")):
-        key, value = part.split("=")
-        out[key] = float(value) if "." in value else int(value)
-    return out
 
 
 def main() -> None:
@@ -64,7 +57,7 @@ def main() -> None:
             start = quantize(model, calib, gzsq.QuantConfig.starting_point(w_bits, a_bits))
             for setting in args.settings:
                 t = time.time()
-                sim = reconstruct(model, start, calib, gzsq.ReconstructConfig(**parse(setting)), seed=seed)
+                sim = reconstruct(model, start, calib, gzsq.ReconstructConfig(**dict(parse_overrides(setting)), seed=seed))
                 pred = predict(sim, data.images)
                 line = {"model": name, "w_bits": w_bits, "a_bits": a_bits, "seed": seed,
                         "calib": args.calib if args.calib == "real" else f"gzsq-{config.preset}", "setting": setting,

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from assets import CIFAR_RESNETS, CIFAR_TEST, CIFAR_TRAIN, IMAGENET_SAMPLE
+
 from gzsq.atomic import atomic_open
 from gzsq.config import QuantConfig
 from gzsq.config import CalibrationConfig, calib_label
@@ -47,10 +49,10 @@ COLUMNS = ["model", "setting", "calib", "w_bits", "a_bits", "observer", "n_calib
 KEY = ["model", "setting", "calib", "w_bits", "a_bits", "observer", "n_calib", "seed"]
 
 
-def model_table(shared: Path) -> dict[str, dict]:
-    cifar = dict(data=shared / "data/cifar10/test.npz", calib_data=shared / "data/cifar10/train-jpeg.tar", n=256)
-    imagenet = dict(data=shared / "data/imagenet-sample", calib_data=None, n=64)  # real: 2 folds
-    table = {f"cifar10-resnet{d}": dict(weights=shared / f"models/cifar10/resnet{d}.th", **cifar) for d in (20, 32, 44)}
+def model_table() -> dict[str, dict]:
+    cifar = dict(data=CIFAR_TEST, calib_data=CIFAR_TRAIN, n=256)
+    imagenet = dict(data=IMAGENET_SAMPLE, calib_data=None, n=64)  # real: 2 folds
+    table = {name: dict(weights=weights, **cifar) for name, weights in CIFAR_RESNETS.items()}
     table["cifar10-resnet20-nf"] = dict(weights=None, **cifar)
     table["cifar10-vgg7-nf"] = dict(weights=None, **cifar)
     table["efficientnet-lite0"] = dict(weights=None, **imagenet)
@@ -102,7 +104,6 @@ def main(argv=None) -> int:
     p.add_argument("--bits", default="W8A8,W6A6,W4A8,W4A4")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--observer", default="minmax")
-    p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the read-only assets folder")
     p.add_argument("--out", default=str(ROOT / "results/accuracy.csv"))
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--shard", default=None, metavar="I/N",
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     rows = read_rows(out)
     done = {key_of(r) for r in rows}
-    table = model_table(Path(args.shared))
+    table = model_table()
     bits = parse_bits(args.bits)
     seeds = [int(s) for s in args.seeds.split(",")]
     group = -1

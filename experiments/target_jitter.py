@@ -33,8 +33,7 @@ from gzsq.fold import fold_bn
 from gzsq.metrics import predict, top1
 from gzsq.quantization.sim import quantize
 from gzsq.reconstruct import reconstruct
-from gzsq.sources.gzsq import _local_rule, recipe_for
-from gzsq.targets import weight_targets
+from gzsq.sources.gzsq import _local_rule, layer_targets, recipe_for
 from input_correlations import conv_inputs, statistics_of
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "lowbit" / "target_jitter.jsonl"
@@ -45,10 +44,7 @@ def jittered_set(model, seed: int, jitter: float) -> torch.Tensor:
     folded = fold_bn(model)
     recipe = recipe_for("half-local")
     t = recipe.targets
-    targets = weight_targets(folded, rule=t.rule, per_channel=t.per_channel, esa=t.esa, relu_aware=t.relu_aware,
-                             order=t.order, coherence=t.coherence, depthwise_coherence=t.depthwise_coherence,
-                             pixel_correlation=t.pixel_correlation)
-    base = {k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median()))) for k, v in targets.layers.items()}
+    base = layer_targets(folded, t)
     names = {id(m): n for n, m in folded.named_modules()}
     rule = _local_rule(t)
     distill = replace(recipe.distill, batch_size=PART_SIZE, distill_images=PART_SIZE, distill_pixels=0)

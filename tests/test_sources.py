@@ -112,3 +112,36 @@ def test_gzsq_local_fraction_splits_the_set_between_local_and_propagated_targets
     assert torch.equal(saved.images, half.images)
     with pytest.raises(ConfigError, match="local_fraction"):
         make_calibration("gzsq", folded, 8, options=SourceOptions(overrides=local + (("local_fraction", 0.0),)))
+
+
+def test_gzsq_objective_floors_target_stds_and_carries_the_local_rule(tiny):
+    """The targets distillation matches: every std at least std_floor × its layer's median, the local rule only
+    when asked for."""
+    from gzsq.config import TargetConfig
+    from gzsq.sources.gzsq import layer_targets, objective_for
+
+    folded = fold_bn(tiny)
+    t = TargetConfig(rule="moments", relu_aware=True, coherence=1.0, std_floor=0.5)
+    targets = layer_targets(folded, t)
+    assert targets and all(name in dict(folded.named_modules()) for name in targets)
+    for mean, std in targets.values():
+        assert mean.shape == std.shape
+        assert bool((std >= 0.5 * std.median() - 1e-6).all())
+    assert objective_for(folded, t).local_rule is None
+    local = objective_for(folded, TargetConfig(rule="moments", relu_aware=True, coherence=1.0, local=True))
+    assert local.local_rule is not None and set(local.targets) == set(targets)
+
+
+def test_experiment_overrides_parse_literals_and_refuse_junk():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    from overrides import parse_overrides
+
+    assert parse_overrides("iterations=100, local=True,lr=0.5,loss='kl'") == (
+        ("iterations", 100), ("local", True), ("lr", 0.5), ("loss", "kl"))
+    assert parse_overrides("") == ()
+    for bad in ("iterations", "=3", "lr=fast"):
+        with pytest.raises(SystemExit):
+            parse_overrides(bad)

@@ -172,19 +172,27 @@ def _split_local(objective: Objective, distill: DistillConfig, n: int, shape, fr
             replace(distill, batch_size=batch, distill_images=optimized, distill_pixels=0))
 
 
+def layer_targets(folded: torch.nn.Module, t: TargetConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each Conv/Linear output's target (mean, std) under `t`, stds floored as distillation uses them."""
+    targets = weight_targets(folded, rule=t.rule, per_channel=t.per_channel, esa=t.esa,
+                             relu_aware=t.relu_aware, order=t.order, coherence=t.coherence,
+                             depthwise_coherence=t.depthwise_coherence, pixel_correlation=t.pixel_correlation)
+    return {k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median()))) for k, v in targets.layers.items()}
+
+
+def objective_for(folded: torch.nn.Module, t: TargetConfig) -> Objective:
+    """What distillation matches on the folded model: the propagated targets, and the local rule if `t.local`."""
+    return Objective(layer_targets(folded, t), local_rule=_local_rule(t) if t.local else None)
+
+
 @register_source("gzsq")
 def gzsq(model, n: int, *, seed: int, options: SourceOptions) -> Calibration:
     folded = fold_bn(model)
     preset = resolve_preset(options.preset, folded)
     recipe = recipe_for(preset, options.overrides)
     t = recipe.targets
-    targets = weight_targets(folded, rule=t.rule, per_channel=t.per_channel, esa=t.esa,
-                             relu_aware=t.relu_aware, order=t.order, coherence=t.coherence,
-                             depthwise_coherence=t.depthwise_coherence, pixel_correlation=t.pixel_correlation)
-    objective = Objective({k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median())))
-                           for k, v in targets.layers.items()},
-                          local_rule=_local_rule(t) if t.local else None)
-    num_classes = list(targets.layers.values())[-1].mean.numel()
+    objective = objective_for(folded, t)
+    num_classes = list(objective.targets.values())[-1][0].numel()
     n_noise = min(n - 2, round(n * recipe.distill.noise_fraction)) if recipe.distill.noise_fraction else 0
     shape, distill = input_shape(model), recipe.distill
     if t.local and t.local_fraction < 1.0:
