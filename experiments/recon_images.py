@@ -116,6 +116,14 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # half-local on 1024 images of which 256 per half are distilled, the rest flips/shifts of them
     "half_local_n1024_aug": (("local", True), ("local_fraction", 0.5)),
 }
+# Sets made of parts distilled separately (part k with seed 10·S + k) and concatenated: name → (share of the set,
+# overrides of `default`) per part. Which half of `half-local` wants more steps, the local or the propagated one?
+PARTS: dict[str, tuple[tuple[float, tuple[tuple[str, object], ...]], ...]] = {
+    "half_local_parts": ((0.5, (("local", True),)), (0.5, ())),  # `half_local` rebuilt from two runs: the control
+    "local_it100_prop_it20": ((0.5, (("local", True), ("iterations", 100))), (0.5, ())),
+    "local_it20_prop_it100": ((0.5, (("local", True),)), (0.5, (("iterations", 100),))),
+}
+RECIPES.update({name: tuple(o for _, over in parts for o in over) for name, parts in PARTS.items()})
 # recipes that change the set's size: name → images (default: 256, 64 at 224×224)
 N_IMAGES = {"distinct1024": 1024, "half_local_n512": 512, "half_local_n1024": 1024, "half_local_n1024_aug": 1024}
 
@@ -173,7 +181,19 @@ def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[fl
     config = CalibrationConfig(source="gzsq", seed=seed, preset="default", setting="bn-free",
                                n_images=N_IMAGES.get(recipe, 64 if is_imagenet(model_name) else 256))
     t = time.perf_counter()
-    calib = calibrate(model, config, overrides=RECIPES[recipe])
+    if recipe in PARTS:
+        import dataclasses
+
+        pieces, left = [], config.n_images
+        for k, (share, overrides) in enumerate(PARTS[recipe]):
+            n = left if k == len(PARTS[recipe]) - 1 else round(config.n_images * share)
+            left -= n
+            part = dataclasses.replace(config, n_images=n, seed=10 * seed + k)
+            pieces.append(calibrate(model, part, overrides=overrides))
+        calib = dataclasses.replace(pieces[0], images=torch.cat([c.images for c in pieces]), seed=seed,
+                                    log={"final_loss": [x for c in pieces for x in c.log.get("final_loss", [])]})
+    else:
+        calib = calibrate(model, config, overrides=RECIPES[recipe])
     seconds = time.perf_counter() - t
     save_calibration(path, calib, {"model": name_of(model), "setting": "bn-free", "preset": "default",
                                    "recipe": recipe, "overrides": [list(o) for o in RECIPES[recipe]]})
