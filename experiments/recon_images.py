@@ -109,6 +109,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "half_local_decor1000": (("local", True), ("local_fraction", 0.5), ("decorrelation_weight", 1000.0)),
     # 1024 images, every one distilled (the default's pixel budget raised fourfold)
     "distinct1024": (("distill_pixels", 1024 * 32 * 32),),
+    # half-local with the propagated half distilled for 100 steps, the local half for 20 (one run)
+    "half_local_prop100": (("local", True), ("local_fraction", 0.5), ("iterations", 100), ("local_iterations", 20)),
     # half-local on a larger set, every image distilled (each half's pixel budget covers it): do more distinct
     # images make the learned rounding generalize better?
     "half_local_n512": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 512 * 32 * 32)),

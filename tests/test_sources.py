@@ -114,6 +114,21 @@ def test_gzsq_local_fraction_splits_the_set_between_local_and_propagated_targets
         make_calibration("gzsq", folded, 8, options=SourceOptions(overrides=local + (("local_fraction", 0.0),)))
 
 
+def test_gzsq_local_iterations_set_the_local_parts_steps_only(tiny):
+    """local_iterations: the local half is what local targets distil alone in that many steps, the propagated
+    half what `iterations` steps give there."""
+    folded = fold_bn(tiny)
+    local = (("iterations", 3), ("batch_size", 4), ("local", True))
+    half = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(
+        setting="bn-free", overrides=FAST + (("local", True), ("local_fraction", 0.5), ("local_iterations", 3))))
+    first = make_calibration("gzsq", folded, 4, seed=3, options=SourceOptions(setting="bn-free", overrides=local))
+    plain = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", overrides=FAST))
+    assert half.log["iterations"] == [3, 5]
+    assert torch.equal(half.images[:4], first.images) and torch.equal(half.images[4:], plain.images[4:])
+    with pytest.raises(ConfigError, match="local_iterations"):
+        make_calibration("gzsq", folded, 8, options=SourceOptions(overrides=(("local_iterations", -1),)))
+
+
 def test_gzsq_objective_floors_target_stds_and_carries_the_local_rule(tiny):
     """The targets distillation matches: every std at least std_floor × its layer's median, the local rule only
     when asked for."""

@@ -138,6 +138,9 @@ class DistillConfig:
     """One distillation recipe. Defaults are ZeroQ's published ones."""
 
     iterations: int = 500
+    # Steps for the batches matched to local targets (TargetConfig.local), when they should differ from the rest's;
+    # 0: `iterations` for every batch.
+    local_iterations: int = 0
     lr: float = 0.5
     batch_size: int = 64  # images optimized together (statistics are taken over the batch)
     loss: str = "z"  # z | l2 | kl, applied at every target layer
@@ -185,6 +188,9 @@ class DistillConfig:
             raise ConfigError(f"unknown distillation loss {self.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
         if self.iterations < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ConfigError("distillation needs iterations >= 1, batch_size >= 2 and lr > 0")
+        steps = self.local_iterations
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"local_iterations must be a whole number ≥ 0 (0: iterations), got {steps!r}")
         if not 0.0 <= self.noise_fraction < 1.0:
             raise ConfigError(f"noise_fraction must be in [0, 1), got {self.noise_fraction!r}")
         if not 0.0 <= self.init_spectrum <= 2.0:

@@ -85,10 +85,11 @@ def damaged(path) -> ConfigError:
                        "delete it to start over")
 
 
-def check_state(state: dict, sizes: list[int], kept: list[int], shape, iterations: int, path) -> None:
+def check_state(state: dict, sizes: list[int], kept: list[int], shape, steps: list[int], path) -> None:
     """A checkpoint whose key matches can still be damaged; check every field before trusting it.
 
-    sizes[b]: images optimized in batch b; kept[b]: how many of them the batch contributes.
+    sizes[b]: images optimized in batch b; kept[b]: how many of them the batch contributes; steps[b]: its
+    iterations.
     """
     def tensor(t, dims, dtype=torch.float32):
         return isinstance(t, torch.Tensor) and t.dtype == dtype and tuple(t.shape) == tuple(dims)
@@ -98,12 +99,12 @@ def check_state(state: dict, sizes: list[int], kept: list[int], shape, iteration
 
     try:
         b, it = state["batch"], state["it"]
-        ok = (type(b) is int and type(it) is int and 0 <= b < len(sizes) and 0 <= it < iterations
+        ok = (type(b) is int and type(it) is int and 0 <= b < len(sizes) and 0 <= it < steps[b]
               and isinstance(state["batches"], list) and len(state["batches"]) == b
               and all(tensor(t, (kept[i],) + tuple(shape)) for i, t in enumerate(state["batches"]))
               and isinstance(state["curves"], list) and len(state["curves"]) == b
-              and all(isinstance(c, list) and 1 <= len(c) <= iterations and numbers(c, len(c))
-                      for c in state["curves"])
+              and all(isinstance(c, list) and 1 <= len(c) <= steps[i] and numbers(c, len(c))
+                      for i, c in enumerate(state["curves"]))
               and state["iters_run"] == [len(c) for c in state["curves"]]
               and isinstance(state["gen"], torch.Tensor) and state["gen"].dtype == torch.uint8
               and isinstance(state["seconds"], float))

@@ -181,11 +181,13 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     gen = torch.Generator().manual_seed(seed)
     n_opt = config.images_to_optimize(n, shape)
     batch_starts = list(range(0, n_opt, config.batch_size))
+    steps = [config.local_iterations if objective.local_in(bi) and config.local_iterations else config.iterations
+             for bi in range(len(batch_starts))]
     batches, curves, iters_run = [], [], []
     first_batch, earlier_seconds = 0, 0.0
     if saved is not None:
         kept = [min(config.batch_size, n_opt - b0) for b0 in batch_starts]
-        checkpoints.check_state(saved, [max(2, k) for k in kept], kept, shape, config.iterations, checkpoint.path)
+        checkpoints.check_state(saved, [max(2, k) for k in kept], kept, shape, steps, checkpoint.path)
         batches, curves, iters_run = list(saved["batches"]), list(saved["curves"]), list(saved["iters_run"])
         first_batch, earlier_seconds = saved["batch"], saved["seconds"]
         try:
@@ -193,9 +195,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
         except RuntimeError:
             raise checkpoints.damaged(checkpoint.path) from None
     start = time.perf_counter()
-    done = first_batch * config.iterations + (saved["it"] if saved is not None else 0)
+    done = sum(steps[:first_batch]) + (saved["it"] if saved is not None else 0)
     handles = [modules[k].register_forward_hook(hook(k)) for k in objective.targets]
-    bar = tqdm(total=len(batch_starts) * config.iterations, initial=done, desc=desc, disable=not progress,
+    bar = tqdm(total=sum(steps), initial=done, desc=desc, disable=not progress,
                leave=False)
 
     def state_now(batch_index, it, x, labels, opt, sched, best, since_best, curve):
@@ -241,7 +243,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 except (KeyError, TypeError, ValueError, RuntimeError, IndexError):
                     raise checkpoints.damaged(checkpoint.path) from None
                 best, since_best, curve, it0 = saved["best"], saved["since_best"], list(saved["curve"]), saved["it"]
-            for it in range(it0, config.iterations):
+            for it in range(it0, steps[bi]):
                 if distributed.any_rank(interrupt.requested("distill")):  # keep the steps done so far, then stop
                     if checkpoint and it > it0:
                         checkpoints.save_checkpoint(checkpoint, state_now(bi, it, x, labels, opt, sched, best, since_best,
@@ -296,9 +298,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     since_best += 1
                 if (config.early_stop_patience and since_best >= config.early_stop_patience
                         and it + 1 >= config.min_iterations):
-                    bar.update(config.iterations - it - 1)
+                    bar.update(steps[bi] - it - 1)
                     break
-                if checkpoint and (it + 1) % checkpoint.every == 0 and it + 1 < config.iterations:
+                if checkpoint and (it + 1) % checkpoint.every == 0 and it + 1 < steps[bi]:
                     checkpoints.save_checkpoint(checkpoint, state_now(bi, it + 1, x, labels, opt, sched, best, since_best,
                                                            curve))
             whole = distributed.gather_shards(x.detach().contiguous(), size)
@@ -319,7 +321,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
            "final_loss": [c[-1] for c in curves], "loss_curve": curves[0],
            "seconds": earlier_seconds + time.perf_counter() - start,
            "optimized_images": len(batches and torch.cat(batches)),
-           "stopped_early": any(i < config.iterations for i in iters_run)}
+           "stopped_early": any(i < s for i, s in zip(iters_run, steps))}
     return images, log
 
 
