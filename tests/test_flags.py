@@ -295,6 +295,14 @@ def test_preset_half_local_distils_two_batches_local_first(tiny64, tmp_path):
     assert info["log"]["recipe"]["targets"]["local_fraction"] == 0.5
 
 
+def test_preset_half_local_long_distils_the_propagated_half_five_times_longer(tiny64, tmp_path):
+    """half-local-long: half-local's two batches, 20 steps on the local one, 100 on the propagated one."""
+    info = _distill_log(tiny64, tmp_path / "set.npz", "--preset", "half-local-long")
+    assert info["meta"]["preset"] == "half-local-long"
+    assert info["log"]["optimized_images"] == 64 and info["log"]["iterations"] == [20, 100]
+    assert info["log"]["local_batches"] == 1
+
+
 def test_long_and_short_spellings_are_the_same_flags(tmp_path, random_cifar_like):
     """--output/-o, --quiet/-q, --verbose/-v, -h/--help."""
     base = ["distill", "cifar10-resnet20-nf", "--calib", "gaussian", "--n-calib", "4", "--resume"]  # a note: no

@@ -162,7 +162,7 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                         "EfficientNet-Lite0/1, +3.8-4.9 pt W4A4 with reconstruction on ResNet-32/44; worse on ResNet-20 "
                         "and at W4A4 without reconstruction), 'half-local' (half the set with local targets, half with "
                         "the default's, for learned rounding: W4A4 ResNet-32 +4.4 pt over 'default'; its wide ranges "
-                        "do not suit round to nearest), 'fast' (half of a CIFAR set optimized: ~2x faster there, "
+                        "do not suit round to nearest), 'half-local-long' (half-local with 100 steps on the propagated half), 'fast' (half of a CIFAR set optimized: ~2x faster there, "
                         "worse at W4A4), 'longer' (the default with 40 steps: +1 pt W6A6 agreement on Lite0 and "
                         "MobileNetV2 for twice the time), 'mixed' (half the set distilled, half left as N(0, 1) noise: "
                         "on BN-free CIFAR nets whose distilled ranges clip, noise's agreement or better at W8A8-W4A8), "
