@@ -124,6 +124,8 @@ PARTS: dict[str, tuple[tuple[float, tuple[tuple[str, object], ...]], ...]] = {
     "half_local_parts": ((0.5, (("local", True),)), (0.5, ())),  # `half_local` rebuilt from two runs: the control
     "local_it100_prop_it20": ((0.5, (("local", True), ("iterations", 100))), (0.5, ())),
     "local_it20_prop_it100": ((0.5, (("local", True),)), (0.5, (("iterations", 100),))),
+    # thirds: local targets 20 steps, propagated 20 steps, propagated 100 steps (the two half-local recipes' parts)
+    "thirds_local_prop20_prop100": ((1 / 3, (("local", True),)), (1 / 3, ()), (1 / 3, (("iterations", 100),))),
 }
 RECIPES.update({name: tuple(o for _, over in parts for o in over) for name, parts in PARTS.items()})
 # recipes that change the set's size: name → images (default: 256, 64 at 224×224)

@@ -13,7 +13,7 @@ from gzsq.errors import ConfigError, UnsupportedModelError
 from gzsq.evaluation import load_eval_set, predict, top1
 from gzsq.fold import fold_bn
 from gzsq.models import load_model
-from gzsq.quantization.sim import ActQuantizer, SimModel, quantize
+from gzsq.quantization.sim import SimModel, quantize
 from gzsq.reconstruct import ReconstructConfig, reconstruct
 
 from .conftest import CIFAR_TEST, RESNET20, make_tiny, needs
