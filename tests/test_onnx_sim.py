@@ -116,6 +116,25 @@ def test_quantize_w4a8_writes_int4_onnx_that_onnxruntime_runs_like_the_simulator
     assert "W4A8" in (tmp_path / "r20-w4.report.md").read_text()
 
 
+def test_a_file_onnxruntime_cannot_load_is_still_written_and_its_report_says_so(tmp_path):
+    """ONNX Runtime has no MaxPool on 4-bit tensors (its graph optimizer moves the max-pool between the Q/DQ pair):
+    the W4A4 VGG file is still written with its encodings, the accuracy is the simulator's, and the command's
+    output, the saved report and its heading all say so."""
+    out = tmp_path / "vgg-w4a4.onnx"
+    result = run_cli(["quantize", "cifar10-vgg7-nf", "-o", out, "--w-bits", "4", "--a-bits", "4", "--reconstruct",
+                      "none", "--calib", "gaussian", "--n-calib", "16", "--eval-data", _cifar_subset(tmp_path, 100),
+                      "--threads", "1", "--json"])
+    assert result.code == 0, str(result)
+    report = json.loads(result.out.strip().splitlines()[-1])
+    saved = json.loads((tmp_path / "vgg-w4a4.report.json").read_text())
+    assert "MaxPool" in report["runtime_error"] and saved["runtime_error"] == report["runtime_error"]
+    assert saved["evaluation"]["measured_by"].startswith("simulator")
+    assert "runtime_matches_simulator" not in saved["evaluation"]
+    md = (tmp_path / "vgg-w4a4.report.md").read_text()
+    assert "the accuracy below is the simulator's" in md and "## Accuracy (simulator" in md
+    assert out.exists() and encodings_path_for(out).exists()
+
+
 def test_low_bits_need_an_onnx_output_and_no_onnxruntime_quantizer_flags(tmp_path):
     out = tmp_path / "r20.pt2"
     assert_one_line_error(run_cli(["quantize", "cifar10-resnet20", "--weights", needs(RESNET20), "-o", out,

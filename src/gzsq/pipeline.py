@@ -272,11 +272,8 @@ def _export_and_measure(model, out: Path, job: QuantizeJob, sim, calibration, ca
         seconds["evaluate"] = time.perf_counter() - t
     elif job.keep_fp32:
         _fp32_onnx(model, out, job, "")
-    report = _finish(model, out, job, evaluation, calibration, calibration_config, seconds, layout="nchw",
-                     encodings=encodings)
-    if runtime_error is not None:
-        report["runtime_error"] = runtime_error
-    return report
+    return _finish(model, out, job, evaluation, calibration, calibration_config, seconds, layout="nchw",
+                   encodings=encodings, runtime_error=runtime_error)
 
 
 FORMATS = {
@@ -318,7 +315,7 @@ def _simulator_format(job: QuantizeJob, encodings: dict) -> str:
 
 
 def _finish(model, out, job: QuantizeJob, evaluation, calibration, calib, seconds, *, layout,
-            encodings: dict | None = None) -> dict:
+            encodings: dict | None = None, runtime_error: str | None = None) -> dict:
     backend = BACKENDS[out.suffix.lower()]
     fmt = FORMATS[backend] if encodings is None else _simulator_format(job, encodings)
     if backend == "onnxruntime" and encodings is None:
@@ -353,6 +350,8 @@ def _finish(model, out, job: QuantizeJob, evaluation, calibration, calib, second
         "activation_ranges": {name: [round(lo, 6), round(hi, 6)] for name, (lo, hi) in ranges.items()},
         "evaluation": evaluation,
     }
+    if runtime_error is not None:  # the saved report says it too, not only the command's output
+        report["runtime_error"] = runtime_error
     if encodings is not None:
         report["quantization"] = job.quant.to_dict()
         report["encodings"] = str(encodings_path_for(out))
@@ -408,6 +407,8 @@ def render_report(r: dict) -> str:
     e = r.get("evaluation")
     if e:
         runtime = "ONNX Runtime" if r["backend"] == "onnxruntime" else "PyTorch, PT2E program run eagerly"
+        if e.get("measured_by"):
+            runtime = e["measured_by"]
         lines += [f"## Accuracy ({runtime}: FP32 model vs {kind} model)", "",
                   f"on `{e['data']}` ({e['images']} images; {e['preprocessing']})", "", "| | value |",
                   "| --- | --- |"]
