@@ -127,13 +127,21 @@ PARTS: dict[str, tuple[tuple[float, tuple[tuple[str, object], ...]], ...]] = {
     # thirds: local targets 20 steps, propagated 20 steps, propagated 100 steps (the two half-local recipes' parts)
     "thirds_local_prop20_prop100": ((1 / 3, (("local", True),)), (1 / 3, ()), (1 / 3, (("iterations", 100),))),
 }
-RECIPES.update({name: tuple(o for _, over in parts for o in over) for name, parts in PARTS.items()})
+RECIPES.update({name: () for name in PARTS})  # made from PARTS; listed so --recipes accepts them
 # recipes that change the set's size: name → images (default: 256, 64 at 224×224)
 N_IMAGES = {"distinct1024": 1024, "half_local_n512": 512, "half_local_n1024": 1024, "half_local_n1024_aug": 1024}
 
 FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "recipe", "overrides", "seed", "distill_seconds",
           "distill_final_loss", "fp32_top1", "onnxruntime_top1", "simulator_top1", "agreement",
           "seconds_reconstruct", "seconds_total", "command"]
+
+
+def describe(recipe: str) -> str:
+    """The recipe's overrides of `default` as the table shows them; for a set made of parts, each part's."""
+    if recipe in PARTS:
+        return " + ".join(f"{share:.2g}: " + (" ".join(f"{k}={v}" for k, v in over) or "-")
+                          for share, over in PARTS[recipe])
+    return " ".join(f"{k}={v}" for k, v in RECIPES[recipe]) or "-"
 
 
 def run_name(model, w, a, fl8, recipe, seed) -> str:
@@ -200,7 +208,8 @@ def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[fl
         calib = calibrate(model, config, overrides=RECIPES[recipe])
     seconds = time.perf_counter() - t
     save_calibration(path, calib, {"model": name_of(model), "setting": "bn-free", "preset": "default",
-                                   "recipe": recipe, "overrides": [list(o) for o in RECIPES[recipe]]})
+                                   "recipe": recipe,
+                                   "overrides": describe(recipe) if recipe in PARTS else [list(o) for o in RECIPES[recipe]]})
     losses = calib.log.get("final_loss") or []
     last = float(sum(losses) / len(losses)) if losses else float("nan")
     return seconds, last
@@ -229,7 +238,7 @@ def run(model, w, a, fl8, recipe, seed) -> dict:
     (OUT / name / "commit.txt").write_text(f"{head.strip()}{' (src/ modified)' if dirty.strip() else ''}\n")
     e = report["evaluation"]
     return {"model": model, "w_bits": w, "a_bits": a, "first_last_8bit": fl8, "recipe": recipe,
-            "overrides": " ".join(f"{k}={v}" for k, v in RECIPES[recipe]) or "-", "seed": seed,
+            "overrides": describe(recipe), "seed": seed,
             "distill_seconds": round(distill_seconds, 1), "distill_final_loss": round(loss, 4),
             "fp32_top1": e["fp32_top1"], "onnxruntime_top1": e["int8_top1"], "simulator_top1": e["simulator_top1"],
             "agreement": e["agreement"], "seconds_reconstruct": report["seconds"].get("reconstruct", 0.0),
@@ -253,7 +262,7 @@ def write_table() -> None:
              "agreement | seeds | distill s | total s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (model, w, a, fl8, recipe), rs in sorted(groups.items(), key=lambda kv: (kv[0][:4], kv[0][4] != "default")):
-        lines.append(f"| {model} | W{w}A{a} | {'yes' if fl8 == 'True' else 'no'} | {recipe} | {rs[0]['overrides']} | "
+        lines.append(f"| {model} | W{w}A{a} | {'yes' if fl8 == 'True' else 'no'} | {recipe} | {describe(recipe) if recipe in PARTS else rs[0]['overrides']} | "
                      f"{stat(rs, 'onnxruntime_top1')} | {' / '.join(r['onnxruntime_top1'] for r in rs)} | "
                      f"{stat(rs, 'agreement')} | {','.join(r['seed'] for r in rs)} | {stat(rs, 'distill_seconds')} | "
                      f"{stat(rs, 'seconds_total')} |")

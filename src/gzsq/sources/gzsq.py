@@ -104,8 +104,8 @@ PRESETS["half-local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True, local_fr
 
 # `half-local` with the propagated half distilled for 100 steps instead of 20 (the local half keeps 20). Longer on
 # the propagated targets, the images grow smoother (neighbour correlation nearer real images',
-# results/fidelity/rank_vs_steps.txt); longer on the local ones costs the deeper nets (results/recon_images/:
-# both halves at 100 steps lift ResNet-20 but lose about a point on ResNet-32 and -44). W4A4 block reconstruction,
+# results/fidelity/rank_vs_steps.txt); both halves at 100 steps lift ResNet-20 but lose about a point on ResNet-32
+# and -44, the propagated half alone at 100 lifts ResNet-44 too (results/recon_images/). W4A4 block reconstruction,
 # 3 seeds (results/lowbit/): ResNet-20 78.36 (half-local 77.25), ResNet-44 78.72 (78.39), but ResNet-32 78.60
 # (79.67) and ResNet-20-nf 67.68 (67.96): not what `auto` picks.
 PRESETS["half-local-long"] = GzsqRecipe(PRESETS["half-local"].targets,
