@@ -54,6 +54,7 @@ def model_table() -> dict[str, dict]:
     imagenet = dict(data=IMAGENET_SAMPLE, calib_data=None, n=64)  # real: 2 folds
     table = {name: dict(weights=weights, **cifar) for name, weights in CIFAR_RESNETS.items()}
     table["cifar10-resnet20-nf"] = dict(weights=None, **cifar)
+    table["cifar10-resnet32-nf"] = dict(weights=None, **cifar)
     table["cifar10-vgg7-nf"] = dict(weights=None, **cifar)
     table["efficientnet-lite0"] = dict(weights=None, **imagenet)
     return table

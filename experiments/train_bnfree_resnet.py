@@ -58,7 +58,7 @@ TEST = "/work/shared/data/cifar10/test.npz"
 def fixup_init(model: CifarResNet) -> None:
     """Fixup-style init of CifarResNet(norm=False), in place (see module docstring)."""
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
-    n_branches = len(blocks)  # L = 9 for ResNet-20
+    n_branches = len(blocks)  # L = 9 for ResNet-20, 15 for ResNet-32
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -70,6 +70,16 @@ def fixup_init(model: CifarResNet) -> None:
         nn.init.zeros_(b.conv2.weight)
     nn.init.zeros_(model.linear.weight)
     nn.init.zeros_(model.linear.bias)
+
+
+def he_init(model: CifarResNet) -> None:
+    """Standard init of the BN twin: He (fan_out) convs, BN weight 1 / bias 0, torch's default linear."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 def save_state(model: nn.Module, path: Path) -> None:
@@ -128,6 +138,11 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--depth", type=int, default=20,
+                   help="CIFAR ResNet depth 6n+2 (20 ships as cifar10-resnet20-nf, 32 as cifar10-resnet32-nf)")
+    p.add_argument("--bn", action="store_true",
+                   help="train the BatchNorm twin instead (same graph with BN, standard He init, same recipe); "
+                        "it is not shipped, only its accuracy is recorded")
     p.add_argument("--epochs", type=int, default=12, help="training epochs (391 batches each at batch 128)")
     p.add_argument("--seed", type=int, default=0, help="seed for torch init and numpy shuffling/augmentation")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: leave the other core free)")
@@ -141,10 +156,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batches", type=int, default=0,
                    help="stop after this many batches in total (timing runs); 0 = full run. "
                         "With it set, nothing is saved.")
-    p.add_argument("--out", type=Path, default=BNFREE_CHECKPOINT, help="where to write the state_dict")
-    p.add_argument("--results", type=Path, default=ROOT / "results" / "bnfree_training.json",
-                   help="where to write the JSON summary")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write the state_dict (default: the shipped weights for the BN-free 20 and 32, "
+                        "runs/cifar10-resnetN-bn.pt for a BN twin)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="where to write the JSON summary (default: results/bnfree_training.json for depth 20, "
+                        "results/bnfree_training_resnetN[-bn].json otherwise)")
     args = p.parse_args(argv)
+    if (args.depth - 2) % 6 or args.depth < 8:
+        p.error("--depth must be 6n+2 (20, 32, 44, ...)")
+    tag = f"resnet{args.depth}" + ("-bn" if args.bn else "")
+    if args.out is None:
+        args.out = (ROOT / "runs" / f"cifar10-{tag}.pt" if args.bn
+                    else BNFREE_CHECKPOINT.with_name(f"cifar10-resnet{args.depth}-nf.pt"))
+    if args.results is None:
+        args.results = ROOT / "results" / ("bnfree_training.json" if tag == "resnet20"
+                                           else f"bnfree_training_{tag}.json")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
 
     torch.set_num_threads(args.threads)
@@ -167,13 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     ref = CIFAR_SPEC.to_tensor([x.permute(1, 2, 0).numpy() for x in train_x[:4]])
     assert torch.allclose(ref, normalize(train_x[:4]), atol=1e-5)
 
-    model = CifarResNet(20, norm=False)
-    fixup_init(model)
+    model = CifarResNet(args.depth, norm=args.bn)
+    if args.bn:
+        he_init(model)
+    else:
+        fixup_init(model)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     model.train()
-    decay = [p_ for n, p_ in model.named_parameters() if n.endswith("weight")]
-    no_decay = [p_ for n, p_ in model.named_parameters() if not n.endswith("weight")]
+    # weight decay on conv/linear weights only, not on biases or BN scales
+    decay = [p_ for n, p_ in model.named_parameters() if n.endswith("weight") and p_.dim() > 1]
+    no_decay = [p_ for n, p_ in model.named_parameters() if not (n.endswith("weight") and p_.dim() > 1)]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": args.weight_decay},
                            {"params": no_decay, "weight_decay": 0.0}],
                           lr=args.lr, momentum=0.9, nesterov=True)
@@ -231,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"final test top-1 (10000 images): {final:.4f}; trained in {train_seconds:.0f}s", flush=True)
     save_state(model, args.out)
     save_json({
-        "model": "CifarResNet(20, norm=False) -> cifar10-resnet20-nf",
-        "init": "Fixup-style: He (fan_out) convs, branch conv1 * L^-1/2 (L=9), branch conv2 = 0, biases = 0, linear = 0",
+        "model": (f"CifarResNet({args.depth}, norm=True), BN twin, not shipped" if args.bn
+                  else f"CifarResNet({args.depth}, norm=False) -> cifar10-resnet{args.depth}-nf"),
+        "init": ("He (fan_out) convs, BN weight 1 / bias 0, torch default linear" if args.bn else
+                 f"Fixup-style: He (fan_out) convs, branch conv1 * L^-1/2 (L={args.depth // 2 - 1}), "
+                 "branch conv2 = 0, biases = 0, linear = 0"),
         "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
         "optimizer": "SGD momentum 0.9 nesterov, 1-epoch linear warmup then cosine to 0",
         "weight_decay": args.weight_decay, "weight_decay_on_biases": False, "grad_clip_norm": args.clip,

@@ -1,5 +1,7 @@
 """The zoo: names, checkpoints, preprocessing, and one-line errors."""
 
+import json
+
 import pytest
 import torch
 
@@ -8,7 +10,7 @@ from gzsq.errors import ModelLoadError
 from gzsq.evaluation import predict
 from gzsq.models import available_models, load_model
 
-from .conftest import CIFAR_TEST, RESNET20, needs
+from .conftest import CIFAR_TEST, RESNET20, ROOT, needs
 
 
 @pytest.mark.timeout(300)
@@ -20,10 +22,22 @@ def test_resnet20_fp32_top1_is_81_03_on_the_cifar10_test_set():
     assert len(pred) == 10000 and int((pred == data.labels).sum()) == 8103
 
 
-def test_bnfree_net_ships_and_has_no_batchnorm():
-    model = load_model("cifar10-resnet20-nf")
+@pytest.mark.parametrize("name,n_convs", [("cifar10-resnet20-nf", 19), ("cifar10-resnet32-nf", 31)])
+def test_bnfree_resnets_ship_and_have_no_batchnorm(name, n_convs):
+    model = load_model(name)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    assert "cifar10-resnet20-nf" in available_models()
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == n_convs
+    assert name in available_models()
+
+
+@pytest.mark.timeout(300)
+def test_resnet32_nf_fp32_top1_is_what_its_training_recorded():
+    """The shipped weights are the ones results/bnfree_training_resnet32.json measured on all 10 000 test images."""
+    recorded = json.loads((ROOT / "results/bnfree_training_resnet32.json").read_text())["final_test_top1"]
+    model = load_model("cifar10-resnet32-nf")
+    data = load_dataset(needs(CIFAR_TEST))
+    pred = predict(model, model.input_spec.to_tensor(data.images(range(len(data)))))
+    assert int((pred == data.labels).sum()) == round(recorded * 10000)
 
 
 @pytest.mark.parametrize("name,weights,match", [
@@ -32,6 +46,7 @@ def test_bnfree_net_ships_and_has_no_batchnorm():
     ("cifar10-resnet20", None, "needs --weights"),
     ("cifar10-resnet20", "/nonexistent.th", "does not exist"),
     ("vgg16", None, "unknown model"),
+    ("cifar10-resnet44-nf", None, "unknown model"),  # only the trained BN-free depths ship
 ])
 def test_load_errors_are_one_line(name, weights, match):
     with pytest.raises(ModelLoadError, match=match) as err:

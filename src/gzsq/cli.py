@@ -85,7 +85,7 @@ def _add_verbosity_args(p: argparse.ArgumentParser, *, top: bool) -> None:
                    "results only", **({"default": False} if top else default))
 
 
-MODEL_HELP = ("zoo name — cifar10-resnetN (N=6n+2, needs --weights), cifar10-resnet20-nf, cifar10-vgg7-nf, "
+MODEL_HELP = ("zoo name — cifar10-resnetN (N=6n+2, needs --weights), cifar10-resnet20-nf, cifar10-resnet32-nf, cifar10-vgg7-nf, "
               "efficientnet-lite0/1/2, "
               "mobilenet-v2 (--weights: torchvision's ImageNet checkpoint) — or an .onnx classifier file (state its "
               "preprocessing with the --input-* flags)")

@@ -5,8 +5,8 @@ Names:
 
 - `cifar10-resnetN` (N = 6n+2): needs `weights=` a checkpoint in the format of
   ../shared/models/cifar10/*.th (a dict with "state_dict", keys maybe prefixed `module.`).
-- `cifar10-resnet20-nf`: a ResNet-20 trained without any normalization layer
-  (experiments/train_bnfree_resnet.py); its weights ship with gzsq.
+- `cifar10-resnet20-nf`, `cifar10-resnet32-nf`: ResNet-20 and ResNet-32 trained without any
+  normalization layer (experiments/train_bnfree_resnet.py); their weights ship with gzsq.
 - `cifar10-vgg7-nf`: a plain VGG-style CNN (6 convs with bias, ReLU, max-pool, global average
   pool, linear; no residual and no normalization layer), trained by
   experiments/train_bnfree_vgg.py; its weights ship with gzsq.
@@ -34,15 +34,17 @@ from .validate import validate_model
 CIFAR_SPEC = InputSpec(size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 BNFREE_CHECKPOINT = WEIGHTS_DIR / "cifar10-resnet20-nf.pt"
+BNFREE_DEPTHS = (20, 32)  # the BN-free ResNets whose weights ship
 VGG_NF_CHECKPOINT = WEIGHTS_DIR / "cifar10-vgg7-nf.pt"
 
 MAX_RESNET_DEPTH = 1202  # He et al.'s deepest CIFAR ResNet; a typo should not build a million layers
 _RESNET = re.compile(r"^cifar10-resnet(\d+)$")
+_RESNET_NF = re.compile(r"^cifar10-resnet(\d+)-nf$")
 
 
 def available_models() -> list[str]:
     return ["cifar10-resnet20", "cifar10-resnet32", "cifar10-resnet44", "cifar10-resnet20-nf",
-            "cifar10-vgg7-nf", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "mobilenet-v2"]
+            "cifar10-resnet32-nf", "cifar10-vgg7-nf", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "mobilenet-v2"]
 
 
 # torch names the callable a refused pickle wanted in one of two phrasings
@@ -75,9 +77,11 @@ def load_model(name: str, weights: str | Path | None = None, onnx_options=None) 
         model = CifarResNet(depth)
         load_state(model, read_checkpoint(weights), f"{name} from {weights}")
         return _finish(model, name, CIFAR_SPEC)
-    if name == "cifar10-resnet20-nf":
-        model = CifarResNet(20, norm=False)
-        load_state(model, read_checkpoint(weights or BNFREE_CHECKPOINT), name)
+    nf = _RESNET_NF.match(name)
+    if nf and int(nf.group(1)) in BNFREE_DEPTHS:
+        depth = int(nf.group(1))
+        model = CifarResNet(depth, norm=False)
+        load_state(model, read_checkpoint(weights or WEIGHTS_DIR / f"{name}.pt"), name)
         return _finish(model, name, CIFAR_SPEC)
     if name == "cifar10-vgg7-nf":
         model = CifarVGG(norm=False)
