@@ -288,3 +288,11 @@ def test_evaluate_reconstructs_below_8_bits(small_test_set, capsys):
     code, out, _ = _evaluate(["--data", str(small_test_set), "--calib", "gaussian", "--n-calib", "8", "--json"],
                              capsys)
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["reconstruct"] == "none"
+
+
+def test_evaluate_picks_the_images_quantize_picks_for_a_reconstruction_job(small_test_set, capsys):
+    """`auto` is resolved for the job: with reconstruction, gzsq's half-local set, as `gzsq quantize` uses."""
+    code, out, err = _evaluate(["--data", str(small_test_set), "--n-calib", "8", "--w-bits", "4", "--a-bits", "4",
+                                "--reconstruct", "block", "--reconstruct-iters", "2", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["calib"] == "gzsq-half-local"

@@ -462,7 +462,8 @@ def cmd_evaluate(args) -> int:
     t = time.perf_counter()
     busy = _use_threads(args)
     model = _load_model(args)
-    calibration = check_calibration(model, _calibration(args))
+    # resolved for this job: `auto` picks other images for a job that learns its rounding on them
+    calibration = check_calibration(model, _calibration(args), reconstructing=reconstruction is not None)
     _note(args, f"loaded {args.model} (setting {calibration.setting}) in {time.perf_counter() - t:.1f} s", 1)
     eval_set = load_eval_set(model, args.data, progress=progress)
     _note(args, f"{len(eval_set.labels)} evaluation images from {args.data}", 1)
