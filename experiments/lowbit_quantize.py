@@ -90,9 +90,10 @@ def grouped_rows(path: Path, keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
     return groups
 
 
-def calib_label(model: str, calib: str, preset: str | None, reconstruct: str) -> str:
+def calib_label(model: str, calib: str, preset: str | None, reconstruct: str, a_bits: int) -> str:
     """The calibration column: the source, and for gzsq the preset the command uses (`--preset`, or what `auto`
-    picks for this model in a job that does or does not reconstruct), as its report names it."""
+    picks for this model in a job that does or does not reconstruct, at these activation bits), as its report
+    names it."""
     if calib != "gzsq":
         return calib
     if preset is None:
@@ -100,12 +101,12 @@ def calib_label(model: str, calib: str, preset: str | None, reconstruct: str) ->
         from gzsq.sources.gzsq import resolve_preset
 
         net = gzsq.load_model(model, str(WEIGHTS[model])) if model in WEIGHTS else gzsq.load_model(model)
-        preset = resolve_preset("auto", net, reconstructing=reconstruct != "none")
+        preset = resolve_preset("auto", net, reconstructing=reconstruct != "none", a_bits=a_bits)
     return f"gzsq-{preset}"
 
 
 def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters, preset=None, label=None) -> dict:
-    label = label or calib_label(model, calib, preset, reconstruct)
+    label = label or calib_label(model, calib, preset, reconstruct, a)
     name = cell_name(model, w, a, fl8, label, seed, reconstruct, iters)
     data = EVAL["cifar10" if model.startswith("cifar10") else "imagenet"]
     with tempfile.TemporaryDirectory() as work:
@@ -203,7 +204,7 @@ def main() -> None:
             w, a = map(int, bits.split(","))
             for fl8 in fl8s:
                 for calib in args.calib:
-                    label = calib_label(model, calib, args.preset, args.reconstruct)
+                    label = calib_label(model, calib, args.preset, args.reconstruct, a)
                     for seed in args.seeds:
                         name = cell_name(model, w, a, fl8, label, seed, args.reconstruct, args.iters)
                         if name in done:

@@ -42,7 +42,7 @@ def test_quantize_distill_evaluate_end_to_end(tmp_path):
     again = gzsq.distill(model, 16)
     assert np.array_equal(calibration.images.numpy(), again.images.numpy())  # same seed, same images
     report = gzsq.quantize(model, tmp_path / "r20b.onnx", calibration=gzsq.CalibrationConfig(saved_set=str(saved)))
-    assert report["calib"] == "gzsq-default" and report["calib_set"] == str(saved)
+    assert report["calib"] == "gzsq-local" and report["calib_set"] == str(saved)
 
     rows = np.arange(0, 10000, 50)
     data = np.load(needs(CIFAR_TEST))

@@ -118,7 +118,7 @@ def test_quantize_writes_an_int8_onnx_model_and_its_report(small_test_set, tmp_p
     stdout, _ = capsys.readouterr()
     assert code == 0
     report = json.loads(stdout.strip().splitlines()[-1])
-    assert report["calib"] == "gzsq-default" and report["setting"] == "bn-free" and report["n_calib"] == 16
+    assert report["calib"] == "gzsq-local" and report["setting"] == "bn-free" and report["n_calib"] == 16
     e = report["evaluation"]
     assert e["images"] == 400 and abs(e["int8_top1"] - e["fp32_top1"]) < 3 and e["agreement"] > 90
     import onnxruntime as ort
@@ -177,7 +177,7 @@ def test_quantize_from_a_distilled_set(tmp_path, capsys):
     out = tmp_path / "q.onnx"
     assert main(["quantize", "cifar10-resnet20-nf", "-o", str(out), "--calib-set", str(calib_set), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["calib"] == "gzsq-default" and report["n_calib"] == 8 and report["calib_set"] == str(calib_set)
+    assert report["calib"] == "gzsq-local" and report["n_calib"] == 8 and report["calib_set"] == str(calib_set)
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, images=np.zeros((2, 3, 8, 8), np.float32), info=json.dumps({"source": "gzsq", "seed": 0}))
     assert main(["quantize", "cifar10-resnet20-nf", "-o", str(tmp_path / "w.onnx"), "--calib-set", str(wrong)]) == 2

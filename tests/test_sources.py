@@ -64,16 +64,21 @@ def test_gzsq_noise_fraction_leaves_the_last_images_as_noise(tiny):
 
 
 def test_auto_preset_picks_local_targets_for_depthwise_separable_networks(tiny):
-    """`auto` (the default) means `local` where some conv is depthwise, `default` elsewhere; named presets stay."""
+    """`auto` (the default) means `local` where some conv is depthwise or the job sets 8-bit ranges; elsewhere
+    `half-local` for a job that learns its rounding, `default` for ranges below 8 bits; named presets stay."""
     import gzsq
     from gzsq.config import CalibrationConfig
     from gzsq.sources.gzsq import is_depthwise_separable, resolve_preset
 
     mobilenet = gzsq.load_model("efficientnet-lite0")  # depthwise-separable, its weights ship with gzsq
     assert is_depthwise_separable(mobilenet) and not is_depthwise_separable(tiny)
-    assert resolve_preset("auto", mobilenet) == "local" and resolve_preset("auto", tiny) == "default"
+    assert resolve_preset("auto", mobilenet) == "local" and resolve_preset("auto", tiny) == "local"
+    assert resolve_preset("auto", tiny, a_bits=4) == "default" and resolve_preset("auto", tiny, a_bits=6) == "default"
+    assert resolve_preset("auto", mobilenet, a_bits=4) == "local"
+    assert CalibrationConfig().resolved(tiny, a_bits=4).preset == "default"
     # images that will train learned rounding: half-local targets where the architecture does not pick local
     assert resolve_preset("auto", tiny, reconstructing=True) == "half-local"
+    assert resolve_preset("auto", tiny, reconstructing=True, a_bits=8) == "half-local"
     assert resolve_preset("auto", mobilenet, reconstructing=True) == "local"
     assert resolve_preset("default", tiny, reconstructing=True) == "default"
     assert CalibrationConfig().resolved(tiny, reconstructing=True).preset == "half-local"
@@ -88,8 +93,8 @@ def test_auto_preset_picks_local_targets_for_depthwise_separable_networks(tiny):
 
 def test_auto_preset_distills_what_its_choice_distills(tiny):
     a = make_calibration("gzsq", tiny, 6, seed=3, options=SourceOptions(preset="auto", overrides=FAST))
-    b = make_calibration("gzsq", tiny, 6, seed=3, options=SourceOptions(preset="default", overrides=FAST))
-    assert torch.equal(a.images, b.images) and a.log["preset"] == "default"
+    b = make_calibration("gzsq", tiny, 6, seed=3, options=SourceOptions(preset="local", overrides=FAST))
+    assert torch.equal(a.images, b.images) and a.log["preset"] == "local"  # a source alone: the int8 job's set
 
 
 def test_gzsq_local_fraction_splits_the_set_between_local_and_propagated_targets(tiny, tmp_path):

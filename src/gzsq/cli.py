@@ -156,7 +156,8 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                         "real images from --calib-data (default: gzsq)")
     p.add_argument("--preset", default="auto",
                    help="gzsq recipe: 'auto' (the default: 'local' for depthwise-separable networks such as MobileNet "
-                        "and EfficientNet; otherwise 'half-local' when the job reconstructs, 'default' when not), 'default' (best measured for its time on the CIFAR "
+                        "and EfficientNet and for int8 jobs; below 8 bits 'half-local' when the job reconstructs, "
+                        "'default' when not), 'default' (best measured for its time on the CIFAR "
                         "ResNets: 20 steps; at 224x224 16 images optimized, the rest flips/shifts), 'local' (each "
                         "layer's target from the images' own input statistics: +1.3-1.7 pt int8 agreement on "
                         "EfficientNet-Lite0/1, +3.8-4.9 pt W4A4 with reconstruction on ResNet-32/44; worse on ResNet-20 "
@@ -292,9 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Make N calibration images with a source (default gzsq) and write them, "
                                     "with their settings and loss curve, to an .npz file. The same seed and "
                                     "inputs with --threads 1 give a byte-identical file. Ctrl-C keeps OUT.npz.partial: rerun "
-                                    "with --resume to continue. `--preset auto` distills what an int8 job uses; a set meant for a job "
-                                    "below 8 bits (learned rounding) is made with --preset half-local, as `auto` "
-                                    "does there, on networks without depthwise convs.")
+                                    "with --resume to continue. `--preset auto` distills what an int8 job uses (local targets); a "
+                                    "set meant for a job below 8 bits is made with --preset half-local (learned "
+                                    "rounding) or --preset default (round to nearest), as `auto` does there, on "
+                                    "networks without depthwise convs.")
     _add_verbosity_args(ds, top=False)
     _add_model_args(ds, positional=True)
     ds.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the set")
@@ -463,7 +465,8 @@ def cmd_evaluate(args) -> int:
     busy = _use_threads(args)
     model = _load_model(args)
     # resolved for this job: `auto` picks other images for a job that learns its rounding on them
-    calibration = check_calibration(model, _calibration(args), reconstructing=reconstruction is not None)
+    calibration = check_calibration(model, _calibration(args), reconstructing=reconstruction is not None,
+                                    a_bits=quant.a_bits)
     _note(args, f"loaded {args.model} (setting {calibration.setting}) in {time.perf_counter() - t:.1f} s", 1)
     eval_set = load_eval_set(model, args.data, progress=progress)
     _note(args, f"{len(eval_set.labels)} evaluation images from {args.data}", 1)

@@ -95,9 +95,9 @@ class CalibrationConfig:
         if self.setting is not None and self.setting not in SETTINGS:
             raise ConfigError(f"setting must be one of {', '.join(SETTINGS)}, got {self.setting!r}")
 
-    def resolved(self, model, *, reconstructing: bool = False) -> CalibrationConfig:
+    def resolved(self, model, *, reconstructing: bool = False, a_bits: int = 8) -> CalibrationConfig:
         """This config with the model's defaults filled in (number of images, setting, the preset `auto`
-        stands for on this model, in a job that does or does not reconstruct); an unknown gzsq preset is
+        stands for on this model, in a job that does or does not reconstruct, at `a_bits`); an unknown gzsq preset is
         refused here, before any long work."""
         from dataclasses import replace
 
@@ -105,7 +105,7 @@ class CalibrationConfig:
         if self.source == "gzsq" and self.saved_set is None:
             from .sources.gzsq import recipe_for, resolve_preset
 
-            preset = resolve_preset(preset, model, reconstructing)
+            preset = resolve_preset(preset, model, reconstructing, a_bits)
             recipe_for(preset)
         return replace(self, n_images=self.n_images or default_n_calib(model),
                        setting=self.setting or default_setting(model), preset=preset)

@@ -110,7 +110,8 @@ def quantize_model(model: nn.Module, out: str | Path, job: QuantizeJob = Quantiz
                 path.unlink()
 
     # a source that cannot run fails here, before the long work; checked once, used by the key and the job
-    calibration_config = check_calibration(model, job.calibration, reconstructing=job.reconstruction is not None)
+    calibration_config = check_calibration(model, job.calibration, reconstructing=job.reconstruction is not None,
+                                           a_bits=job.quant.a_bits)
     partial = None
     if job.reconstruction is not None and not distributed.active():
         partial = Partial(out, job_key(model, job, calibration_config))

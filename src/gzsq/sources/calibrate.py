@@ -15,10 +15,11 @@ from .registry import Calibration, check_source, make_calibration
 from .saved import load_calibration_for
 
 
-def check_calibration(model: nn.Module, config: CalibrationConfig, *, reconstructing: bool = False) -> CalibrationConfig:
-    """Resolve the model's defaults into `config` (for a job that does or does not reconstruct) and refuse
-    (one line) a source that cannot run on it, before any long work. → the resolved config."""
-    config = config.resolved(model, reconstructing=reconstructing)
+def check_calibration(model: nn.Module, config: CalibrationConfig, *, reconstructing: bool = False,
+                      a_bits: int = 8) -> CalibrationConfig:
+    """Resolve the model's defaults into `config` (for a job that does or does not reconstruct, at `a_bits`) and
+    refuse (one line) a source that cannot run on it, before any long work. → the resolved config."""
+    config = config.resolved(model, reconstructing=reconstructing, a_bits=a_bits)
     if config.saved_set is None:
         check_source(config.source, model, config.setting)
     return config
