@@ -1,4 +1,4 @@
-"""Train the BatchNorm-free CIFAR-10 ResNet-20 that ships as `cifar10-resnet20-nf`.
+"""Train the BatchNorm-free CIFAR-10 ResNets that ship as `cifar10-resnet20-nf` and `cifar10-resnet32-nf`.
 
 What: `gzsq.models.resnet_cifar.CifarResNet(20, norm=False)` -- the exact
 ResNet-20 graph with biased convs, no normalization layer at all, option-A
@@ -9,7 +9,12 @@ from `src/gzsq/models/weights/cifar10-resnet20-nf.pt`.
 
 How to run (from the repository root):
 
-    .venv/bin/python experiments/train_bnfree_resnet.py --epochs 12 --seed 0 --threads 1
+    .venv/bin/python experiments/train_bnfree_resnet.py --epochs 8 --seed 0 --threads 1               # ResNet-20
+    .venv/bin/python experiments/train_bnfree_resnet.py --depth 32 --epochs 12 --seed 0 --threads 1   # ResNet-32
+    .venv/bin/python experiments/train_bnfree_resnet.py --depth 32 --bn --epochs 12 --seed 0 --threads 1  # its BN twin
+
+`--depth` picks the graph (this text describes ResNet-20; ResNet-32 is the same with L = 15 branches);
+`--bn` trains the BatchNorm twin with the same recipe (standard He init), recorded but not shipped.
 
 It writes the weights (atomically, after every epoch and at the end) and
 `results/bnfree_training.json` (seed, hyper-parameters, per-epoch log, final
