@@ -99,4 +99,4 @@ def test_quiet_and_verbose(tmp_path):
     assert r.code == 0 and r.err == "" and r.out.startswith("wrote 8 images")
     out.unlink()
     r = _distill(out, "-v", n=2)  # -v: progress bars (tqdm, with rate/ETA) even though stderr is no terminal
-    assert r.code == 0 and "gzsq[default]" in r.err and "it/s" in r.err
+    assert r.code == 0 and "gzsq[local]" in r.err and "it/s" in r.err

@@ -229,7 +229,7 @@ def test_local_targets_follow_the_current_inputs(tiny):
     from gzsq.sources.calibrate import calibrate
 
     fast = (("iterations", 3), ("distill_pixels", 0))
-    runs = [calibrate(tiny, CalibrationConfig(source="gzsq", n_images=8, seed=1, setting="bn-free"),
+    runs = [calibrate(tiny, CalibrationConfig(source="gzsq", n_images=8, seed=1, setting="bn-free", preset="default"),
                       overrides=fast + extra).images for extra in ((("local", True),), (("local", True),), ())]
     assert torch.equal(runs[0], runs[1]) and not torch.allclose(runs[0], runs[2])
     with pytest.raises(ConfigError, match="moments"):

@@ -105,15 +105,15 @@ def test_gzsq_local_fraction_splits_the_set_between_local_and_propagated_targets
     folded = fold_bn(tiny)
     local = FAST + (("local", True),)
     half_local = local + (("local_fraction", 0.5),)
-    half = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", overrides=half_local))
-    first = make_calibration("gzsq", folded, 4, seed=3, options=SourceOptions(setting="bn-free", overrides=local))
-    plain = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", overrides=FAST))
+    half = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", preset="default", overrides=half_local))
+    first = make_calibration("gzsq", folded, 4, seed=3, options=SourceOptions(setting="bn-free", preset="default", overrides=local))
+    plain = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", preset="default", overrides=FAST))
     assert half.images.shape == (8, 3, 8, 8) and half.log["local_batches"] == 1
     assert torch.equal(half.images[:4], first.images)
     assert torch.equal(half.images[4:], plain.images[4:])
     assert not torch.equal(half.images[:4], plain.images[:4])
     saved = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(
-        setting="bn-free", overrides=half_local, checkpoint=Checkpoint(str(tmp_path / "c.pt"), every=2)))
+        setting="bn-free", preset="default", overrides=half_local, checkpoint=Checkpoint(str(tmp_path / "c.pt"), every=2)))
     assert torch.equal(saved.images, half.images)
     with pytest.raises(ConfigError, match="local_fraction"):
         make_calibration("gzsq", folded, 8, options=SourceOptions(overrides=local + (("local_fraction", 0.0),)))
@@ -125,9 +125,9 @@ def test_gzsq_local_iterations_set_the_local_parts_steps_only(tiny):
     folded = fold_bn(tiny)
     local = (("iterations", 3), ("batch_size", 4), ("local", True))
     half = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(
-        setting="bn-free", overrides=FAST + (("local", True), ("local_fraction", 0.5), ("local_iterations", 3))))
-    first = make_calibration("gzsq", folded, 4, seed=3, options=SourceOptions(setting="bn-free", overrides=local))
-    plain = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", overrides=FAST))
+        setting="bn-free", preset="default", overrides=FAST + (("local", True), ("local_fraction", 0.5), ("local_iterations", 3))))
+    first = make_calibration("gzsq", folded, 4, seed=3, options=SourceOptions(setting="bn-free", preset="default", overrides=local))
+    plain = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(setting="bn-free", preset="default", overrides=FAST))
     assert half.log["iterations"] == [3, 5]
     assert torch.equal(half.images[:4], first.images) and torch.equal(half.images[4:], plain.images[4:])
     with pytest.raises(ConfigError, match="local_iterations"):
