@@ -52,7 +52,7 @@ from torch import nn
 from gzsq.atomic import atomic_write_bytes
 from gzsq.data import load_dataset
 from gzsq.models.resnet_cifar import BasicBlock, CifarResNet
-from gzsq.models.zoo import BNFREE_CHECKPOINT, CIFAR_SPEC
+from gzsq.models.zoo import CIFAR_SPEC, WEIGHTS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     tag = f"resnet{args.depth}" + ("-bn" if args.bn else "")
     if args.out is None:
         args.out = (ROOT / "runs" / f"cifar10-{tag}.pt" if args.bn
-                    else BNFREE_CHECKPOINT.with_name(f"cifar10-resnet{args.depth}-nf.pt"))
+                    else WEIGHTS_DIR / f"cifar10-resnet{args.depth}-nf.pt")
     if args.results is None:
         args.results = ROOT / "results" / ("bnfree_training.json" if tag == "resnet20"
                                            else f"bnfree_training_{tag}.json")

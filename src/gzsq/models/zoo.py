@@ -33,8 +33,7 @@ from .validate import validate_model
 # ImageNet statistics: what the upstream CIFAR training script normalized with.
 CIFAR_SPEC = InputSpec(size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-BNFREE_CHECKPOINT = WEIGHTS_DIR / "cifar10-resnet20-nf.pt"
-BNFREE_DEPTHS = (20, 32)  # the BN-free ResNets whose weights ship
+BNFREE_DEPTHS = (20, 32)  # the BN-free ResNets whose weights ship, as WEIGHTS_DIR / "cifar10-resnetN-nf.pt"
 VGG_NF_CHECKPOINT = WEIGHTS_DIR / "cifar10-vgg7-nf.pt"
 
 MAX_RESNET_DEPTH = 1202  # He et al.'s deepest CIFAR ResNet; a typo should not build a million layers
@@ -79,8 +78,7 @@ def load_model(name: str, weights: str | Path | None = None, onnx_options=None) 
         return _finish(model, name, CIFAR_SPEC)
     nf = _RESNET_NF.match(name)
     if nf and int(nf.group(1)) in BNFREE_DEPTHS:
-        depth = int(nf.group(1))
-        model = CifarResNet(depth, norm=False)
+        model = CifarResNet(int(nf.group(1)), norm=False)
         load_state(model, read_checkpoint(weights or WEIGHTS_DIR / f"{name}.pt"), name)
         return _finish(model, name, CIFAR_SPEC)
     if name == "cifar10-vgg7-nf":
