@@ -14,14 +14,14 @@
   98.8 / 99.2 / 98.8 % over seeds 0–2, top-1 89.2 / 89.4 / 89.2 against 88.8; the `default` preset's
   propagated targets gave 97.6 / 97.8 / 97.4 %: results/imagenet_int8/).
 
-(ResNet-20's FP32 top-1 in torch, exactly 81.03 %, is checked in test_models.py.)
+The two CIFAR int8 tests also pin the FP32 models every results table starts from: ResNet-20's 8103 of the
+10 000 test images (81.03 %) and ResNet-32-nf's count from its training record, both run by ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from gzsq.config import CalibrationConfig, QuantConfig
@@ -29,37 +29,37 @@ from gzsq.evaluation import EvalSet, evaluate_quantization, load_eval_set
 from gzsq.models import load_model
 
 from .cli_tools import run_cli
-from .conftest import CIFAR_TEST, IMAGENET, RESNET20, SHARED, needs
+from .conftest import CIFAR_TEST, IMAGENET, RESNET20, ROOT, SHARED, needs
 
 RESNET32 = SHARED / "models/cifar10/resnet32.th"
 
 # Measured with exactly this test's settings by `python experiments/claims_margin.py` (results/claims_margin.txt;
 # ResNet-32, bn-free, W4A4, min/max, 256 calibration images,
 # every 10th test image = 1000 images of all classes, torch on one thread as in the suite):
-#   gzsq (default preset)  seeds 0/1/2: 73.7 / 74.3 / 71.8   mean 73.27
-#   gaussian noise         seeds 0/1/2: 52.5 / 54.1 / 53.5   mean 53.37
-# The mean gap is 19.90 pt; the per-seed gaps (same seed for both) are 21.2 / 20.2 / 18.3, a spread of
-# 2.9 pt. The margin is the gap minus the largest spread measured (3.4 pt, with the distillation's earlier
-# summation order: gaps 22.0 / 18.6 / 19.0), rounded down: 16 pt.
+#   gzsq (default preset)  seeds 0/1/2: 73.7 / 74.3 / 71.8
+#   gaussian noise         seeds 0/1/2: 52.5 / 54.1 / 53.5
+# The test distils one gzsq set (seed 0; distillation is most of its time) and draws three noise sets. The
+# worst pair measured, gzsq's lowest seed against noise's highest, is 17.7 pt apart; with the distillation's
+# earlier summation order the per-seed gaps went down to 18.6. The margin sits below both: 16 pt.
 W4A4_MARGIN = 16.0
 
 
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(300)
 def test_gzsq_beats_gaussian_noise_at_w4a4_on_resnet32_bn_free():
-    """bn-free: BN is folded away before calibration, so neither source reads BN statistics. Three seeds
-    each; the mean of gzsq's top-1 must exceed noise's by W4A4_MARGIN, and every gzsq seed must beat
-    every noise seed."""
+    """bn-free: BN is folded away before calibration, so neither source reads BN statistics. gzsq's seed-0 set
+    must beat every one of three noise seeds by W4A4_MARGIN."""
     model = load_model("cifar10-resnet32", needs(RESNET32))
     full = load_eval_set(model, needs(CIFAR_TEST))
     subset = EvalSet(full.path, full.images[::10].clone(), full.labels[::10])
     config = QuantConfig(w_bits=4, a_bits=4)
-    top1 = {calib: [evaluate_quantization(model, subset, CalibrationConfig(source=calib, n_images=256, seed=seed,
-                                                                           setting="bn-free"), config)["top1"]
-                    for seed in (0, 1, 2)]
-            for calib in ("gzsq", "gaussian")}
-    gap = np.mean(top1["gzsq"]) - np.mean(top1["gaussian"])
-    assert gap >= W4A4_MARGIN, (gap, top1)
-    assert min(top1["gzsq"]) > max(top1["gaussian"]), top1
+
+    def top1(calib, seed):
+        return evaluate_quantization(model, subset, CalibrationConfig(source=calib, n_images=256, seed=seed,
+                                                                      setting="bn-free"), config)["top1"]
+
+    gzsq = top1("gzsq", 0)
+    noise = [top1("gaussian", seed) for seed in (0, 1, 2)]
+    assert gzsq - max(noise) >= W4A4_MARGIN, (gzsq, noise)
 
 
 @pytest.mark.timeout(360)
@@ -95,7 +95,8 @@ def test_default_int8_export_of_the_bn_free_resnet32_keeps_its_fp32_top1(tmp_pat
     report = json.loads(r.out.strip().splitlines()[-1])
     assert report["calib"] == "gzsq-local" and report["setting"] == "bn-free" and out.exists()
     e = report["evaluation"]
-    assert e["images"] == 10000 and e["fp32_top1"] == 76.2
+    recorded = json.loads((ROOT / "results/bnfree_training_resnet32.json").read_text())["final_test_top1"]
+    assert e["images"] == 10000 and e["fp32_top1"] == round(recorded * 100, 2)
     assert e["int8_top1"] >= e["fp32_top1"] - 0.5, e
     assert e["agreement"] >= 96.5, e
 
