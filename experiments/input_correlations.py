@@ -27,6 +27,7 @@ from torch import nn
 import gzsq
 from assets import CIFAR_TRAIN, IMAGENET_SAMPLE, WEIGHTS
 from overrides import parse_overrides
+from gzsq.config import ImagesFor
 from gzsq.fold import fold_bn
 from gzsq.sources.calibrate import calibrate
 
@@ -77,7 +78,7 @@ def main() -> None:
     model = gzsq.load_model(args.model, str(WEIGHTS[args.model]) if args.model in WEIGHTS else None)
     cifar = args.model.startswith("cifar10")
     base = dict(seed=args.seed, setting="bn-free", n_images=args.n_images or (256 if cifar else 32))
-    recon = gzsq.CalibrationConfig(source="gzsq", **base).resolved(model, reconstructing=True)
+    recon = gzsq.CalibrationConfig(source="gzsq", **base).resolved(model, ImagesFor(reconstructing=True))
     sources = {"real": gzsq.CalibrationConfig(source="real", data=str(CIFAR_TRAIN if cifar else IMAGENET_SAMPLE),
                                                    **base),
                f"gzsq-{recon.preset}": recon,

@@ -98,10 +98,11 @@ def calib_label(model: str, calib: str, preset: str | None, reconstruct: str, a_
         return calib
     if preset is None:
         import gzsq
+        from gzsq.config import ImagesFor
         from gzsq.sources.gzsq import resolve_preset
 
         net = gzsq.load_model(model, str(WEIGHTS[model])) if model in WEIGHTS else gzsq.load_model(model)
-        preset = resolve_preset("auto", net, reconstructing=reconstruct != "none", a_bits=a_bits)
+        preset = resolve_preset("auto", net, ImagesFor(a_bits, reconstructing=reconstruct != "none"))
     return f"gzsq-{preset}"
 
 

@@ -30,6 +30,7 @@ import torch
 
 import gzsq
 from assets import CIFAR_TEST, WEIGHTS
+from gzsq.config import ImagesFor
 from gzsq.data import load_eval_set
 from gzsq.metrics import predict, top1
 from gzsq.quantization.sim import quantize
@@ -69,8 +70,8 @@ def main() -> None:
         t = time.time()
         model = gzsq.load_model(name, str(WEIGHTS[name]))
         data = load_eval_set(model, CIFAR_TEST)
-        config = gzsq.CalibrationConfig(source="gzsq", seed=args.seed, setting="bn-free").resolved(model,
-                                                                                                 reconstructing=True)
+        config = gzsq.CalibrationConfig(source="gzsq", seed=args.seed, setting="bn-free").resolved(
+            model, ImagesFor(reconstructing=True))
         calib = calibrate(model, config).images
         sim = reconstruct(model, quantize(model, calib, gzsq.QuantConfig.starting_point(4, 4)), calib,
                           gzsq.ReconstructConfig(), seed=args.seed)

@@ -25,6 +25,7 @@ import torch
 import gzsq
 from assets import CIFAR_TEST, CIFAR_TRAIN, WEIGHTS
 from overrides import parse_overrides
+from gzsq.config import ImagesFor
 from gzsq.data import load_eval_set
 from gzsq.metrics import predict, top1
 from gzsq.quantization.sim import quantize
@@ -52,7 +53,7 @@ def main() -> None:
         for seed in args.seeds:
             config = gzsq.CalibrationConfig(source=args.calib, seed=seed, setting="bn-free", n_images=256,
                                             data=str(CIFAR_TRAIN) if args.calib == "real" else None)
-            config = config.resolved(model, reconstructing=True)
+            config = config.resolved(model, ImagesFor(reconstructing=True))
             calib = calibrate(model, config).images
             start = quantize(model, calib, gzsq.QuantConfig.starting_point(w_bits, a_bits))
             for setting in args.settings:

@@ -67,21 +67,25 @@ def test_auto_preset_picks_local_targets_for_depthwise_separable_networks(tiny):
     """`auto` (the default) means `local` where some conv is depthwise or the job sets 8-bit ranges; elsewhere
     `half-local` for a job that learns its rounding, `default` for ranges below 8 bits; named presets stay."""
     import gzsq
-    from gzsq.config import CalibrationConfig
+    from gzsq.config import CalibrationConfig, ImagesFor, QuantConfig, ReconstructConfig
     from gzsq.sources.gzsq import is_depthwise_separable, resolve_preset
 
     mobilenet = gzsq.load_model("efficientnet-lite0")  # depthwise-separable, its weights ship with gzsq
     assert is_depthwise_separable(mobilenet) and not is_depthwise_separable(tiny)
     assert resolve_preset("auto", mobilenet) == "local" and resolve_preset("auto", tiny) == "local"
-    assert resolve_preset("auto", tiny, a_bits=4) == "default" and resolve_preset("auto", tiny, a_bits=6) == "default"
-    assert resolve_preset("auto", mobilenet, a_bits=4) == "local"
-    assert CalibrationConfig().resolved(tiny, a_bits=4).preset == "default"
+    assert resolve_preset("auto", tiny, ImagesFor(a_bits=4)) == "default"
+    assert resolve_preset("auto", tiny, ImagesFor(a_bits=6)) == "default"
+    assert resolve_preset("auto", mobilenet, ImagesFor(a_bits=4)) == "local"
+    assert CalibrationConfig().resolved(tiny, ImagesFor(a_bits=4)).preset == "default"
     # images that will train learned rounding: half-local targets where the architecture does not pick local
-    assert resolve_preset("auto", tiny, reconstructing=True) == "half-local"
-    assert resolve_preset("auto", tiny, reconstructing=True, a_bits=8) == "half-local"
-    assert resolve_preset("auto", mobilenet, reconstructing=True) == "local"
-    assert resolve_preset("default", tiny, reconstructing=True) == "default"
-    assert CalibrationConfig().resolved(tiny, reconstructing=True).preset == "half-local"
+    assert resolve_preset("auto", tiny, ImagesFor(a_bits=4, reconstructing=True)) == "half-local"
+    assert resolve_preset("auto", tiny, ImagesFor(reconstructing=True)) == "half-local"
+    assert resolve_preset("auto", mobilenet, ImagesFor(a_bits=4, reconstructing=True)) == "local"
+    assert resolve_preset("default", tiny, ImagesFor(a_bits=4, reconstructing=True)) == "default"
+    w4a4_learned = ImagesFor.job(QuantConfig(w_bits=4, a_bits=4), ReconstructConfig())
+    assert w4a4_learned == ImagesFor(a_bits=4, reconstructing=True)
+    assert CalibrationConfig().resolved(tiny, w4a4_learned).preset == "half-local"
+    assert ImagesFor.job(QuantConfig(w_bits=4, a_bits=8)) == ImagesFor()
     assert resolve_preset("longer", mobilenet) == "longer"
     assert CalibrationConfig().preset == "auto"
     assert CalibrationConfig().resolved(mobilenet).preset == "local"

@@ -449,7 +449,7 @@ def _use_threads(args) -> str | None:
 
 
 def cmd_evaluate(args) -> int:
-    from .config import QuantConfig
+    from .config import ImagesFor, QuantConfig
     from .evaluation import evaluate_quantization, load_eval_set
     from .sources import check_calibration
 
@@ -465,8 +465,7 @@ def cmd_evaluate(args) -> int:
     busy = _use_threads(args)
     model = _load_model(args)
     # resolved for this job: `auto` picks other images for a job that learns its rounding on them
-    calibration = check_calibration(model, _calibration(args), reconstructing=reconstruction is not None,
-                                    a_bits=quant.a_bits)
+    calibration = check_calibration(model, _calibration(args), ImagesFor.job(quant, reconstruction))
     _note(args, f"loaded {args.model} (setting {calibration.setting}) in {time.perf_counter() - t:.1f} s", 1)
     eval_set = load_eval_set(model, args.data, progress=progress)
     _note(args, f"{len(eval_set.labels)} evaluation images from {args.data}", 1)

@@ -68,6 +68,24 @@ def default_setting(model) -> str:
 
 
 @dataclass(frozen=True)
+class ImagesFor:
+    """What a calibration set will serve: ranges for `a_bits`-bit activations, and whether the job also learns
+    its rounding on the images (`reconstructing`). The preset `auto` reads it (with the architecture) because
+    the images that give an int8 job its best ranges are not the ones a reconstruction learns best from."""
+
+    a_bits: int = 8
+    reconstructing: bool = False
+
+    @classmethod
+    def job(cls, quant: QuantConfig, reconstruction=None) -> ImagesFor:
+        """The use of a job quantizing as `quant` says, learning its rounding when `reconstruction` is set."""
+        return cls(a_bits=quant.a_bits, reconstructing=reconstruction is not None)
+
+
+INT8_JOB = ImagesFor()  # round to nearest at 8 bits: `gzsq quantize`'s and `gzsq distill`'s default job
+
+
+@dataclass(frozen=True)
 class CalibrationConfig:
     """Where the calibration images come from.
 
@@ -95,17 +113,17 @@ class CalibrationConfig:
         if self.setting is not None and self.setting not in SETTINGS:
             raise ConfigError(f"setting must be one of {', '.join(SETTINGS)}, got {self.setting!r}")
 
-    def resolved(self, model, *, reconstructing: bool = False, a_bits: int = 8) -> CalibrationConfig:
+    def resolved(self, model, images_for: ImagesFor = INT8_JOB) -> CalibrationConfig:
         """This config with the model's defaults filled in (number of images, setting, the preset `auto`
-        stands for on this model, in a job that does or does not reconstruct, at `a_bits`); an unknown gzsq preset is
-        refused here, before any long work."""
+        stands for on this model for a job of this use); an unknown gzsq preset is refused here, before any long
+        work."""
         from dataclasses import replace
 
         preset = self.preset
         if self.source == "gzsq" and self.saved_set is None:
             from .sources.gzsq import recipe_for, resolve_preset
 
-            preset = resolve_preset(preset, model, reconstructing, a_bits)
+            preset = resolve_preset(preset, model, images_for)
             recipe_for(preset)
         return replace(self, n_images=self.n_images or default_n_calib(model),
                        setting=self.setting or default_setting(model), preset=preset)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import CalibrationConfig, QuantConfig
+from .config import CalibrationConfig, ImagesFor, QuantConfig
 from .data import EvalSet, load_eval_set  # noqa: F401  (the evaluation set, part of this stage's API)
 from .metrics import agreement, predict, top1
 from .models.validate import model_name
@@ -93,7 +93,7 @@ def evaluate_quantization(model: nn.Module, eval_set: EvalSet, calibration: Cali
     """One row of the results table: FP32 top-1, calibration, simulated quantization (with learned rounding
     and step sizes when `reconstruction` is a `ReconstructConfig`), quantized top-1 and agreement, seconds
     per stage (see the module docstring)."""
-    calibration = check_calibration(model, calibration, reconstructing=reconstruction is not None, a_bits=quant.a_bits)
+    calibration = check_calibration(model, calibration, ImagesFor.job(quant, reconstruction))
     t = time.perf_counter()
     fp32_pred = predict(model, eval_set.images, progress=progress, desc="fp32")
     seconds = {"fp32_eval": time.perf_counter() - t}

@@ -33,7 +33,7 @@ from torch import nn
 
 from . import distributed, interrupt
 from .atomic import atomic_path, ensure_output_path, write_text_atomic
-from .config import DistillJob, QuantizeJob
+from .config import DistillJob, ImagesFor, QuantizeJob
 from .distillation.checkpoint import Checkpoint
 from .data import load_eval_set
 from .errors import ConfigError, DistillationDivergedError, ModelLoadError, OutputError, RunInterrupted
@@ -110,8 +110,7 @@ def quantize_model(model: nn.Module, out: str | Path, job: QuantizeJob = Quantiz
                 path.unlink()
 
     # a source that cannot run fails here, before the long work; checked once, used by the key and the job
-    calibration_config = check_calibration(model, job.calibration, reconstructing=job.reconstruction is not None,
-                                           a_bits=job.quant.a_bits)
+    calibration_config = check_calibration(model, job.calibration, ImagesFor.job(job.quant, job.reconstruction))
     partial = None
     if job.reconstruction is not None and not distributed.active():
         partial = Partial(out, job_key(model, job, calibration_config))

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import CalibrationConfig, SourceOptions
+from ..config import INT8_JOB, CalibrationConfig, ImagesFor, SourceOptions
 from ..fold import fold_bn
 from .registry import Calibration, check_source, make_calibration
 from .saved import load_calibration_for
 
 
-def check_calibration(model: nn.Module, config: CalibrationConfig, *, reconstructing: bool = False,
-                      a_bits: int = 8) -> CalibrationConfig:
-    """Resolve the model's defaults into `config` (for a job that does or does not reconstruct, at `a_bits`) and
-    refuse (one line) a source that cannot run on it, before any long work. → the resolved config."""
-    config = config.resolved(model, reconstructing=reconstructing, a_bits=a_bits)
+def check_calibration(model: nn.Module, config: CalibrationConfig, images_for: ImagesFor = INT8_JOB) -> CalibrationConfig:
+    """Resolve the model's defaults into `config` (for images put to this use) and refuse (one line) a source
+    that cannot run on it, before any long work. → the resolved config."""
+    config = config.resolved(model, images_for)
     if config.saved_set is None:
         check_source(config.source, model, config.setting)
     return config

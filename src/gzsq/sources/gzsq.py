@@ -20,7 +20,7 @@ from dataclasses import fields, replace
 
 import torch
 
-from ..config import DistillConfig, GzsqRecipe, TargetConfig
+from ..config import INT8_JOB, DistillConfig, GzsqRecipe, ImagesFor, TargetConfig
 from ..distillation.loop import Objective, distill_images
 from ..errors import ConfigError
 from ..fold import fold_bn
@@ -130,14 +130,14 @@ def is_depthwise_separable(model: torch.nn.Module) -> bool:
     return any(is_depthwise(m) for m in model.modules())
 
 
-def resolve_preset(preset: str, model: torch.nn.Module, reconstructing: bool = False, a_bits: int = 8) -> str:
-    """The preset `auto` stands for on this model, for a job that does (`reconstructing`) or does not learn its
-    rounding on the images, at `a_bits`-bit activations; any other name is returned as it is."""
+def resolve_preset(preset: str, model: torch.nn.Module, images_for: ImagesFor = INT8_JOB) -> str:
+    """The preset `auto` stands for on this model, for images put to this use; any other name is returned as
+    it is."""
     if preset != AUTO:
         return preset
-    if is_depthwise_separable(model) or (a_bits >= 8 and not reconstructing):
+    if is_depthwise_separable(model) or (images_for.a_bits >= 8 and not images_for.reconstructing):
         return AUTO_LOCAL
-    return AUTO_RECONSTRUCT if reconstructing else "default"
+    return AUTO_RECONSTRUCT if images_for.reconstructing else "default"
 
 
 def recipe_for(preset: str, overrides=()) -> GzsqRecipe:
