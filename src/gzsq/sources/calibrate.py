@@ -15,7 +15,8 @@ from .registry import Calibration, check_source, make_calibration
 from .saved import load_calibration_for
 
 
-def check_calibration(model: nn.Module, config: CalibrationConfig, images_for: ImagesFor = INT8_JOB) -> CalibrationConfig:
+def check_calibration(model: nn.Module, config: CalibrationConfig,
+                      images_for: ImagesFor = INT8_JOB) -> CalibrationConfig:
     """Resolve the model's defaults into `config` (for images put to this use) and refuse (one line) a source
     that cannot run on it, before any long work. → the resolved config."""
     config = config.resolved(model, images_for)
