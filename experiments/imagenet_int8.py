@@ -48,7 +48,11 @@ SOURCES = ["gzsq", "gaussian", "real", "real-percentile"]
 VARIANTS = {"gzsq-default": ["--calib", "gzsq", "--preset", "default"],
             "gzsq-longer": ["--calib", "gzsq", "--preset", "longer"],
             "gzsq-half-local": ["--calib", "gzsq", "--preset", "half-local"],
-            "real-percentile": ["--calib", "real", "--observer", "percentile"]}
+            "real-percentile": ["--calib", "real", "--observer", "percentile"],
+            # twice the images: min/max over more draws reaches further into the tails (the residual stream's
+            # ranges are what gzsq and noise leave narrow here); noise gets the same count
+            "gzsq-128": ["--calib", "gzsq", "--n-calib", "128"],
+            "gaussian-128": ["--calib", "gaussian", "--n-calib", "128"]}
 
 
 def read_runs() -> list[dict]:
@@ -115,7 +119,8 @@ def summarize(runs: list[dict]) -> str:
              "`--preset default` (its rows ran when that was the command's default, with no `--preset` on the command "
              "line; their reports say `gzsq-default`); `gzsq-longer` is `--preset longer` (40 distillation steps instead "
              "of 20); `gzsq-half-local` is `--preset half-local` (half the images distilled with local targets, half "
-             "with the propagated ones). One image is 0.2 pt.", "",
+             "with the propagated ones); `gzsq-128` and `gaussian-128` calibrate on 128 images instead of 64 (`--n-calib 128`). "
+             "One image is 0.2 pt.", "",
              "| model | FP32 | source | seeds | top-1 per seed | agreement per seed | mean agreement |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     verdicts = []
