@@ -1,7 +1,7 @@
 """Distillation speed: gzsq's default recipe vs `thorough` and the 500-iteration ZeroQ-style recipe, in one run.
 
-The recipe timed as the default is what the command line uses, preset `auto`: `default` on ResNet-20, `local`
-(the same budget, targets taken from the images' current input statistics) on EfficientNet-Lite0.
+The recipe timed as the default is what the command line uses, preset `auto`: for an int8 job `local` (the
+same budget, targets taken from the images' current input statistics) on both models.
 
     python benchmarks/distill_speed.py                 # ResNet-20 (256 images) and EfficientNet-Lite0 (64)
     python benchmarks/distill_speed.py --full          # run the 500-iteration recipe to the end too
