@@ -69,8 +69,10 @@ PRESETS: dict[str, GzsqRecipe] = {
     # CNNs whose distilled deep ranges come out narrower than real images' (results/fidelity/cifar10-vgg7-nf.md):
     # the ranges are then about the wider of the two sources'. On cifar10-vgg7-nf and cifar10-resnet20-nf it was
     # within 0.1 pt of noise's agreement or above it at W8A8, W6A6 and W4A8 where `default` fell up to 1.4 pt
-    # below (3 seeds, results/ablation_bnfree.md); on VGG it gives back 0.4 pt of the default's W4A4 lead.
-    # Not measured on BN networks or at 224x224, so not the default.
+    # below (3 seeds, results/ablation_bnfree.md); on VGG it gives back 0.4 pt of the default's W4A4 lead. Not the
+    # default: as the int8 set (ONNX Runtime, 3 seeds, results/cifar_int8/) it costs ResNet-32 0.36 pt of top-1
+    # against local targets, at W6A6 it costs the BN-trained ResNets up to 0.67 (results/ablation_w6a6.md), and
+    # at 224x224 W6A6 up to 2.6 pt of agreement (results/ablation_levers.md).
     "mixed": GzsqRecipe(
         _MOMENT_TARGETS,
         DistillConfig(iterations=20, lr=0.2, batch_size=256, loss="kl", clamp_pixels=True,
