@@ -72,7 +72,7 @@ PRESETS: dict[str, GzsqRecipe] = {
     # below (3 seeds, results/ablation_bnfree.md); on VGG it gives back 0.4 pt of the default's W4A4 lead. Not the
     # default: as the int8 set (ONNX Runtime, 3 seeds, results/cifar_int8/) it costs ResNet-32 0.36 pt of top-1
     # against local targets, at W6A6 it costs the BN-trained ResNets up to 0.67 (results/ablation_w6a6.md), and
-    # at 224x224 W6A6 up to 2.6 pt of agreement (results/ablation_levers.md).
+    # at 224x224 W6A6 Lite0 2.6 pt of agreement against the `default` preset (results/ablation_levers.md).
     "mixed": GzsqRecipe(
         _MOMENT_TARGETS,
         DistillConfig(iterations=20, lr=0.2, batch_size=256, loss="kl", clamp_pixels=True,
