@@ -43,21 +43,10 @@ LEVERS = {"local+noise-half": ("default", (("local", True), ("noise_fraction", 0
 
 
 def distill_lever(model: str, source: str, seed: int, path: Path) -> None:
-    import torch
+    from lite_int8_levers import distill_set
 
-    import gzsq
-    from gzsq.config import CalibrationConfig
-    from gzsq.models.validate import model_name
-    from gzsq.sources.calibrate import calibrate
-    from gzsq.sources.saved import save_calibration
-
-    torch.set_num_threads(1)
     preset, overrides = LEVERS[source]
-    net = gzsq.load_model(model, str(CIFAR_RESNETS[model])) if model in CIFAR_RESNETS else gzsq.load_model(model)
-    calib = calibrate(net, CalibrationConfig(source="gzsq", seed=seed, preset=preset, setting="bn-free", n_images=256),
-                      overrides=overrides)
-    save_calibration(path, calib, {"model": model_name(net), "setting": "bn-free", "preset": preset,
-                                   "lever": source, "overrides": [list(o) for o in overrides]})
+    distill_set(model, CIFAR_RESNETS.get(model), source, preset, overrides, seed, 256, path)
 
 
 def command(model: str, source: str, seed: int, out: Path) -> list[str]:

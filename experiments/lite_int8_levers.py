@@ -64,7 +64,10 @@ def done_runs() -> set[str]:
         return {run_name(r["model"], r["lever"], int(r["seed"])) for r in csv.DictReader(f)}
 
 
-def distill(model_name: str, lever: str, seed: int, path: Path) -> float:
+def distill_set(model_name: str, weights, lever: str, preset: str, overrides, seed: int, n_images: int,
+                path: Path) -> float:
+    """Distil `n_images` from the BN-folded weights (one thread) with `preset` plus `overrides`, and save the set as
+    `gzsq distill` saves it, for `gzsq quantize --calib-set`. → distillation seconds."""
     import torch
 
     import gzsq
@@ -74,16 +77,19 @@ def distill(model_name: str, lever: str, seed: int, path: Path) -> float:
     from gzsq.sources.saved import save_calibration
 
     torch.set_num_threads(1)
-    preset, overrides = LEVERS[lever]
-    weights = WEIGHTS.get(model_name)
     model = gzsq.load_model(model_name, str(weights)) if weights else gzsq.load_model(model_name)
-    config = CalibrationConfig(source="gzsq", seed=seed, preset=preset, setting="bn-free", n_images=64)
+    config = CalibrationConfig(source="gzsq", seed=seed, preset=preset, setting="bn-free", n_images=n_images)
     t = time.perf_counter()
     calib = calibrate(model, config, overrides=overrides)
     seconds = time.perf_counter() - t
     save_calibration(path, calib, {"model": name_of(model), "setting": "bn-free", "preset": preset,
                                    "lever": lever, "overrides": [list(o) for o in overrides]})
     return seconds
+
+
+def distill(model_name: str, lever: str, seed: int, path: Path) -> float:
+    preset, overrides = LEVERS[lever]
+    return distill_set(model_name, WEIGHTS.get(model_name), lever, preset, overrides, seed, 64, path)
 
 
 def run(model: str, lever: str, seed: int) -> dict:
