@@ -98,7 +98,10 @@ def summarize(runs: list[dict]) -> str:
     for (model, source), rs in groups.items():
         rs = sorted(rs, key=lambda r: r["seed"])
         per_seed = " / ".join(f"{r['int8_top1']:.2f}" for r in rs)
-        lines.append(f"| {model} | {rs[0]['fp32_top1']} | {source} | {rs[0]['calib']} | "
+        calib = rs[0]["calib"]
+        if source in LEVERS:  # the saved set's report names only its preset; the overrides are the lever's
+            calib += " + " + " ".join(f"{k}={v}" for k, v in LEVERS[source][1])
+        lines.append(f"| {model} | {rs[0]['fp32_top1']} | {source} | {calib} | "
                      f"{','.join(str(r['seed']) for r in rs)} | {ms([r['int8_top1'] for r in rs])} | "
                      f"{per_seed} | {ms([r['agreement'] for r in rs])} |")
     return "\n".join(lines) + "\n"
