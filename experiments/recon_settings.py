@@ -58,7 +58,7 @@ def main() -> None:
             start = quantize(model, calib, gzsq.QuantConfig.starting_point(w_bits, a_bits))
             for setting in args.settings:
                 t = time.time()
-                sim = reconstruct(model, start, calib, gzsq.ReconstructConfig(**dict(parse_overrides(setting)), seed=seed))
+                sim = reconstruct(model, start, calib, gzsq.ReconstructConfig(**dict(parse_overrides(setting))), seed=seed)
                 pred = predict(sim, data.images)
                 line = {"model": name, "w_bits": w_bits, "a_bits": a_bits, "seed": seed,
                         "calib": args.calib if args.calib == "real" else f"gzsq-{config.preset}", "setting": setting,
