@@ -245,3 +245,38 @@ def test_clip_ranges_give_relu6_outputs_their_bounds(tmp_path):
         highs[clip] = sorted(hi for lo, hi in activation_ranges(out).values() if lo == 0.0)
     assert max(highs[False]) < 3.0
     assert sum(abs(h - 6.0) < 1e-5 for h in highs[True]) == 2  # the two ReLU6 outputs (float32 scale · 255)
+
+
+def test_range_margin_widens_calibrated_ranges_within_clip_bounds(tmp_path):
+    """`range_margin` scales each calibrated range away from zero (a ReLU6 output's upper end stops at 6)
+    and leaves the network input's known range alone."""
+    fp32 = export_fp32_onnx(_relu6_net(), tmp_path / "fp32.onnx")
+    images = _calib().numpy()
+    ranges = {}
+    for margin in (1.0, 1.5, 100.0):
+        out = export_onnx_int8(fp32, tmp_path / f"int8-{margin}.onnx", images, Int8ExportConfig(range_margin=margin))
+        ranges[margin] = activation_ranges(out)
+    assert ranges[1.0].keys() == ranges[1.5].keys()
+    widened = 0
+    for name, (lo, hi) in ranges[1.0].items():
+        lo15, hi15 = ranges[1.5][name]
+        if name == "input":
+            assert (lo15, hi15) == pytest.approx((lo, hi), abs=1e-6)
+            continue
+        # uint8 ranges always hold zero; a side that was short of its bound grows by the margin (one step's slack)
+        assert hi15 >= hi - 1e-6 and lo15 <= lo + 1e-6
+        if hi < 3.0:
+            widened += 1
+            assert hi15 == pytest.approx(1.5 * hi, rel=0.02)
+    assert widened >= 2
+    from gzsq.export.onnx_int8 import clip_bounds
+
+    clipped = clip_bounds(onnx.load(str(fp32)))
+    assert len(clipped) == 2
+    for name in clipped:  # the two ReLU6 outputs: a 100× margin stops at their bounds
+        assert ranges[100.0][name] == pytest.approx((0.0, 6.0), abs=1e-4)
+
+
+def test_range_margin_below_one_is_refused():
+    with pytest.raises(ConfigError, match="range_margin"):
+        Int8ExportConfig(range_margin=0.5)

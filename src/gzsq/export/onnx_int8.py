@@ -127,6 +127,25 @@ def clip_bounds(proto: onnx.ModelProto) -> dict[str, tuple[float, float]]:
     return bounds
 
 
+def widen_ranges(cache: Path, margin: float, bounds: dict[str, tuple[float, float]], keep: set[str]) -> None:
+    """Scale every range in ONNX Runtime's calibration cache `cache` away from zero by `margin`, in place.
+
+    A side that is zero stays zero (a ReLU output keeps its grid's zero exactly), a Clip's output stays
+    within the Clip's bounds, and the tensors in `keep` (the network input, whose range is known) are left."""
+    from onnxruntime.quantization.calibrate import TensorData, load_tensors_data, save_tensors_data
+
+    tensors = load_tensors_data(cache)
+    for name in list(tensors.keys()):
+        if name in keep:
+            continue
+        lo, hi = (float(np.asarray(v).reshape(-1)[0]) for v in tensors[name].range_value)
+        lo, hi = min(lo, 0.0) * margin + max(lo, 0.0), max(hi, 0.0) * margin + min(hi, 0.0)
+        if name in bounds:
+            lo, hi = max(lo, bounds[name][0]), min(hi, bounds[name][1])
+        tensors[name] = TensorData(lowest=np.array(lo, np.float32), highest=np.array(hi, np.float32))
+    save_tensors_data(tensors, cache)
+
+
 def pair_safe_weight_ranges(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Per-output-channel weight range (± r) for each non-depthwise Conv that cannot saturate u8×s8 kernels.
 
@@ -204,14 +223,15 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
             extra["TensorQuantOverrides"] = overrides
         images = np.asarray(calib_images, np.float32)
 
-        def quantize(source: Path, target: Path, images: np.ndarray) -> None:
+        def quantize(source: Path, target: Path, images: np.ndarray, ranges: Path | None = None) -> None:
             reader = ImageReader(images, input_name, fixed_batch or 32, layout)
             with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print progress to stdout
                 quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
                                 per_channel=config.per_channel, reduce_range=config.reduce_range,
                                 activation_type=QuantType.QUInt8 if config.activations == "uint8" else QuantType.QInt8,
                                 weight_type=QuantType.QUInt8 if config.weights == "uint8" else QuantType.QInt8,
-                                calibrate_method=methods[config.calibration], extra_options=extra)
+                                calibrate_method=methods[config.calibration], extra_options=extra,
+                                calibration_cache_path=None if ranges is None else str(ranges))
 
         if config.bias_correction:
             # The first pass is only read for its rounded weights, which no activation range affects:
@@ -223,8 +243,15 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
             corrected, _ = correct_conv_biases(prepared_proto, onnx.load(str(first)), feeds)
             prepared = Path(work) / "corrected.onnx"
             onnx.save(corrected, str(prepared))
+        ranges = None
+        if config.range_margin != 1.0:
+            # ONNX Runtime caches the calibrated ranges in a JSON file and reads them back when the file exists:
+            # calibrate once into it, widen what it holds, and quantize from it.
+            ranges = Path(work) / "ranges.json"
+            quantize(prepared, Path(work) / "calibrated.onnx", images, ranges)
+            widen_ranges(ranges, config.range_margin, clip_bounds(prepared_proto), keep={input_name})
         with atomic_path(out_path) as tmp:
-            quantize(prepared, tmp, images)
+            quantize(prepared, tmp, images, ranges)
             result = onnx.load(str(tmp))
             del result.metadata_props[:]
             result.metadata_props.extend(proto.metadata_props)
