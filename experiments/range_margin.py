@@ -12,7 +12,7 @@ all 10 000 test images, the 224×224 models on all 500 images of the ImageNet sa
 default and reproduces results/cifar_int8/ and results/imagenet_int8/.
 
     python experiments/range_margin.py --models cifar10-vgg7-nf --margins 1 1.5 2 --seeds 0 1 2
-    python experiments/range_margin.py --table        # only rewrite README.md from runs.jsonl
+    python experiments/range_margin.py --table        # only rewrite README.md's table from runs.jsonl
 
 Rows go to results/range_margin/runs.jsonl; a run already there is skipped.
 """
@@ -67,6 +67,14 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_readme(runs: list[dict]) -> None:
+    """The table replaces the part of README.md above its "## Findings" heading; the findings are kept."""
+    path = OUT / "README.md"
+    text = path.read_text() if path.exists() else ""
+    findings = text[text.index("## Findings"):] if "## Findings" in text else ""
+    atomic_write_text(path, table(runs) + ("\n" + findings if findings else ""))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="cifar10-vgg7-nf")
@@ -101,8 +109,8 @@ def main() -> int:
                         print(json.dumps(row), flush=True)
                         with RUNS.open("a") as f:
                             f.write(json.dumps(row) + "\n")
-                        atomic_write_text(OUT / "README.md", table(read_runs()))
-    atomic_write_text(OUT / "README.md", table(read_runs()))
+                        write_readme(read_runs())
+    write_readme(read_runs())
     return 0
 
 
