@@ -1,6 +1,11 @@
 """Where EfficientNet-Lite0's ONNX Runtime int8 accuracy goes, and what closes the gap.
 
     python experiments/lite0_int8_gap.py > results/lite0_int8_gap.txt
+    python experiments/lite0_int8_gap.py --model mobilenet-v2 --preset auto --variants 2,3,8 > results/mobilenet_v2_int8_gap.txt
+
+`--model` runs the same comparison on another 224×224 model of the zoo (MobileNetV2 with torchvision's
+checkpoint from ../shared); `--preset auto` calibrates with the images the main job makes (local targets at
+int8); `--variants` picks rows of the table by their 1-based position below.
 
 One gzsq calibration set (default preset, 64 images, seed 0; distilled once and cached under
 --work), one FP32 export, then ONNX Runtime int8 exports that differ in one choice each: the weight
@@ -31,7 +36,12 @@ from gzsq.evaluation import load_eval_set
 from gzsq.export import OnnxClassifier, export_fp32_onnx
 from gzsq.export.onnx_int8 import Int8ExportConfig, depthwise_weights, export_onnx_int8
 from gzsq.models import load_model
+from gzsq.config import CalibrationConfig, ImagesFor
 from gzsq.sources import SourceOptions, make_calibration
+from gzsq.sources.calibrate import calibrate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from assets import WEIGHTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,11 +67,19 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="/tmp/gzsq-lite0-gap", help="cache for the calibration sets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calibs", default="gzsq,gaussian")
+    p.add_argument("--model", default="efficientnet-lite0")
+    p.add_argument("--preset", default="default", help="gzsq's preset (default: `default`, as the committed Lite0 "
+                                                        "table; `auto`: what the main job uses)")
+    p.add_argument("--variants", default=None, help="comma-separated 1-based rows of the table (default: all)")
     args = p.parse_args(argv)
+    rows = list(VARIANTS.items())
+    if args.variants:
+        rows = [rows[int(i) - 1] for i in args.variants.split(",")]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"# python experiments/lite0_int8_gap.py   (ONNX Runtime {ort.__version__}, {platform.machine()})")
-    model = load_model("efficientnet-lite0")
+    cmd = " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"# python experiments/lite0_int8_gap.py {cmd}  (ONNX Runtime {ort.__version__}, {platform.machine()})")
+    model = load_model(args.model, str(WEIGHTS[args.model]) if args.model in WEIGHTS else None)
     ev = load_eval_set(model, SHARED / "data/imagenet-sample")
     images, labels = ev.images.numpy(), ev.labels
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,20 +91,29 @@ def main(argv=None) -> int:
         import onnx
         print(f"depthwise convolutions (full-grid candidates): {len(depthwise_weights(onnx.load(str(fp32_path))))}")
         for calib in args.calibs.split(","):
-            cache = work / f"lite0-{calib}-seed{args.seed}.npz"
+            stem = "lite0" if args.model == "efficientnet-lite0" else args.model
+            suffix = "" if args.preset == "default" or calib != "gzsq" else f"-{args.preset}"
+            cache = work / f"{stem}-{calib}{suffix}-seed{args.seed}.npz"
             if cache.exists():
                 calibration = load_calibration(cache)
-            else:
+            elif args.preset == "default":
                 t = time.perf_counter()
                 calibration = make_calibration(calib, model, 64, seed=args.seed, options=SourceOptions())
                 print(f"[{calib}] calibration set made in {time.perf_counter() - t:.0f} s "
                       f"({calibration.log.get('recipe', {}).get('distill', '')})")
                 save_calibration(cache, calibration, {"preset": "default"})
+            else:  # the main job's images: CalibrationConfig resolved for an int8 job, setting bn-free
+                t = time.perf_counter()
+                config = CalibrationConfig(source=calib, seed=args.seed, setting="bn-free", n_images=64,
+                                           preset=args.preset).resolved(model, ImagesFor())
+                calibration = calibrate(model, config)
+                print(f"[{calib}] calibration set ({config.preset}) made in {time.perf_counter() - t:.0f} s")
+                save_calibration(cache, calibration, {"preset": config.preset})
             calib_np = calibration.images.numpy()
             print(f"\n## calibration: {calib}, {len(calib_np)} images, seed {args.seed}")
             print("| export | fused top-1 | QDQ reference top-1 | fused = reference | agreement with FP32 | fused s |")
             print("| --- | --- | --- | --- | --- | --- |")
-            for name, settings in VARIANTS.items():
+            for name, settings in rows:
                 out = Path(tmp) / "int8.onnx"
                 export_onnx_int8(fp32_path, out, calib_np, settings, input_range=model.input_spec.input_range())
                 session = OnnxClassifier(out)
