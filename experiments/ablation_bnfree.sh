@@ -12,3 +12,6 @@ done
 for m in cifar10-vgg7-nf cifar10-resnet20-nf; do
   $A --models $m --variants default/local
 done
+# the reconstruction job's image recipe (half local, half propagated) with round to nearest at W6A6 only:
+$PY experiments/ablation.py --out results/ablation_bnfree --seeds 0,1,2 --threads 1 --bits W6A6 \
+  --models cifar10-resnet32-nf,cifar10-resnet20-nf,cifar10-vgg7-nf --variants default/half-local

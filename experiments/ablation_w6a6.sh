@@ -11,3 +11,5 @@ A="$PY experiments/ablation.py --out results/ablation_w6a6 --seeds 0,1,2 --threa
 V=gaussian,real,default,default/noise-half,default/local
 $A --models cifar10-resnet20,cifar10-resnet32 --variants $V
 $A --models cifar10-resnet44 --variants $V
+# then the reconstruction job's image recipe, half local / half propagated, with round to nearest at W6A6:
+$A --models cifar10-resnet20,cifar10-resnet32,cifar10-resnet44 --variants default/half-local
