@@ -34,6 +34,7 @@ Two pitfalls are handled here rather than left to the user:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import tempfile
 from pathlib import Path
@@ -45,7 +46,7 @@ from onnx import numpy_helper
 from .. import interrupt
 from ..atomic import atomic_path
 from ..config import Int8ExportConfig
-from ..errors import UnsupportedModelError
+from ..errors import ConfigError, UnsupportedModelError
 from .bias_correction import correct_conv_biases
 
 
@@ -225,13 +226,13 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
 
         def quantize(source: Path, target: Path, images: np.ndarray, ranges: Path | None = None) -> None:
             reader = ImageReader(images, input_name, fixed_batch or 32, layout)
+            cache = {} if ranges is None else {"calibration_cache_path": str(ranges)}
             with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print progress to stdout
                 quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
                                 per_channel=config.per_channel, reduce_range=config.reduce_range,
                                 activation_type=QuantType.QUInt8 if config.activations == "uint8" else QuantType.QInt8,
                                 weight_type=QuantType.QUInt8 if config.weights == "uint8" else QuantType.QInt8,
-                                calibrate_method=methods[config.calibration], extra_options=extra,
-                                calibration_cache_path=None if ranges is None else str(ranges))
+                                calibrate_method=methods[config.calibration], extra_options=extra, **cache)
 
         if config.bias_correction:
             # The first pass is only read for its rounded weights, which no activation range affects:
@@ -245,6 +246,9 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
             onnx.save(corrected, str(prepared))
         ranges = None
         if config.range_margin != 1.0:
+            if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+                raise ConfigError("range_margin needs an ONNX Runtime whose quantize_static takes "
+                                  "calibration_cache_path (1.32 has it)")
             # ONNX Runtime caches the calibrated ranges in a JSON file and reads them back when the file exists:
             # calibrate once into it, widen what it holds, and quantize from it.
             ranges = Path(work) / "ranges.json"
