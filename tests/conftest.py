@@ -67,9 +67,9 @@ def needs(path: Path):
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """The suite runs torch on one intra-op thread. On the shared 2-core machine, with other jobs
-    running, torch's second thread mostly spins: the whole suite took 8 min with two threads and
-    1 min 42 s with one (same commit, same load)."""
+    """The suite runs torch on one intra-op thread per worker (pyproject runs two workers). On a 2-core
+    machine with other jobs running, torch's second thread mostly spins: the whole suite took 8 min with two
+    threads and 1 min 42 s with one (same commit, same load, one worker)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
