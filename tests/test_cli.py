@@ -290,6 +290,19 @@ def test_evaluate_reconstructs_below_8_bits(small_test_set, capsys):
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["reconstruct"] == "none"
 
 
+def test_reconstruct_loss_reaches_the_reconstruction(small_test_set, capsys):
+    """`--reconstruct-loss channel-normalized` is the loss the job's reconstruction runs with (the report's
+    `reconstruction` holds the whole config); mse is the default."""
+    losses = {}
+    for flag in ([], ["--reconstruct-loss", "channel-normalized"]):
+        code, out, err = _evaluate(["--data", str(small_test_set), "--calib", "gaussian", "--n-calib", "8",
+                                    "--w-bits", "4", "--a-bits", "4", "--reconstruct-iters", "2", *flag, "--json"],
+                                   capsys)
+        assert code == 0, err
+        losses[tuple(flag)] = json.loads(out.strip().splitlines()[-1])["reconstruction"]["loss"]
+    assert list(losses.values()) == ["mse", "channel-normalized"]
+
+
 def test_evaluate_picks_the_images_quantize_picks_for_a_reconstruction_job(small_test_set, capsys):
     """`auto` is resolved for the job: with reconstruction, gzsq's half-local set, as `gzsq quantize` uses."""
     code, out, err = _evaluate(["--data", str(small_test_set), "--n-calib", "8", "--w-bits", "4", "--a-bits", "4",

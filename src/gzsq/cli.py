@@ -216,6 +216,10 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
                         "(round to nearest). auto: block below 8 bits, none at W8A8 (results/reconstruct.md)")
     p.add_argument("--reconstruct-iters", type=_positive, default=500, metavar="N",
                    help="optimizer steps per block or layer (default: 500)")
+    p.add_argument("--reconstruct-loss", default="mse", choices=["mse", "channel-normalized"],
+                   help="a block's output error: mse (default), or channel-normalized, each channel's error divided "
+                        "by its variance over the calibration images (results/lowbit/what_limits_reconstruction.md "
+                        "measures both)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -499,7 +503,7 @@ def _reconstruction(args):
         return None
     from .config import ReconstructConfig
 
-    return ReconstructConfig(method=method, iters=args.reconstruct_iters)
+    return ReconstructConfig(method=method, iters=args.reconstruct_iters, loss=args.reconstruct_loss)
 
 
 def cmd_bench(args) -> int:

@@ -112,6 +112,7 @@ def evaluate_quantization(model: nn.Module, eval_set: EvalSet, calibration: Cali
         "observer": quant.observer,
         "weight_clip": quant.weight_clip,
         "reconstruct": reconstruction.method if reconstruction is not None else "none",
+        "reconstruction": reconstruction.to_dict() if reconstruction is not None else None,
         "n_calib": calibration.n_images,
         "seed": calibration.seed,
         "folds": len(folds),
