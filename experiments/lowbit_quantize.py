@@ -114,7 +114,7 @@ def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters, preset=None, lab
         out = Path(work) / f"{name}.onnx"
         cmd = ["gzsq", "quantize", model, "-o", str(out), "--w-bits", str(w), "--a-bits", str(a), "--calib", calib,
                "--setting", "bn" if calib == "zeroq" else "bn-free", "--seed", str(seed),
-               "--reconstruct", reconstruct, "--reconstruct-iters", str(iters),
+               "--reconstruct", reconstruct.removesuffix("-cn"), "--reconstruct-iters", str(iters),
                "--eval-data", str(data), "--threads", "1", "--json"]
         if model in WEIGHTS:
             cmd[3:3] = ["--weights", str(WEIGHTS[model])]
@@ -122,6 +122,8 @@ def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters, preset=None, lab
             cmd += ["--calib-data", str(CIFAR_TRAIN)]
         if fl8:
             cmd.append("--first-last-8bit")
+        if reconstruct.endswith("-cn"):
+            cmd += ["--reconstruct-loss", "channel-normalized"]
         if preset is not None:
             cmd += ["--preset", preset]
         report, seconds, shown = run_quantize(cmd, name, Path(work), OUT / name,
@@ -190,7 +192,8 @@ def main() -> None:
     p.add_argument("--calib", nargs="+", default=["gzsq"])
     p.add_argument("--preset", help="gzsq preset passed to the command (default: none, so `auto` picks)")
     p.add_argument("--first-last-8bit", choices=["no", "yes", "both"], default="no")
-    p.add_argument("--reconstruct", default="block")
+    p.add_argument("--reconstruct", default="block",
+                   help="the command's --reconstruct; block-cn: block with --reconstruct-loss channel-normalized")
     p.add_argument("--iters", type=int, default=500)
     p.add_argument("--table", action="store_true", help="only rewrite README.md from runs.csv")
     args = p.parse_args()
