@@ -430,6 +430,9 @@ class ReconstructConfig:
     # images barely excite weigh as much as the rest (distilled images' deep spreads are uneven: results/fidelity/).
     # Measured on EfficientNet-Lite0 W4A8: 46.8 against 48.6 with "mse" (seed 0, results/lowbit/recon_loss.md).
     loss: str = "mse"
+    # "channel-normalized" only: each channel's variance is floored by this share of the mean variance before
+    # it divides the error; 0.01 weighs nearly every channel alike, 1 halves the weight of the weakest ones.
+    channel_floor: float = 0.01
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
@@ -447,7 +450,8 @@ class ReconstructConfig:
         for name, lo, hi, lo_open, hi_open in (("lr", 0, math.inf, True, True), ("act_lr", 0, math.inf, False, True),
                                                ("drop_prob", 0, 1, False, False),
                                                ("reg_weight", 0, math.inf, False, True),
-                                               ("warmup", 0, 1, False, True)):
+                                               ("warmup", 0, 1, False, True),
+                                               ("channel_floor", 0, math.inf, True, True)):
             value = getattr(self, name)
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                   and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi))

@@ -436,16 +436,16 @@ def _reconstruction_error(out: torch.Tensor, target: torch.Tensor, weights: torc
     return err.sum(1).mean()
 
 
-def _channel_weights(target: torch.Tensor, loss: str) -> torch.Tensor | None:
+def _channel_weights(target: torch.Tensor, loss: str, floor: float = 0.01) -> torch.Tensor | None:
     """Per-channel loss weights for `loss`: None for plain MSE; for "channel-normalized" the inverse of each
-    channel's variance over the calibration outputs (floored at 1 % of the mean variance, so a channel the
-    images leave constant cannot dominate), scaled so that the weighted variances sum as the plain ones do and
+    channel's variance over the calibration outputs plus `floor` × the mean variance (so a channel the
+    images leave constant cannot dominate; a large floor tends to plain MSE), scaled so that the weighted variances sum as the plain ones do and
     the rounding regulariser keeps its balance with the error."""
     if loss == "mse" or target.dim() < 2:
         return None
     dims = [d for d in range(target.dim()) if d != 1]
     var = target.double().var(dim=dims, unbiased=False)
-    weights = 1.0 / (var + 0.01 * var.mean().clamp_min(1e-12))
+    weights = 1.0 / (var + floor * var.mean().clamp_min(1e-12))
     return (weights * var.sum().clamp_min(1e-12) / (weights * var).sum().clamp_min(1e-12)).float()
 
 
@@ -591,7 +591,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             x_fp = _capture(work, unit.input, calib)
         state.mode = "float"
         target = _run(module, x_fp)
-        channel_weights = _channel_weights(target, config.loss)
+        channel_weights = _channel_weights(target, config.loss, config.channel_floor)
         # Local units on maps wider than config.crop learn on one random window per step (see ReconstructConfig).
         crop_stride = None
         if config.crop and x_q.dim() == 4 and max(x_q.shape[2:]) > config.crop:
