@@ -21,7 +21,7 @@ OBSERVERS = ("minmax", "percentile", "mse")  # activation range rules (gzsq.quan
 SETTINGS = ("bn", "bn-free")
 LOSS_NAMES = ("z", "l2", "kl")  # distillation losses (gzsq.distillation.losses)
 RECONSTRUCT_METHODS = ("block", "adaround")  # gzsq.reconstruct
-RECONSTRUCT_LOSSES = ("mse", "channel-normalized")  # gzsq.reconstruct._reconstruction_error
+RECONSTRUCT_LOSSES = ("mse", "channel-normalized", "residual-normalized")  # gzsq.reconstruct._reconstruction_error
 # More calibration images than this is a typo, not a plan: ranges settle after a few hundred, and
 # 100 000 ImageNet-size images would need ~60 GB of memory.
 MAX_CALIBRATION_IMAGES = 100_000

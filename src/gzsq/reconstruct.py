@@ -68,7 +68,7 @@ from . import device, distributed, interrupt
 from .config import ReconstructConfig
 from .errors import UnsupportedModelError
 from .fold import fold_bn
-from .graph_ops import is_relu
+from .graph_ops import ADD_FUNCS, is_relu
 from .quantization.sim import WEIGHT_LAYERS, ActQuantizer, SimModel
 
 # AdaRound's rectified sigmoid h(V) = clamp(σ(V)(ζ − γ) + γ, 0, 1) and the regulariser's
@@ -436,6 +436,11 @@ def _reconstruction_error(out: torch.Tensor, target: torch.Tensor, weights: torc
     return err.sum(1).mean()
 
 
+def _has_residual_add(unit: _Unit) -> bool:
+    return any((n.op == "call_function" and n.target in ADD_FUNCS) or (n.op == "call_method" and n.target in ("add", "add_"))
+               for n in unit.nodes)
+
+
 def _channel_weights(target: torch.Tensor, loss: str, floor: float = 0.01) -> torch.Tensor | None:
     """Per-channel loss weights for `loss`: None for plain MSE; for "channel-normalized" the inverse of each
     channel's variance over the calibration outputs plus `floor` × the mean variance (so a channel the
@@ -591,7 +596,10 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             x_fp = _capture(work, unit.input, calib)
         state.mode = "float"
         target = _run(module, x_fp)
-        channel_weights = _channel_weights(target, config.loss, config.channel_floor)
+        loss = config.loss
+        if loss == "residual-normalized":  # channel-normalized on the units that end a residual block, else mse
+            loss = "channel-normalized" if _has_residual_add(unit) else "mse"
+        channel_weights = _channel_weights(target, loss, config.channel_floor)
         # Local units on maps wider than config.crop learn on one random window per step (see ReconstructConfig).
         crop_stride = None
         if config.crop and x_q.dim() == 4 and max(x_q.shape[2:]) > config.crop:
