@@ -106,6 +106,19 @@ def calib_label(model: str, calib: str, preset: str | None, reconstruct: str, a_
     return f"gzsq-{preset}"
 
 
+# --reconstruct's suffix names the command's --reconstruct-loss; no suffix is mse, written out so that a row's
+# command means the same whatever the command's default loss.
+LOSS_SUFFIXES = {"-cn": "channel-normalized", "-rn": "residual-normalized"}
+
+
+def split_reconstruct(reconstruct: str) -> tuple[str, str | None]:
+    """'block-rn' → ('block', 'residual-normalized'); 'block' → ('block', 'mse'); 'none' → ('none', None)."""
+    for suffix, loss in LOSS_SUFFIXES.items():
+        if reconstruct.endswith(suffix):
+            return reconstruct.removesuffix(suffix), loss
+    return reconstruct, None if reconstruct == "none" else "mse"
+
+
 def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters, preset=None, label=None) -> dict:
     label = label or calib_label(model, calib, preset, reconstruct, a)
     name = cell_name(model, w, a, fl8, label, seed, reconstruct, iters)
@@ -114,7 +127,7 @@ def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters, preset=None, lab
         out = Path(work) / f"{name}.onnx"
         cmd = ["gzsq", "quantize", model, "-o", str(out), "--w-bits", str(w), "--a-bits", str(a), "--calib", calib,
                "--setting", "bn" if calib == "zeroq" else "bn-free", "--seed", str(seed),
-               "--reconstruct", reconstruct.removesuffix("-cn"), "--reconstruct-iters", str(iters),
+               "--reconstruct", split_reconstruct(reconstruct)[0], "--reconstruct-iters", str(iters),
                "--eval-data", str(data), "--threads", "1", "--json"]
         if model in WEIGHTS:
             cmd[3:3] = ["--weights", str(WEIGHTS[model])]
@@ -122,8 +135,8 @@ def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters, preset=None, lab
             cmd += ["--calib-data", str(CIFAR_TRAIN)]
         if fl8:
             cmd.append("--first-last-8bit")
-        if reconstruct.endswith("-cn"):
-            cmd += ["--reconstruct-loss", "channel-normalized"]
+        if split_reconstruct(reconstruct)[1] is not None:
+            cmd += ["--reconstruct-loss", split_reconstruct(reconstruct)[1]]
         if preset is not None:
             cmd += ["--preset", preset]
         report, seconds, shown = run_quantize(cmd, name, Path(work), OUT / name,
@@ -193,7 +206,8 @@ def main() -> None:
     p.add_argument("--preset", help="gzsq preset passed to the command (default: none, so `auto` picks)")
     p.add_argument("--first-last-8bit", choices=["no", "yes", "both"], default="no")
     p.add_argument("--reconstruct", default="block",
-                   help="the command's --reconstruct; block-cn: block with --reconstruct-loss channel-normalized")
+                   help="the command's --reconstruct; block is block with --reconstruct-loss mse, block-cn with "
+                        "channel-normalized, block-rn with residual-normalized")
     p.add_argument("--iters", type=int, default=500)
     p.add_argument("--table", action="store_true", help="only rewrite README.md from runs.csv")
     args = p.parse_args()

@@ -129,6 +129,48 @@ def test_channel_normalized_loss_weighs_each_channel_by_its_inverse_spread():
     assert err_out < 0.85 * err_rtn, (err_out, err_rtn)
 
 
+def test_a_large_channel_floor_tends_to_plain_mse():
+    """The floor is added to every channel's variance: at 100 × the mean variance the weights are nearly equal."""
+    target = torch.randn(256, 2, 4, 4) * torch.tensor([10.0, 2.0]).reshape(1, 2, 1, 1)
+    w = R._channel_weights(target, "channel-normalized", floor=100.0)
+    assert float(w[0] / w[1]) == pytest.approx(1.0, abs=0.05)
+    sharp = R._channel_weights(target, "channel-normalized", floor=0.01)
+    assert float(sharp[1] / sharp[0]) > 20
+
+
+class _ResidualNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.a = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = torch.relu(x + self.b(torch.relu(self.a(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_residual_normalized_loss_normalizes_the_residual_blocks_alone():
+    """Units that hold a residual add count as residual blocks; the stem and the classifier do not."""
+    import torch.fx as fx
+    gm = fx.symbolic_trace(_ResidualNet())
+    modules = dict(gm.named_modules())
+    units = R._block_units(gm.graph, lambda n: n.op == "call_module"
+                           and isinstance(modules.get(n.target), (torch.nn.Conv2d, torch.nn.Linear)), modules)
+    assert [R._has_residual_add(u) for u in units] == [False, True, False]
+    model = _ResidualNet().eval()
+    calib = torch.randn(64, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    sim = quantize(model, calib, QuantConfig.starting_point(3, 4))
+    out = reconstruct(model, sim, calib, ReconstructConfig(iters=100, batch_size=32, loss="residual-normalized"))
+    x = torch.randn(128, 3, 8, 8, generator=torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        ref = model(x)
+        err_out, err_rtn = (float((m(x) - ref).pow(2).mean()) for m in (out, sim))
+    assert err_out < err_rtn, (err_out, err_rtn)
+
+
 def test_deterministic_for_a_seed():
     model, calib, sim = _tiny_sim()
     a = reconstruct(model, sim, calib, FAST, seed=3)
