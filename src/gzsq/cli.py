@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import GzsqError, RunInterrupted
 from .interrupt import describe, signals_handled
-from .config import MAX_CALIBRATION_IMAGES, MAX_SEED, RECONSTRUCT_LOSSES
+from .config import MAX_CALIBRATION_IMAGES, MAX_SEED, RECONSTRUCT_LOSSES, ReconstructConfig
 
 EPILOG_EVALUATE = """examples:
   gzsq evaluate --model cifar10-resnet20 --weights ../shared/models/cifar10/resnet20.th \\
@@ -216,10 +216,11 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
                         "(round to nearest). auto: block below 8 bits, none at W8A8 (results/reconstruct.md)")
     p.add_argument("--reconstruct-iters", type=_positive, default=500, metavar="N",
                    help="optimizer steps per block or layer (default: 500)")
-    p.add_argument("--reconstruct-loss", default="mse", choices=list(RECONSTRUCT_LOSSES),
-                   help="a block's output error: mse (default); channel-normalized, each channel's error divided "
-                        "by its variance over the calibration images; residual-normalized, channel-normalized on "
-                        "residual blocks and mse elsewhere (results/lowbit/what_limits_reconstruction.md measures them)")
+    p.add_argument("--reconstruct-loss", default=ReconstructConfig.loss, choices=list(RECONSTRUCT_LOSSES),
+                   help="a unit's output error: residual-normalized (default) divides each channel's error by its "
+                        "variance over the calibration images on residual blocks and keeps plain squared error "
+                        "elsewhere; channel-normalized does so everywhere; mse nowhere "
+                        "(results/lowbit/what_limits_reconstruction.md measures them)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -501,8 +502,6 @@ def _reconstruction(args):
         method = "block" if min(args.w_bits, args.a_bits) < 8 else "none"
     if method == "none":
         return None
-    from .config import ReconstructConfig
-
     return ReconstructConfig(method=method, iters=args.reconstruct_iters, loss=args.reconstruct_loss)
 
 

@@ -425,11 +425,14 @@ class ReconstructConfig:
     # Units with a global op (pooling, linear) use the full map. None: 16 for images larger than 64×64,
     # else 0 (CIFAR-size networks train on full maps).
     crop: int | None = None
-    # The unit's output error: "mse" sums the squared error over channels; "channel-normalized" first divides each
+    # The unit's output error. "mse" sums the squared error over channels; "channel-normalized" first divides each
     # channel's by that channel's variance over the calibration set's float outputs, so channels the calibration
-    # images barely excite weigh as much as the rest (distilled images' deep spreads are uneven: results/fidelity/).
-    # Measured on EfficientNet-Lite0 W4A8: 46.8 against 48.6 with "mse" (seed 0, results/lowbit/recon_loss.md).
-    loss: str = "mse"
+    # images barely excite weigh as much as the rest (distilled images' deep spreads are uneven: results/fidelity/);
+    # "residual-normalized" does so on the units that hold a residual add and keeps "mse" on the others (stem,
+    # classifier, plain conv stacks). Measured W4A4 on gzsq's images (results/lowbit/what_limits_reconstruction.md §3):
+    # channel-normalized lifts the CIFAR ResNets but costs VGG7-nf 2.3 pt and EfficientNet-Lite0 W4A8 1.8;
+    # residual-normalized keeps the ResNets' gain and costs neither, hence the default.
+    loss: str = "residual-normalized"
     # "channel-normalized" only: each channel's variance is floored by this share of the mean variance before
     # it divides the error; 0.01 weighs nearly every channel alike, 1 halves the weight of the weakest ones.
     channel_floor: float = 0.01
