@@ -3,7 +3,9 @@
 Round-to-nearest is the best rounding for each weight alone, not for a layer's output. Here the
 rounding of every weight (AdaRound: Nagel et al., 2020) and every activation quantizer's step size
 (LSQ: Esser et al., 2020) are learned on calibration images so that a *unit* of the quantized
-network reproduces the float unit's output (mean squared error, summed over channels):
+network reproduces the float unit's output (squared error summed over channels; in a unit that holds a
+residual add each channel's error is first divided by its variance over the calibration images, as
+distilled images excite the residual stream's channels unevenly: `ReconstructConfig.loss`):
 
 - `method="block"` (BRECQ: Li et al., 2021): a unit is a stretch of the graph between two points
   where a single tensor is alive — a residual block of a ResNet, or a conv with its activation
