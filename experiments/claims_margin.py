@@ -6,6 +6,11 @@ noise, the mean gap and the spread of the per-seed gaps; the test's margin is th
 spread, rounded down.
 
     python experiments/claims_margin.py > results/claims_margin.txt
+    python experiments/claims_margin.py --reconstruct > results/claims_margin_reconstruct.txt
+
+With `--reconstruct`: the same with the job's W4A4 reconstruction shortened for the suite (MSE-clipped start,
+block reconstruction with the default loss, 80 steps per block, 128 calibration images; gzsq's images are the
+set the job picks for reconstruction).
 """
 
 from __future__ import annotations
@@ -15,25 +20,39 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gzsq.config import CalibrationConfig, QuantConfig
+import argparse
+
+from gzsq.config import CalibrationConfig, QuantConfig, ReconstructConfig
 from gzsq.evaluation import EvalSet, evaluate_quantization, load_eval_set
 from gzsq.models import load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+RECONSTRUCT_SETTINGS = dict(n_images=128, quant=QuantConfig.starting_point(4, 4), reconstruction=ReconstructConfig(iters=80))
+
+
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reconstruct", action="store_true", help="the reconstruction claim's measurement")
+    args = p.parse_args()
     torch.set_num_threads(1)
     model = load_model("cifar10-resnet32", SHARED / "models/cifar10/resnet32.th")
     full = load_eval_set(model, SHARED / "data/cifar10/test.npz")
     subset = EvalSet(full.path, full.images[::10].clone(), full.labels[::10])
-    quant = QuantConfig(w_bits=4, a_bits=4)
-    print("# python experiments/claims_margin.py   (ResNet-32, bn-free, W4A4, min/max, 256 images, "
-          "1000 test images, 1 thread)")
+    quant, n_images, reconstruction = QuantConfig(w_bits=4, a_bits=4), 256, None
+    if args.reconstruct:
+        quant, n_images, reconstruction = (RECONSTRUCT_SETTINGS[k] for k in ("quant", "n_images", "reconstruction"))
+        print("# python experiments/claims_margin.py --reconstruct   (ResNet-32, bn-free, W4A4, MSE-clipped start, "
+              "block reconstruction 80 steps, default loss, 128 images, 1000 test images, 1 thread)")
+    else:
+        print("# python experiments/claims_margin.py   (ResNet-32, bn-free, W4A4, min/max, 256 images, "
+              "1000 test images, 1 thread)")
     top1 = {}
     for source in ("gzsq", "gaussian"):
-        top1[source] = [evaluate_quantization(model, subset, CalibrationConfig(source=source, n_images=256, seed=seed,
-                                                                               setting="bn-free"), quant)["top1"]
+        top1[source] = [evaluate_quantization(model, subset, CalibrationConfig(source=source, n_images=n_images,
+                                                                               seed=seed, setting="bn-free"), quant,
+                                              reconstruction=reconstruction)["top1"]
                         for seed in (0, 1, 2)]
         print(f"{source:9s} seeds 0/1/2: {' / '.join(f'{v:.2f}' for v in top1[source])}   mean {np.mean(top1[source]):.2f}")
     gaps = np.array(top1["gzsq"]) - np.array(top1["gaussian"])

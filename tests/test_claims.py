@@ -14,6 +14,10 @@
   98.8 / 99.2 / 98.8 % over seeds 0–2, top-1 89.2 / 89.4 / 89.2 against 88.8; the `default` preset's
   propagated targets gave 97.6 / 97.8 / 97.4 %: results/imagenet_int8/).
 
+- block reconstruction on gzsq's images beats the same on Gaussian noise at W4A4 on a BN-trained CIFAR ResNet
+  in the bn-free setting by at least 1 pt (README, low bits: ResNet-32 79.54 ± 0.34 against noise's, 3 seeds on
+  all 10 000 images, with 256 images and 500 steps per block).
+
 The two CIFAR int8 tests also pin the FP32 models every results table starts from: ResNet-20's 8103 of the
 10 000 test images (81.03 %) and ResNet-32-nf's count from its training record, both run by ONNX Runtime.
 """
@@ -24,7 +28,7 @@ import json
 
 import pytest
 
-from gzsq.config import CalibrationConfig, QuantConfig
+from gzsq.config import CalibrationConfig, QuantConfig, ReconstructConfig
 from gzsq.evaluation import EvalSet, evaluate_quantization, load_eval_set
 from gzsq.models import load_model
 
@@ -60,6 +64,30 @@ def test_gzsq_beats_gaussian_noise_at_w4a4_on_resnet32_bn_free():
     gzsq = top1("gzsq", 0)
     noise = [top1("gaussian", seed) for seed in (0, 1, 2)]
     assert gzsq - max(noise) >= W4A4_MARGIN, (gzsq, noise)
+
+
+# Measured with exactly the next test's settings by `python experiments/claims_margin.py --reconstruct`
+# (results/claims_margin_reconstruct.txt; ResNet-32, bn-free, W4A4, MSE-clipped start, block reconstruction with
+# the default loss, 80 steps per block, 128 calibration images, 1000 test images, one thread):
+#   gzsq seeds 0/1/2: 76.40 / 76.50 / 75.70;  Gaussian noise seeds 0/1/2: 72.00 / 73.40 / 73.30
+# Short reconstruction narrows the gap (9 pt with the job's 500 steps); its worst pair, gzsq's lowest seed against
+# noise's highest, is 2.3 pt apart. The test runs seed 0 of each and asks for 1 pt, the low-bit goal's own margin.
+RECONSTRUCT_MARGIN = 1.0
+
+
+@pytest.mark.timeout(480)
+def test_reconstruction_on_gzsq_images_beats_it_on_noise_at_w4a4_on_resnet32_bn_free():
+    model = load_model("cifar10-resnet32", needs(RESNET32))
+    full = load_eval_set(model, needs(CIFAR_TEST))
+    subset = EvalSet(full.path, full.images[::10].clone(), full.labels[::10])
+
+    def top1(calib):
+        return evaluate_quantization(model, subset, CalibrationConfig(source=calib, n_images=128, seed=0,
+                                                                      setting="bn-free"),
+                                     QuantConfig.starting_point(4, 4), reconstruction=ReconstructConfig(iters=80))
+    gzsq, noise = top1("gzsq"), top1("gaussian")
+    assert gzsq["reconstruction"]["loss"] == "residual-normalized"
+    assert gzsq["top1"] - noise["top1"] >= RECONSTRUCT_MARGIN, (gzsq["top1"], noise["top1"])
 
 
 @pytest.mark.timeout(360)
