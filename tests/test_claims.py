@@ -15,7 +15,7 @@
   propagated targets gave 97.6 / 97.8 / 97.4 %: results/imagenet_int8/).
 
 - block reconstruction on gzsq's images beats the same on Gaussian noise at W4A4 on a BN-trained CIFAR ResNet
-  in the bn-free setting by at least 1 pt (README, low bits: ResNet-32 79.54 ± 0.34 against noise's, 3 seeds on
+  in the bn-free setting by at least 1 pt (README, low bits: ResNet-32 79.54 ± 0.34 against noise's 70.39 ± 0.28, 3 seeds on
   all 10 000 images, with 256 images and 500 steps per block).
 
 The two CIFAR int8 tests also pin the FP32 models every results table starts from: ResNet-20's 8103 of the

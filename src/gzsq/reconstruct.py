@@ -439,15 +439,16 @@ def _reconstruction_error(out: torch.Tensor, target: torch.Tensor, weights: torc
 
 
 def _has_residual_add(unit: _Unit) -> bool:
-    return any((n.op == "call_function" and n.target in ADD_FUNCS) or (n.op == "call_method" and n.target in ("add", "add_"))
-               for n in unit.nodes)
+    """Whether the unit holds a residual add (its output is then a residual stream)."""
+    return any((n.op == "call_function" and n.target in ADD_FUNCS)
+               or (n.op == "call_method" and n.target in ("add", "add_")) for n in unit.nodes)
 
 
 def _channel_weights(target: torch.Tensor, loss: str, floor: float = 0.01) -> torch.Tensor | None:
     """Per-channel loss weights for `loss`: None for plain MSE; for "channel-normalized" the inverse of each
     channel's variance over the calibration outputs plus `floor` × the mean variance (so a channel the
-    images leave constant cannot dominate; a large floor tends to plain MSE), scaled so that the weighted variances sum as the plain ones do and
-    the rounding regulariser keeps its balance with the error."""
+    images leave constant cannot dominate; a large floor tends to plain MSE), scaled so that the weighted
+    variances sum as the plain ones do and the rounding regulariser keeps its balance with the error."""
     if loss == "mse" or target.dim() < 2:
         return None
     dims = [d for d in range(target.dim()) if d != 1]
