@@ -28,6 +28,12 @@ def is_relu(node: fx.Node, modules: dict) -> bool:
     return node.op == "call_module" and isinstance(modules[node.target], RELU_MODULES)
 
 
+def is_residual_add(node: fx.Node) -> bool:
+    """The sum of two tensors (an add with a constant, as inside hardswish, is not one)."""
+    return (node.op == "call_function" and node.target in ADD_FUNCS
+            and sum(isinstance(a, fx.Node) for a in node.args) == 2)
+
+
 def is_relu6(node: fx.Node, modules: dict) -> bool:
     """ReLU6 (and hardtanh, its traced form): rectified statistics are capped at 6."""
     if node.op == "call_function":

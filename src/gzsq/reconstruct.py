@@ -70,7 +70,7 @@ from . import device, distributed, interrupt
 from .config import ReconstructConfig
 from .errors import UnsupportedModelError
 from .fold import fold_bn
-from .graph_ops import ADD_FUNCS, is_relu
+from .graph_ops import is_relu, is_residual_add
 from .quantization.sim import WEIGHT_LAYERS, ActQuantizer, SimModel
 
 # AdaRound's rectified sigmoid h(V) = clamp(σ(V)(ζ − γ) + γ, 0, 1) and the regulariser's
@@ -439,9 +439,9 @@ def _reconstruction_error(out: torch.Tensor, target: torch.Tensor, weights: torc
 
 
 def _has_residual_add(unit: _Unit) -> bool:
-    """Whether the unit holds a residual add (its output is then a residual stream)."""
-    return any((n.op == "call_function" and n.target in ADD_FUNCS)
-               or (n.op == "call_method" and n.target in ("add", "add_")) for n in unit.nodes)
+    """Whether the unit holds a residual add (its output is then a residual stream), as the simulator counts
+    one (it gives such adds their own quantizer)."""
+    return any(is_residual_add(n) for n in unit.nodes)
 
 
 def _channel_weights(target: torch.Tensor, loss: str, floor: float = 0.01) -> torch.Tensor | None:

@@ -25,7 +25,7 @@ from .. import interrupt
 from ..config import QuantConfig
 from ..errors import UnsupportedModelError
 from ..fold import fold_bn
-from ..graph_ops import ADD_FUNCS, RELU_FUNCS, RELU_MODULES, is_relu
+from ..graph_ops import ADD_FUNCS, RELU_FUNCS, RELU_MODULES, is_relu, is_residual_add
 from ..models.validate import check_finite, check_weight_layers
 from . import primitives as P
 from .observers import RangeCollector, get_observer
@@ -60,14 +60,6 @@ class ActQuantizer(nn.Module):
             return f"bits={self.bits}, role={self.role}, uncalibrated"
         return (f"bits={self.bits}, role={self.role}, range=[{self.lo:.4g}, {self.hi:.4g}], "
                 f"scale={self.scale:.4g}, zero_point={self.zero_point}")
-
-
-def _tensor_args(node: fx.Node) -> list[fx.Node]:
-    return [a for a in node.args if isinstance(a, fx.Node)]
-
-
-def _is_residual_add(node: fx.Node) -> bool:
-    return node.op == "call_function" and node.target in ADD_FUNCS and len(_tensor_args(node)) == 2
 
 
 
@@ -160,7 +152,7 @@ def _insert_act_quantizers(gm: fx.GraphModule, config: QuantConfig) -> None:
         elif node in edge:
             targets[src] = (max(targets[src][0], bits), targets[src][1])
     for node in gm.graph.nodes:
-        if _is_residual_add(node):
+        if is_residual_add(node):
             out = _fused_activation(gm, node)
             if out not in targets:
                 targets[out] = (config.a_bits, "residual-add")
