@@ -122,12 +122,13 @@ def split_reconstruct(reconstruct: str) -> tuple[str, str | None]:
 def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters, preset=None, label=None) -> dict:
     label = label or calib_label(model, calib, preset, reconstruct, a)
     name = cell_name(model, w, a, fl8, label, seed, reconstruct, iters)
+    method, loss = split_reconstruct(reconstruct)
     data = EVAL["cifar10" if model.startswith("cifar10") else "imagenet"]
     with tempfile.TemporaryDirectory() as work:
         out = Path(work) / f"{name}.onnx"
         cmd = ["gzsq", "quantize", model, "-o", str(out), "--w-bits", str(w), "--a-bits", str(a), "--calib", calib,
                "--setting", "bn" if calib == "zeroq" else "bn-free", "--seed", str(seed),
-               "--reconstruct", split_reconstruct(reconstruct)[0], "--reconstruct-iters", str(iters),
+               "--reconstruct", method, "--reconstruct-iters", str(iters),
                "--eval-data", str(data), "--threads", "1", "--json"]
         if model in WEIGHTS:
             cmd[3:3] = ["--weights", str(WEIGHTS[model])]
@@ -135,8 +136,8 @@ def run_cell(model, w, a, fl8, calib, seed, reconstruct, iters, preset=None, lab
             cmd += ["--calib-data", str(CIFAR_TRAIN)]
         if fl8:
             cmd.append("--first-last-8bit")
-        if split_reconstruct(reconstruct)[1] is not None:
-            cmd += ["--reconstruct-loss", split_reconstruct(reconstruct)[1]]
+        if loss is not None:
+            cmd += ["--reconstruct-loss", loss]
         if preset is not None:
             cmd += ["--preset", preset]
         report, seconds, shown = run_quantize(cmd, name, Path(work), OUT / name,
