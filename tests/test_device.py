@@ -17,9 +17,18 @@ from .conftest import RESNET20, make_tiny, needs
 
 def test_cpu_is_the_default_and_auto_falls_back_to_it():
     assert current() == torch.device("cpu")
-    assert resolve("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ConfigError, match="device must be one of"):
         resolve("tpu")
+
+
+def test_a_gpu_device_carries_its_index(monkeypatch):
+    """torch.cuda.set_device refuses a bare "cuda": on a GPU machine `use("cuda")` failed before any work."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve("cuda") == torch.device("cuda", 0)
+    assert resolve("auto") == torch.device("cuda", 0)
 
 
 def test_cuda_runs_there_or_says_in_one_line_that_there_is_no_gpu(tmp_path):

@@ -35,7 +35,7 @@ def resolve(name: str) -> torch.device:
                           "use --device cpu or auto")
     if "LOCAL_RANK" in os.environ:  # under torchrun: one GPU per process on a machine
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
-    return torch.device("cuda")
+    return torch.device("cuda", torch.cuda.current_device())  # an index: set_device refuses a bare "cuda"
 
 
 def current() -> torch.device:
