@@ -5,8 +5,9 @@ and MobileNetV2, calibrated on gzsq's distilled images, on Gaussian noise and on
     python experiments/lowbit_peers_224.py --table     # only rewrite the table from the CSV
 
 Every cell is `gzsq quantize MODEL -o X.onnx --w-bits 4 --a-bits 8 --setting bn-free --calib SOURCE --seed S
---threads 1 --json` (64 calibration images, block reconstruction, the defaults otherwise; `gzsq` is the default
-preset `auto`), evaluated by ONNX Runtime on the written file. `gzsq` and `gaussian` are evaluated on all 500 images
+--reconstruct-loss LOSS --threads 1 --json` (64 calibration images, block reconstruction, the defaults otherwise;
+`gzsq` is the default preset `auto`; rows from before `--loss` existed name no loss on their commands: they ran
+mse, the default then), evaluated by ONNX Runtime on the written file. `gzsq` and `gaussian` are evaluated on all 500 images
 of ../shared/data/imagenet-sample. `real` is never evaluated on its own calibration images: as in
 experiments/imagenet_int8.py the sample is split into even and odd rows, 64 images of one fold (drawn by the seed)
 calibrate and the other fold is evaluated, both ways, and the two halves' counts are added, so every source is
@@ -38,30 +39,32 @@ CELLS = OUT / "imagenet_peers"
 CSV = OUT / "imagenet_peers.csv"
 WEIGHTS = {"mobilenet-v2": MOBILENET_V2}
 W_BITS, A_BITS = 4, 8
-FIELDS = ["model", "calib", "seed", "images", "fp32_top1", "onnxruntime_top1", "simulator_top1", "agreement",
+LOSS_TAGS = {"mse": "", "channel-normalized": "_cn", "residual-normalized": "_rn"}
+FIELDS = ["model", "calib", "seed", "loss", "images", "fp32_top1", "onnxruntime_top1", "simulator_top1", "agreement",
           "runtime_matches_simulator", "seconds_reconstruct", "seconds_total", "commands"]
 
 
-def cell_name(model: str, calib: str, seed: int, fold: str | None = None) -> str:
-    return f"{model}_w{W_BITS}a{A_BITS}_{calib}_s{seed}" + (f"_fold{fold}" if fold else "")
+def cell_name(model: str, calib: str, seed: int, loss: str, fold: str | None = None) -> str:
+    return f"{model}_w{W_BITS}a{A_BITS}_{calib}_s{seed}{LOSS_TAGS[loss]}" + (f"_fold{fold}" if fold else "")
 
 
-def quantize_once(model: str, calib: str, seed: int, work: Path, eval_data: Path, calib_data: Path | None,
-                  fold: str | None) -> tuple[dict, float, str]:
-    name = cell_name(model, calib, seed, fold)
+def quantize_once(model: str, calib: str, seed: int, loss: str, work: Path, eval_data: Path,
+                  calib_data: Path | None, fold: str | None) -> tuple[dict, float, str]:
+    name = cell_name(model, calib, seed, loss, fold)
     cmd = ["gzsq", "quantize", model, "-o", str(work / f"{name}.onnx"), "--w-bits", str(W_BITS),
            "--a-bits", str(A_BITS), "--setting", "bn-free", "--calib", calib, "--seed", str(seed),
+           "--reconstruct-loss", loss,
            "--eval-data", str(eval_data), "--threads", "1", "--json"]
     if model in WEIGHTS:
         cmd[3:3] = ["--weights", str(WEIGHTS[model])]
     if calib_data is not None:
         cmd += ["--calib-data", str(calib_data)]
-    report, seconds, shown = run_quantize(cmd, name, work, CELLS / cell_name(model, calib, seed),
+    report, seconds, shown = run_quantize(cmd, name, work, CELLS / cell_name(model, calib, seed, loss),
                                           (".report.json", ".report.md"))
     return report, seconds, shown.replace(str(work), "$TMP")
 
 
-def run_cell(model: str, calib: str, seed: int) -> dict:
+def run_cell(model: str, calib: str, seed: int, loss: str) -> dict:
     """One row: the whole sample's counts (for `real`, its two folds' counts added)."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -70,13 +73,13 @@ def run_cell(model: str, calib: str, seed: int) -> dict:
             plans = [("A", folds["B"], folds["A"]), ("B", folds["A"], folds["B"])]  # (fold calibrating, eval, calib)
         else:
             plans = [(None, IMAGENET_SAMPLE, None)]
-        runs = [quantize_once(model, calib, seed, work, ev, cd, fold) for fold, ev, cd in plans]
+        runs = [quantize_once(model, calib, seed, loss, work, ev, cd, fold) for fold, ev, cd in plans]
     images = sum(r["evaluation"]["images"] for r, _, _ in runs)
 
     def pooled(key: str) -> float:  # a percentage over the whole sample from the folds' percentages
         return round(sum(r["evaluation"][key] * r["evaluation"]["images"] for r, _, _ in runs) / images, 2)
 
-    return {"model": model, "calib": calib, "seed": seed, "images": images, "fp32_top1": pooled("fp32_top1"),
+    return {"model": model, "calib": calib, "seed": seed, "loss": loss, "images": images, "fp32_top1": pooled("fp32_top1"),
             "onnxruntime_top1": pooled("int8_top1"), "simulator_top1": pooled("simulator_top1"),
             "agreement": pooled("agreement"), "runtime_matches_simulator": pooled("runtime_matches_simulator"),
             "seconds_reconstruct": round(sum(r["seconds"].get("reconstruct", 0.0) for r, _, _ in runs), 1),
@@ -106,14 +109,14 @@ def write_table() -> None:
              "and agreement with FP32 on the written file, over the 500-image ImageNet sample (`real`: two folds, "
              "each calibrated on 64 images of the other). One image is 0.2 pt. Seconds: the whole command(s), one "
              "thread, on a 2-core machine with another one-thread job running.", "",
-             "| model | calibration | FP32 top-1 | ONNX Runtime top-1 | per seed | agreement | simulator top-1 | "
-             "seeds | total s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | calibration | reconstruction loss | FP32 top-1 | ONNX Runtime top-1 | per seed | agreement | simulator top-1 | "
+             "seeds | total s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["calib"]), []).append(r)
-    for (model, calib), rs in sorted(groups.items()):
+        groups.setdefault((r["model"], r["calib"], r["loss"]), []).append(r)
+    for (model, calib, loss), rs in sorted(groups.items()):
         f = lambda key: [float(r[key]) for r in rs]  # noqa: E731
-        lines.append(f"| {model} | {calib} | {_stat(f('fp32_top1'))} | {_stat(f('onnxruntime_top1'))} | "
+        lines.append(f"| {model} | {calib} | {loss} | {_stat(f('fp32_top1'))} | {_stat(f('onnxruntime_top1'))} | "
                      f"{' / '.join(f'{v:.1f}' for v in f('onnxruntime_top1'))} | {_stat(f('agreement'))} | "
                      f"{_stat(f('simulator_top1'))} | {','.join(r['seed'] for r in rs)} | {_stat(f('seconds_total'))} |")
     atomic_write_text(CSV.with_suffix(".md"), "\n".join(lines) + "\n")
@@ -124,19 +127,21 @@ def main() -> None:
     p.add_argument("--models", default="efficientnet-lite0,mobilenet-v2")
     p.add_argument("--calib", nargs="+", default=["gzsq", "gaussian", "real"], choices=["gzsq", "gaussian", "real"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--loss", default="residual-normalized", choices=sorted(LOSS_TAGS),
+                   help="--reconstruct-loss, named on every command (rows before it existed ran mse)")
     p.add_argument("--table", action="store_true", help="only rewrite the table from the CSV")
     args = p.parse_args()
     if not args.table:
-        done = {(r["model"], r["calib"], int(r["seed"])) for r in read_rows()}
+        done = {(r["model"], r["calib"], int(r["seed"]), r["loss"]) for r in read_rows()}
         for seed in args.seeds:
             for model in args.models.split(","):
                 for calib in args.calib:
-                    if (model, calib, seed) in done:
+                    if (model, calib, seed, args.loss) in done:
                         continue
-                    row = run_cell(model, calib, seed)
+                    row = run_cell(model, calib, seed, args.loss)
                     append_row(CSV, FIELDS, row)
                     write_table()
-                    print(f"{cell_name(model, calib, seed)}: ORT {row['onnxruntime_top1']} (FP32 {row['fp32_top1']}) "
+                    print(f"{cell_name(model, calib, seed, args.loss)}: ORT {row['onnxruntime_top1']} (FP32 {row['fp32_top1']}) "
                           f"agreement {row['agreement']} {row['seconds_total']} s", flush=True)
     write_table()
 
