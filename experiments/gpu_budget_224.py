@@ -19,7 +19,6 @@ time-limited machine returns every finished row (one JSON line each, written as 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -28,26 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+from imagenet_int8 import make_folds  # noqa: E402
+
 RESULTS = ROOT / "results" / "lowbit" / "gpu_budget_224.md"
-
-
-def make_folds(sample: Path, work: Path) -> dict[str, Path]:
-    """Fold A = even rows of labels.csv, fold B = odd rows, each a folder of links with its own labels.csv."""
-    with (sample / "labels.csv").open() as f:
-        reader = csv.DictReader(f)
-        rows, columns = list(reader), reader.fieldnames
-    folds = {}
-    for name, part in (("A", rows[0::2]), ("B", rows[1::2])):
-        folder = work / f"fold{name}"
-        folder.mkdir()
-        with (folder / "labels.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(part)
-        for row in part:
-            (folder / row["file"]).symlink_to((sample / row["file"]).resolve())
-        folds[name] = folder
-    return folds
 
 
 def run_one(spec: str, args, folds: dict[str, Path], work: Path) -> dict:
@@ -114,7 +97,7 @@ def main() -> None:
     jsonl = args.out / "gpu_budget_224.jsonl"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        folds = make_folds(args.sample, Path(tmp))
+        folds = make_folds(Path(tmp), args.sample)
         for spec in args.runs:
             if time.perf_counter() - start > args.deadline:
                 print(f"deadline: {spec} not started", flush=True)

@@ -65,9 +65,9 @@ def key(model, source, seed, fold) -> tuple:
     return (model, source, int(seed), fold)
 
 
-def make_folds(work: Path) -> dict[str, Path]:
+def make_folds(work: Path, sample: Path = SAMPLE) -> dict[str, Path]:
     """Two folders of links: fold A = even rows of labels.csv, fold B = odd rows."""
-    with (SAMPLE / "labels.csv").open() as f:
+    with (sample / "labels.csv").open() as f:
         reader = csv.DictReader(f)
         rows = list(reader)
         columns = reader.fieldnames
@@ -80,7 +80,7 @@ def make_folds(work: Path) -> dict[str, Path]:
             writer.writeheader()
             for row in part:
                 writer.writerow(row)
-                (folder / row["file"]).symlink_to((SAMPLE / row["file"]).resolve())
+                (folder / row["file"]).symlink_to((sample / row["file"]).resolve())
         folds[name] = folder
     return folds
 
