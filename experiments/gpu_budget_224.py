@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 from imagenet_int8 import make_folds  # noqa: E402
 
+from gzsq.atomic import atomic_write_text  # noqa: E402
+
 RESULTS = ROOT / "results" / "lowbit" / "gpu_budget_224.md"
 
 
@@ -76,7 +78,7 @@ def write_table(jsonl: Path, asked: list[str]) -> None:
     if missing:
         lines += ["", "Asked for but not finished within the machine's time (SOURCE:N:STEPS:SEED): "
                   + ", ".join(f"`{spec}`" for spec in missing) + "."]
-    RESULTS.write_text("\n".join(lines) + "\n")
+    atomic_write_text(RESULTS, "\n".join(lines) + "\n")
     print(RESULTS.read_text())
 
 

@@ -26,6 +26,7 @@ import gzsq
 from assets import IMAGENET_SAMPLE, WEIGHTS
 from imagenet_int8 import make_folds
 from overrides import parse_overrides
+from gzsq.atomic import atomic_write_text
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "lowbit" / "recon_settings_224.jsonl"
 
@@ -43,7 +44,7 @@ def write_table(jsonl: Path = OUT) -> None:
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items() if (k, v) != ("iters", 500)) or "defaults"
         lines.append(f"| {r['model']} | {r['calib']} | {r['n_calib']} | {settings} | {r['fp32_top1']:.1f} | "
                      f"{r['top1']:.1f} | {r['agreement']:.1f} | {r['seconds']['reconstruct']:.0f} | {r['commit']} |")
-    jsonl.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(jsonl.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 def main() -> None:
