@@ -438,12 +438,6 @@ class ReconstructConfig:
     # it divides the error; 0.01 weighs nearly every channel alike, while at 1 a channel far weaker than the mean
     # weighs about as under mse.
     channel_floor: float = 0.01
-    # Weight of a ridge on the learned rounding: each layer's soft weight error times the power (E[x²]) of the
-    # input channel it reads on the calibration images, as if every channel were excited independently. It
-    # pulls the rounding towards round to nearest in the directions the images leave unexcited (distilled
-    # images' deep features span fewer directions than real ones': results/lowbit/what_limits_reconstruction.md).
-    # 0: off.
-    input_ridge: float = 0.0
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
@@ -461,7 +455,6 @@ class ReconstructConfig:
         for name, lo, hi, lo_open, hi_open in (("lr", 0, math.inf, True, True), ("act_lr", 0, math.inf, False, True),
                                                ("drop_prob", 0, 1, False, False),
                                                ("reg_weight", 0, math.inf, False, True),
-                                               ("input_ridge", 0, math.inf, False, True),
                                                ("warmup", 0, 1, False, True),
                                                ("channel_floor", 0, math.inf, True, True)):
             value = getattr(self, name)

@@ -135,24 +135,6 @@ class _RoundedLayer(nn.Module):
     def regulariser(self, beta: float) -> torch.Tensor:
         return (1 - (2 * self.h() - 1).abs().pow(beta)).sum()
 
-    def input_power(self, x: torch.Tensor) -> torch.Tensor:
-        """E[x²] of the input channel each weight reads, shaped to broadcast against the weight."""
-        dims = [d for d in range(x.dim()) if d != 1]
-        power = x.detach().double().pow(2).mean(dim=dims).float()
-        w = self.w_float
-        if w.dim() == 2:
-            return power.reshape(1, -1)
-        groups = getattr(self.layer, "groups", 1)
-        out_per_group, in_per_group = w.shape[0] // groups, w.shape[1]
-        index = (torch.arange(w.shape[0]) // out_per_group).unsqueeze(1) * in_per_group + torch.arange(in_per_group)
-        return power[index.to(power.device)].reshape(w.shape[:2] + (1,) * (w.dim() - 2))
-
-    def ridge(self, power: torch.Tensor) -> torch.Tensor:
-        """The soft weight's squared error times the power of the input it reads: the output error the
-        rounding would cause on inputs with these per-channel powers and no correlation between channels."""
-        soft = torch.clamp(self.w_floor + self.h(), -self.qmax, self.qmax) * self.s
-        return ((soft - self.w_float).pow(2) * power).sum()
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, layer = self.weight(), self.layer
         if isinstance(layer, nn.Conv2d):
@@ -616,15 +598,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             state.mode = "float"
             x_fp = _capture(work, unit.input, calib)
         state.mode = "float"
-        powers: dict[int, torch.Tensor] = {}
-
-        def record_power(layer: _RoundedLayer, args: tuple) -> None:  # a pre-hook returning None leaves the input be
-            powers[id(layer)] = layer.input_power(args[0])
-
-        hooks = [w.register_forward_pre_hook(record_power) for w in unit_weights] if config.input_ridge > 0 else []
-        target = _run(module, x_fp, batch=len(x_fp)) if hooks else _run(module, x_fp)
-        for hook in hooks:
-            hook.remove()
+        target = _run(module, x_fp)
         loss = config.loss
         if loss == "residual-normalized":  # channel-normalized on the units that end a residual block, else mse
             loss = "channel-normalized" if _has_residual_add(unit) else "mse"
@@ -671,8 +645,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                 if state.drop:
                     inp = state.mix(inp, fp_in)
             rec = _reconstruction_error(module(inp), want, channel_weights)
-            if powers:
-                rec = rec + config.input_ridge * sum(w.ridge(powers[id(w)]) for w in unit_weights)
             if ranks > 1:  # this rank's part of the whole batch's mean
                 rec = rec * (len(idx) / config.batch_size)
             if step >= warm and config.reg_weight > 0:
