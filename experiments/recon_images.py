@@ -99,6 +99,9 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # each layer's target from the batch's current input statistics (one step of the rule), not propagated
     "local": (("local", True),),
     "local_it40": (("local", True), ("iterations", 40)),
+    # at 224×224 the default's 20 steps leave the images' deep features as collapsed as noise's
+    # (results/fidelity/input_correlations.txt): do five times the steps make better reconstruction data there?
+    "local_it100": (("local", True), ("iterations", 100)),
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     # half the set distilled with local targets, half with the propagated ones (each half from its own start)
     "half_local": (("local", True), ("local_fraction", 0.5)),
