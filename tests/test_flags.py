@@ -303,6 +303,13 @@ def test_preset_half_local_long_distils_the_propagated_half_five_times_longer(ti
     assert info["log"]["local_batches"] == 1
 
 
+def test_preset_local_long_distils_local_targets_for_100_steps(tiny64, tmp_path):
+    """local-long: one batch of local targets, 100 steps."""
+    info = _distill_log(tiny64, tmp_path / "set.npz", "--preset", "local-long")
+    assert info["meta"]["preset"] == "local-long"
+    assert info["log"]["iterations"] == [100] and info["log"]["recipe"]["targets"]["local"] is True
+
+
 def test_long_and_short_spellings_are_the_same_flags(tmp_path, random_cifar_like):
     """--output/-o, --quiet/-q, --verbose/-v, -h/--help."""
     base = ["distill", "cifar10-resnet20-nf", "--calib", "gaussian", "--n-calib", "4", "--resume"]  # a note: no

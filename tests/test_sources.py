@@ -64,8 +64,9 @@ def test_gzsq_noise_fraction_leaves_the_last_images_as_noise(tiny):
 
 
 def test_auto_preset_picks_local_targets_for_depthwise_separable_networks(tiny):
-    """`auto` (the default) means `local` where some conv is depthwise or the job sets 8-bit ranges; elsewhere
-    `half-local` for a job that learns its rounding, `default` for ranges below 8 bits; named presets stay."""
+    """`auto` (the default) means `local` where some conv is depthwise (`local-long` when the job learns its
+    rounding) or the job sets 8-bit ranges; elsewhere `half-local` for a job that learns its rounding, `default` for
+    ranges below 8 bits; named presets stay."""
     import gzsq
     from gzsq.config import CalibrationConfig, ImagesFor, QuantConfig, ReconstructConfig
     from gzsq.sources.gzsq import is_depthwise_separable, resolve_preset
@@ -80,7 +81,9 @@ def test_auto_preset_picks_local_targets_for_depthwise_separable_networks(tiny):
     # images that will train learned rounding: half-local targets where the architecture does not pick local
     assert resolve_preset("auto", tiny, ImagesFor(a_bits=4, reconstructing=True)) == "half-local"
     assert resolve_preset("auto", tiny, ImagesFor(reconstructing=True)) == "half-local"
-    assert resolve_preset("auto", mobilenet, ImagesFor(a_bits=4, reconstructing=True)) == "local"
+    # ... and on depthwise-separable networks local targets distilled five times longer
+    assert resolve_preset("auto", mobilenet, ImagesFor(a_bits=4, reconstructing=True)) == "local-long"
+    assert resolve_preset("auto", mobilenet, ImagesFor(reconstructing=True)) == "local-long"
     assert resolve_preset("default", tiny, ImagesFor(a_bits=4, reconstructing=True)) == "default"
     w4a4_learned = ImagesFor.job(QuantConfig(w_bits=4, a_bits=4), ReconstructConfig())
     assert w4a4_learned == ImagesFor(a_bits=4, reconstructing=True)

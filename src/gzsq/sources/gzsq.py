@@ -9,7 +9,7 @@ Presets: `paper` follows the paper literally (docs/how-it-works.md); `default` i
 measured best for its time (results/ablation.md says why); `thorough` optimizes
 every image for longer; `longer` is the default with twice the steps (results/ablation_levers.md);
 `mixed` is the default with half the set left as noise (results/ablation_bnfree.md); `local` the default
-with local targets (results/recon_images/); `half-local` half of each; `half-local-long` the same with the propagated
+with local targets (results/recon_images/), `local-long` the same for 100 steps; `half-local` half of each; `half-local-long` the same with the propagated
 half distilled for 100 steps. `auto`, what the command line and the
 API use unless told otherwise, picks one from the architecture and the job (`resolve_preset`).
 """
@@ -95,6 +95,14 @@ PRESETS: dict[str, GzsqRecipe] = {
 # (results/accuracy.md): `auto` uses it on depthwise-separable networks only.
 PRESETS["local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True), PRESETS["default"].distill)
 
+# `local` with 100 distillation steps instead of 20, for learned rounding on depthwise-separable networks: after 20
+# steps their 224×224 images' deep features are still as collapsed as noise's, and the rounding learned on them
+# swings with the seed. W4A8 block reconstruction, ONNX Runtime on the 500-image sample, 3 seeds
+# (results/recon_images/, results/lowbit/imagenet_peers.md): MobileNetV2 52.7 ± 0.6 against `local`'s 49.3 ± 6.0
+# (one seed collapsed to 42.4), EfficientNet-Lite0 49.9 ± 0.8 against 49.3 ± 2.1.
+# About 100 s more distillation on one thread, against 5–10 minutes of reconstruction.
+PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS["default"].distill, iterations=100))
+
 # Half the set with local targets, half with the propagated ones, each half optimized as a batch of its own: for
 # learned rounding, which fits whatever inputs it sees. The propagated half's deep layers come out narrower than real
 # images', the local half's wider (results/fidelity/deep_width_levers.txt); reconstruction on both generalizes better
@@ -116,7 +124,8 @@ PRESETS["half-local-long"] = GzsqRecipe(PRESETS["half-local"].targets,
 
 # `auto`, the default, picks a preset from the architecture and the job: local targets for depthwise-separable
 # networks (MobileNet / EfficientNet class), where the propagated targets of depthwise convs fall far below real
-# spreads and every later layer inherits that, and for every int8 job (8-bit activations, no reconstruction): at 8
+# spreads and every later layer inherits that (distilled for 100 steps, `local-long`, when the job learns its
+# rounding on them), and for every int8 job (8-bit activations, no reconstruction): at 8
 # bits a range too narrow costs far more than one too wide, and the propagated targets' deep underestimate grows
 # with depth (ResNet-32-nf int8 through ONNX Runtime: 72.84 with `default`, 76.13 with `local`, noise 75.92, FP32 76.20; the
 # shallower nets lose at most 0.6 pt of agreement, 0.1 of top-1: results/cifar_int8/). Below 8 bits, `half-local`
@@ -124,6 +133,7 @@ PRESETS["half-local-long"] = GzsqRecipe(PRESETS["half-local"].targets,
 # ranges, where local targets made round-to-nearest W4A4 collapse (results/accuracy.md).
 AUTO = "auto"
 AUTO_LOCAL = "local"
+AUTO_LOCAL_RECONSTRUCT = "local-long"
 AUTO_RECONSTRUCT = "half-local"
 
 
@@ -137,7 +147,9 @@ def resolve_preset(preset: str, model: torch.nn.Module, images_for: ImagesFor = 
     it is."""
     if preset != AUTO:
         return preset
-    if is_depthwise_separable(model) or (images_for.a_bits >= 8 and not images_for.reconstructing):
+    if is_depthwise_separable(model):
+        return AUTO_LOCAL_RECONSTRUCT if images_for.reconstructing else AUTO_LOCAL
+    if images_for.a_bits >= 8 and not images_for.reconstructing:
         return AUTO_LOCAL
     return AUTO_RECONSTRUCT if images_for.reconstructing else "default"
 
