@@ -9,8 +9,8 @@ Presets: `paper` follows the paper literally (docs/how-it-works.md); `default` i
 measured best for its time (results/ablation.md says why); `thorough` optimizes
 every image for longer; `longer` is the default with twice the steps (results/ablation_levers.md);
 `mixed` is the default with half the set left as noise (results/ablation_bnfree.md); `local` the default
-with local targets (results/recon_images/), `local-long` the same for 100 steps; `half-local` half of each; `half-local-long` the same with the propagated
-half distilled for 100 steps. `auto`, what the command line and the
+with local targets (results/recon_images/), `local-long` the same for 100 steps; `half-local` half of each;
+`half-local-long` the same with the propagated half distilled for 100 steps. `auto`, what the command line and the
 API use unless told otherwise, picks one from the architecture and the job (`resolve_preset`).
 """
 
