@@ -12,8 +12,10 @@ Every run is `gzsq quantize mobilenet-v2 --weights W -o X.onnx --w-bits 4 --a-bi
 --n-calib N --reconstruct-iters STEPS --seed S --device D --json`, the defaults otherwise (block reconstruction,
 preset `auto`). All runs are evaluated by ONNX Runtime on the same 250 images, the odd rows of the sample's
 labels.csv (fold B); `real` calibrates on the even rows (fold A, 250 images), never on what it is evaluated on.
-A run spec is SOURCE:N:STEPS:SEED. Runs go in the order given; none starts after --deadline seconds, so a
-time-limited machine returns every finished row (one JSON line each, written as it finishes).
+A run spec is SOURCE:N:STEPS:SEED. Runs go in the order given, --jobs of them at a time (one GPU holds
+several: a reconstruction step at 224×224 with 8 images leaves it mostly idle), each with its share of the
+CPU threads; none starts after --deadline seconds, so a time-limited machine returns every finished row (one
+JSON line each, written as it finishes).
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ import argparse
 import json
 import subprocess
 import sys
+import os
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +45,8 @@ def run_one(spec: str, args, folds: dict[str, Path], work: Path) -> dict:
     out = work / f"{source}-{n}-{steps}-{seed}.onnx"
     cmd = ["quantize", "mobilenet-v2", "--weights", str(args.weights), "-o", str(out), "--w-bits", "4",
            "--a-bits", "8", "--setting", "bn-free", "--calib", source, "--n-calib", n, "--reconstruct-iters", steps,
-           "--seed", seed, "--device", args.device, "--eval-data", str(folds["B"]), "--json", "--force", "-q"]
+           "--seed", seed, "--device", args.device, "--eval-data", str(folds["B"]), "--json", "--force", "-q",
+           "--threads", str(max(1, (os.cpu_count() or 1) // args.jobs))]
     if source == "real":
         cmd += ["--calib-data", str(folds["A"])]
     t = time.perf_counter()
@@ -90,6 +96,7 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     p.add_argument("--deadline", type=float, default=520.0, help="start no run after this many seconds")
     p.add_argument("--runs", nargs="+", default=[])
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--table", type=Path, help="only rewrite the table from this JSON-lines file")
     args = p.parse_args()
     if args.table:
@@ -98,18 +105,25 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     jsonl = args.out / "gpu_budget_224.jsonl"
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        folds = make_folds(Path(tmp), args.sample)
-        for spec in args.runs:
-            if time.perf_counter() - start > args.deadline:
-                print(f"deadline: {spec} not started", flush=True)
-                continue
-            row = run_one(spec, args, folds, Path(tmp))
+    lock, failed = threading.Lock(), threading.Event()
+
+    def one(spec: str, folds: dict[str, Path], tmp: Path) -> None:
+        if failed.is_set() or time.perf_counter() - start > args.deadline:
+            print(f"not started: {spec}", flush=True)
+            return
+        row = run_one(spec, args, folds, tmp)
+        with lock:
             with jsonl.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps({k: v for k, v in row.items() if k != "command"}), flush=True)
-            if "error" in row:  # the same failure would repeat in every later run: spend no more time
-                break
+        if "error" in row:  # the same failure would repeat in every later run: spend no more time
+            failed.set()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folds = make_folds(Path(tmp), args.sample)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for future in [pool.submit(one, spec, folds, Path(tmp)) for spec in args.runs]:
+                future.result()
 
 
 if __name__ == "__main__":

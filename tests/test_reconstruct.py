@@ -180,6 +180,31 @@ def test_deterministic_for_a_seed():
     assert not _same(_state(a), _state(c))
 
 
+def test_masks_off_the_cpu_come_from_one_cpu_drawn_seed_per_unit(monkeypatch):
+    """On a GPU the QDrop masks are drawn there (copying CPU-drawn ones took most of each step); the
+    seed of each unit's masks comes from the run's CPU generator, so a seed still fixes the run and a
+    resumed one. Here a CPU generator stands in for the device's; the CPU path draws as before."""
+    gpu = torch.device("cuda", 0)
+    cpu_generator = torch.Generator
+    monkeypatch.setattr(torch, "Generator", lambda device=None: cpu_generator())
+    fp = torch.zeros(4, 3, 5, 5)
+
+    def masks(device, seed):
+        state = R._State(torch.Generator().manual_seed(seed), 0.5)
+        state.reseed_masks(device)
+        first = state.keep_mask(fp)
+        state.reseed_masks(device)  # the next unit
+        return first, state.keep_mask(fp), state.generator.get_state()
+
+    cpu_first, _, cpu_rng = masks(torch.device("cpu"), 0)
+    a1, a2, a_rng = masks(gpu, 0)
+    b1, b2, b_rng = masks(gpu, 0)
+    assert torch.equal(a1, b1) and torch.equal(a2, b2) and torch.equal(a_rng, b_rng)
+    assert not torch.equal(a1, a2) and not torch.equal(a1, masks(gpu, 1)[0])
+    assert torch.equal(cpu_first, torch.rand(fp.shape, generator=cpu_generator().manual_seed(0)) < 0.5)
+    assert not torch.equal(a_rng, cpu_rng)  # off the CPU, the run's generator gave the seeds
+
+
 def test_act_lr_zero_keeps_the_calibrated_ranges():
     model, calib, sim = _tiny_sim()
     out = reconstruct(model, sim, calib, ReconstructConfig(iters=20, act_lr=0.0))

@@ -4,7 +4,9 @@ Like torch's thread count, the device belongs to the run, not to one stage: the 
 choose it once (`use`), and the three loops that do the heavy work move a copy of their model and
 their tensors there and hand results back on the CPU. Everything else (targets from the weights,
 range calibration, export, ONNX Runtime) stays on the CPU, so outputs differ between devices only
-by float rounding. Random numbers are always drawn on the CPU: a seed gives the same start anywhere.
+by float rounding. Random numbers are drawn on the CPU, so a seed gives the same start anywhere;
+only reconstruction's QDrop masks, too large to copy every step, are drawn on the device from
+seeds the CPU draws (a GPU run is as reproducible, its masks are not the CPU's).
 """
 
 from __future__ import annotations

@@ -89,12 +89,23 @@ class _State:
         self.generator = generator
         self.batch: int | None = None  # the whole batch's size under torchrun (this rank holds `rows` of it)
         self.rows = slice(None)
+        self.mask_generator: torch.Generator | None = None  # see reseed_masks
+
+    def reseed_masks(self, device: torch.device) -> None:
+        """The masks are as large as the activations: drawn on the CPU and copied over, they took most
+        of a GPU's step. Off the CPU they are drawn on the device, from a seed the CPU generator gives
+        each unit, so a run (and a resumed one) stays determined by its seed. The CPU draws as before."""
+        if device.type != "cpu":
+            if self.mask_generator is None:
+                self.mask_generator = torch.Generator(device=device)
+            self.mask_generator.manual_seed(int(torch.randint(2 ** 62, (1,), generator=self.generator)))
 
     def keep_mask(self, fp: torch.Tensor) -> torch.Tensor:
         """Which elements stay float. Under torchrun every rank draws the whole batch's mask and keeps
         its rows: the same draws as one process, and the generators stay in step."""
         shape = fp.shape if self.batch is None else (self.batch,) + tuple(fp.shape[1:])
-        return (torch.rand(shape, generator=self.generator) < self.drop_prob)[self.rows].to(fp.device)
+        g = self.mask_generator or self.generator
+        return (torch.rand(shape, generator=g, device=g.device) < self.drop_prob)[self.rows].to(fp.device)
 
     def mix(self, quantized: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
         return torch.where(self.keep_mask(fp), fp, quantized)
@@ -614,6 +625,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, config.iters, eta_min=0.0) if opt_s else None
         warm = int(config.warmup * config.iters)
         state.mode, state.drop = "soft", config.drop_prob > 0
+        state.reseed_masks(dev)
         bar = tqdm(range(config.iters), desc=f"reconstruct {index + 1}/{len(units)} {unit.name}",
                    disable=not progress, leave=False)
         t_unit = time.perf_counter()
