@@ -12,7 +12,8 @@ Every run is `gzsq quantize mobilenet-v2 --weights W -o X.onnx --w-bits 4 --a-bi
 --n-calib N --reconstruct-iters STEPS --seed S --device D --json`, the defaults otherwise (block reconstruction,
 preset `auto`). All runs are evaluated by ONNX Runtime on the same 250 images, the odd rows of the sample's
 labels.csv (fold B); `real` calibrates on the even rows (fold A, 250 images), never on what it is evaluated on.
-A run spec is SOURCE:N:STEPS:SEED. Runs go in the order given, --jobs of them at a time (one GPU holds
+A run spec is SOURCE:N:STEPS:SEED; SOURCE `gzsq+RECIPE` distills a recipe of experiments/recon_images.py on the
+device first (64 images) and quantizes with it (--calib-set). Runs go in the order given, --jobs of them at a time (one GPU holds
 several: a reconstruction step at 224×224 with 8 images leaves it mostly idle), each with its share of the
 CPU threads; none starts after --deadline seconds, so a time-limited machine returns every finished row (one
 JSON line each, written as it finishes).
@@ -40,16 +41,34 @@ from gzsq.atomic import atomic_write_text  # noqa: E402
 RESULTS = ROOT / "results" / "lowbit" / "gpu_budget_224.md"
 
 
+def _commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
 def run_one(spec: str, args, folds: dict[str, Path], work: Path) -> dict:
     source, n, steps, seed = spec.split(":")
     out = work / f"{source}-{n}-{steps}-{seed}.onnx"
+    calib, distill_seconds = ["--calib", source, "--n-calib", n], None
+    t = time.perf_counter()
+    if source.startswith("gzsq+"):  # a recipe of experiments/recon_images.py, distilled here on the device first
+        calib = ["--calib-set", str(work / f"{source}-{n}-{seed}.npz")]
+        if n != "64":
+            raise SystemExit(f"{spec}: recon_images recipes make 64 images at 224x224")
+        proc = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'experiments'); "
+                               "from recon_images import distill_set; from pathlib import Path; "
+                               f"print(distill_set('mobilenet-v2', {source[5:]!r}, {int(seed)}, Path({calib[1]!r}), "
+                               f"{args.device!r}, Path({str(args.weights)!r})))"],
+                              capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            return {"spec": spec, "error": proc.stderr.strip()[-1500:], "seconds_total": 0.0}
+        distill_seconds = float(proc.stdout.strip().splitlines()[-1].strip("()").split(",")[0])
     cmd = ["quantize", "mobilenet-v2", "--weights", str(args.weights), "-o", str(out), "--w-bits", "4",
-           "--a-bits", "8", "--setting", "bn-free", "--calib", source, "--n-calib", n, "--reconstruct-iters", steps,
+           "--a-bits", "8", "--setting", "bn-free", *calib, "--reconstruct-iters", steps,
            "--seed", seed, "--device", args.device, "--eval-data", str(folds["B"]), "--json", "--force", "-q",
            "--threads", str(max(1, (os.cpu_count() or 1) // args.jobs))]
     if source == "real":
         cmd += ["--calib-data", str(folds["A"])]
-    t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "gzsq", *cmd], capture_output=True, text=True)
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
@@ -59,7 +78,9 @@ def run_one(spec: str, args, folds: dict[str, Path], work: Path) -> dict:
     return {"spec": spec, "calib": source, "n_calib": int(n), "steps": int(steps), "seed": int(seed),
             "device": args.device, "images": ev["images"], "fp32_top1": ev["fp32_top1"],
             "onnxruntime_top1": ev["int8_top1"], "simulator_top1": ev["simulator_top1"], "agreement": ev["agreement"],
-            "seconds": report.get("seconds", {}), "seconds_total": round(seconds, 1),
+            "seconds": report.get("seconds", {}) | ({"distill": round(distill_seconds, 1)} if distill_seconds else {}),
+            "seconds_total": round(seconds, 1), "jobs": args.jobs,
+            "commit": _commit(),
             "command": "gzsq " + " ".join(cmd).replace(str(work), "$TMP")}
 
 
@@ -72,14 +93,16 @@ def write_table(jsonl: Path, asked: list[str]) -> None:
              "JSON lines). ONNX Runtime top-1 and agreement with FP32 on the written file, 250 images (the "
              "odd rows of the ImageNet sample; one image is 0.4 pt); `real` calibrates on the even rows.", "",
              "| calibration | images | steps per unit | seed | FP32 top-1 | ONNX Runtime top-1 | agreement | "
-             "simulator top-1 | reconstruct s | total s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "simulator top-1 | device | runs at a time | reconstruct s | total s | commit |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['spec']} | failed: {r['error'].splitlines()[-1][:120]} | | | | | | | | |")
+            lines.append(f"| {r['spec']} | failed: {r['error'].splitlines()[-1][:120]} | | | | | | | | | | | |")
             continue
         lines.append(f"| {r['calib']} | {r['n_calib']} | {r['steps']} | {r['seed']} | {r['fp32_top1']:.1f} | "
                      f"{r['onnxruntime_top1']:.1f} | {r['agreement']:.1f} | {r['simulator_top1']:.1f} | "
-                     f"{r['seconds'].get('reconstruct', 0):.0f} | {r['seconds_total']:.0f} |")
+                     f"{r['device']} | {r.get('jobs', 1)} | {r['seconds'].get('reconstruct', 0):.0f} | "
+                     f"{r['seconds_total']:.0f} | {r.get('commit', '')} |")
     missing = [spec for spec in asked if spec not in {r["spec"] for r in rows}]
     if missing:
         lines += ["", "Asked for but not finished within the machine's time (SOURCE:N:STEPS:SEED): "

@@ -102,6 +102,9 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # at 224×224 the default's 20 steps leave the images' deep features as collapsed as noise's
     # (results/fidelity/input_correlations.txt): do five times the steps make better reconstruction data there?
     "local_it100": (("local", True), ("iterations", 100)),
+    # `local-long` with every one of the 64 images distilled instead of 16 (the rest flips/shifts of them): is the
+    # learned rounding overfitting 16 distinct images?
+    "local_it100_all": (("local", True), ("iterations", 100), ("distill_pixels", 0)),
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     # half the set distilled with local targets, half with the propagated ones (each half from its own start)
     "half_local": (("local", True), ("local_fraction", 0.5)),
@@ -179,9 +182,17 @@ def pin_code(commit: str) -> str:
 CODE = {"commit": None}
 
 
-def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[float, float]:
-    """Distill the calibration set (256 images, 64 at 224×224; bn-free, `default` + the recipe's overrides) and
-    save it; → (seconds, last loss)."""
+def distill_set(model_name: str, recipe: str, seed: int, path: Path, device: str = "cpu",
+                weights: Path | None = None) -> tuple[float, float]:
+    """Distill the calibration set (256 images, 64 at 224×224; bn-free, `default` + the recipe's overrides) on
+    `device` and save it; → (seconds, last loss)."""
+    from gzsq.device import use
+
+    with use(device):
+        return _distill_set(model_name, recipe, seed, path, weights)
+
+
+def _distill_set(model_name: str, recipe: str, seed: int, path: Path, weights: Path | None) -> tuple[float, float]:
     import torch
 
     import gzsq
@@ -191,7 +202,7 @@ def distill_set(model_name: str, recipe: str, seed: int, path: Path) -> tuple[fl
     from gzsq.sources.saved import save_calibration
 
     torch.set_num_threads(1)
-    weights = WEIGHTS.get(model_name)  # None: a zoo model whose weights ship with gzsq (cifar10-resnet20-nf)
+    weights = weights or WEIGHTS.get(model_name)  # None: a zoo model whose weights ship with gzsq (cifar10-resnet20-nf)
     model = gzsq.load_model(model_name, str(weights)) if weights else gzsq.load_model(model_name)
     config = CalibrationConfig(source="gzsq", seed=seed, preset="default", setting="bn-free",
                                n_images=N_IMAGES.get(recipe, 64 if is_imagenet(model_name) else 256))
