@@ -105,6 +105,10 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # `local-long` with every one of the 64 images distilled instead of 16 (the rest flips/shifts of them): is the
     # learned rounding overfitting 16 distinct images?
     "local_it100_all": (("local", True), ("iterations", 100), ("distill_pixels", 0)),
+    # all 64 distilled as four batches of 16 (the statistics of 16 images matched at a time, as `local-long` does),
+    # and only 8 distilled (56 flips/shifts of them): distinct images, or the batch the statistics are taken over?
+    "local_it100_b16": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("batch_size", 16)),
+    "local_it100_d8": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8)),
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     # half the set distilled with local targets, half with the propagated ones (each half from its own start)
     "half_local": (("local", True), ("local_fraction", 0.5)),
