@@ -65,6 +65,8 @@ def test_pixel_budget_sizes_the_optimized_subset():
     assert cfg.images_to_optimize(10, (3, 32, 32)) == 10  # never more than asked for
     assert DistillConfig(distill_pixels=1024, distill_images=5).images_to_optimize(64, (3, 32, 32)) == 5
     assert DistillConfig().images_to_optimize(64, (3, 224, 224)) == 64
+    lower = DistillConfig(distill_pixels=128 * 32 * 32, min_distill_images=8)
+    assert lower.images_to_optimize(64, (3, 224, 224)) == 8 and lower.images_to_optimize(256, (3, 32, 32)) == 128
 
 
 def test_mixed_preset_is_the_default_with_half_the_set_noise():
@@ -95,6 +97,10 @@ def test_default_preset_optimizes_a_pixel_budget(tiny):
     assert images.shape == (40, 3, 8, 8)
     assert log["iterations"] == [cfg.iterations]  # one batch: min(40, 256·32²/64) images optimized
     assert recipe_for("thorough").distill.images_to_optimize(256, (3, 32, 32)) == 256
+    # local-long, for learned rounding: 8 distinct images at 224×224 (the default 16), still all 256 at 32×32
+    long = recipe_for("local-long").distill
+    assert long.images_to_optimize(64, (3, 224, 224)) == 8 and long.images_to_optimize(256, (3, 32, 32)) == 256
+    assert cfg.images_to_optimize(64, (3, 224, 224)) == 16
 
 
 def test_nan_loss_raises(tiny):
@@ -110,6 +116,9 @@ def test_bad_config_refused():
     for share in (-0.1, 1.0):
         with pytest.raises(ConfigError, match="noise_fraction"):
             DistillConfig(noise_fraction=share)
+    for floor in (1, 0, 2.5, True):
+        with pytest.raises(ConfigError, match="min_distill_images"):
+            DistillConfig(min_distill_images=floor)
 
 
 def test_bad_init_settings_refused():

@@ -175,10 +175,14 @@ class DistillConfig:
     early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
     min_iterations: int = 0
     distill_images: int = 0  # optimize only this many and make the rest by flips/shifts (0: all)
-    # Or size that number by pixels: optimize just enough images to cover this many pixels (at least 16,
-    # the smallest batch whose statistics we trust), so one recipe costs about the same per step at
-    # 32×32 and at 224×224. Ignored when distill_images is set; 0: off.
+    # Or size that number by pixels: optimize just enough images to cover this many pixels (at least
+    # min_distill_images), so one recipe costs about the same per step at 32×32 and at 224×224. Ignored when
+    # distill_images is set; 0: off.
     distill_pixels: int = 0
+    # The fewest images distill_pixels optimizes: 16, the smallest batch whose statistics were trusted for int8
+    # ranges. Learned rounding at 224×224 wants fewer distinct images, not more (`local-long`: 8;
+    # results/lowbit/what_limits_reconstruction.md §5).
+    min_distill_images: int = 16
     # Share of the calibration set left as N(0, 1) noise (the `gaussian` source's images) instead of distilled:
     # the calibrated ranges are then about the wider of the two sources'. On BN-free CIFAR nets the distilled
     # images' deep ranges are narrower than real images' (results/fidelity/cifar10-vgg7-nf.md) and noise's
@@ -198,7 +202,7 @@ class DistillConfig:
             return self.distill_images
         if self.distill_pixels > 0:
             pixels = int(shape[-1]) * int(shape[-2])
-            return min(n, max(16, self.distill_pixels // pixels))
+            return min(n, max(self.min_distill_images, self.distill_pixels // pixels))
         return n
 
     def __post_init__(self):
@@ -209,6 +213,9 @@ class DistillConfig:
         steps = self.local_iterations
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ConfigError(f"local_iterations must be a whole number ≥ 0 (0: iterations), got {steps!r}")
+        floor = self.min_distill_images
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 2:
+            raise ConfigError(f"min_distill_images must be a whole number ≥ 2 (a batch's statistics), got {floor!r}")
         if not 0.0 <= self.noise_fraction < 1.0:
             raise ConfigError(f"noise_fraction must be in [0, 1), got {self.noise_fraction!r}")
         if not 0.0 <= self.init_spectrum <= 2.0:

@@ -99,9 +99,14 @@ PRESETS["local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True), PRESETS["def
 # steps their 224×224 images' deep features are still as collapsed as noise's, and the rounding learned on them
 # swings with the seed. W4A8 block reconstruction, ONNX Runtime on the 500-image sample, 3 seeds
 # (results/recon_images/, results/lowbit/imagenet_peers.md): MobileNetV2 52.7 ± 0.6 against `local`'s 49.3 ± 6.0
-# (one seed collapsed to 42.4), EfficientNet-Lite0 49.9 ± 0.8 against 49.3 ± 2.1.
-# About 100 s more distillation on one thread, against 5–10 minutes of reconstruction.
-PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS["default"].distill, iterations=100))
+# (one seed collapsed to 42.4), EfficientNet-Lite0 49.9 ± 0.8 against 49.3 ± 2.1 (16 images distilled). At
+# 224×224 it distills 8 images, not 16, and makes the rest flips/shifts of them: the rounding carries over better
+# the fewer distinct distilled images it learns on (64 distilled: MobileNetV2 31.6; 8: MobileNetV2 54.3 ± 1.2,
+# Lite0 51.1 ± 1.9; rows local_it100_d8 / _b16, results/lowbit/what_limits_reconstruction.md §5). At 32×32 the
+# pixel budget still distills all 256. Distillation takes 60–70 s on one thread, against 5–10 minutes of
+# reconstruction.
+PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
+                                   replace(PRESETS["default"].distill, iterations=100, min_distill_images=8))
 
 # Half the set with local targets, half with the propagated ones, each half optimized as a batch of its own: for
 # learned rounding, which fits whatever inputs it sees. The propagated half's deep layers come out narrower than real
