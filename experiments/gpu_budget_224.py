@@ -1,6 +1,6 @@
 """Is MobileNetV2's W4A8 gap a budget gap? The main job with block reconstruction, at the CPU default budget
-(64 images, 500 steps per unit) and at GPU budgets (256 or more images, 4000 steps), on gzsq's images, Gaussian
-noise and real images.
+(64 images, 500 steps per unit) and at larger ones (more images, more steps per unit), on gzsq's images, Gaussian
+noise and real images, on a GPU or on the CPU.
 
     # on a machine with a CUDA GPU, the sample and the checkpoint given explicitly:
     python experiments/gpu_budget_224.py --sample DIR --weights mobilenet_v2-b0353104.pth --device cuda \

@@ -109,9 +109,6 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # and only 8 distilled (56 flips/shifts of them): distinct images, or the batch the statistics are taken over?
     "local_it100_b16": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("batch_size", 16)),
     "local_it100_d8": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8)),
-    # all 64 distilled in batches of 8: as many distinct images as `local_it100_all`, each batch's statistics over
-    # 8 images as in `local_it100_d8`
-    "local_it100_b8": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("batch_size", 8)),
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     # half the set distilled with local targets, half with the propagated ones (each half from its own start)
     "half_local": (("local", True), ("local_fraction", 0.5)),
