@@ -58,6 +58,13 @@ def set_grids(sim, grids: dict[str, tuple[float, int]], factor: float = 1.0) -> 
         q.lo, q.hi = -zero_point * q.scale, (2 ** q.bits - 1 - zero_point) * q.scale
 
 
+def record(line: dict, path: Path) -> None:
+    """Print one result and append it to a JSON-lines file."""
+    print(json.dumps(line), flush=True)
+    with path.open("a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["cifar10-resnet20", "cifar10-resnet44"])
@@ -88,9 +95,7 @@ def main() -> None:
                     "median_width_vs_learned": round(statistics.median(widths), 3),
                     "top1": round(top1(pred, data.labels), 2), "agreement": round(float((pred == fp32).mean() * 100), 2),
                     "fp32_top1": round(top1(fp32, data.labels), 2), "wall_s": round(time.time() - t), "commit": commit}
-            print(json.dumps(line), flush=True)
-            with OUT.open("a") as f:
-                f.write(json.dumps(line) + "\n")
+            record(line, OUT)
             set_grids(sim, learned)
 
 

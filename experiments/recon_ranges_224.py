@@ -20,7 +20,6 @@ One JSON line per variant goes to results/lowbit/recon_ranges_224.jsonl (one thr
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import tempfile
@@ -32,7 +31,7 @@ import torch
 import gzsq
 from assets import IMAGENET_SAMPLE, WEIGHTS
 from imagenet_int8 import make_folds
-from recon_act_widths import set_grids
+from recon_act_widths import record, set_grids
 from gzsq.config import ImagesFor
 from gzsq.data import load_eval_set
 from gzsq.metrics import predict, top1
@@ -94,9 +93,7 @@ def main() -> None:
                 "top1": round(top1(pred, data.labels), 2), "agreement": round(float((pred == fp32).mean() * 100), 2),
                 "fp32_top1": round(top1(fp32, data.labels), 2), "images": len(data.labels),
                 "wall_s": round(time.time() - t), "commit": commit}
-        print(json.dumps(line), flush=True)
-        with OUT.open("a") as f:
-            f.write(json.dumps(line) + "\n")
+        record(line, OUT)
         set_grids(sim, learned)
 
 
