@@ -6,7 +6,7 @@ their tensors there and hand results back on the CPU. Everything else (targets f
 range calibration, export, ONNX Runtime) stays on the CPU, so outputs differ between devices only
 by float rounding. Random numbers are drawn on the CPU, so a seed gives the same start anywhere;
 only reconstruction's QDrop masks, too large to copy every step, are drawn on the device from
-seeds the CPU draws (a GPU run is as reproducible, its masks are not the CPU's).
+seeds the CPU draws (the seed fixes them; they are not the CPU's draws).
 """
 
 from __future__ import annotations
