@@ -103,7 +103,7 @@ PRESETS["local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True), PRESETS["def
 # 224×224 it distills 8 images, not 16, and makes the rest flips/shifts of them: the rounding carries over better
 # the fewer distinct distilled images it learns on (64 distilled: MobileNetV2 31.6; 8: MobileNetV2 54.3 ± 1.2,
 # Lite0 51.1 ± 1.9; rows local_it100_d8 / _b16, results/lowbit/what_limits_reconstruction.md §5). At 32×32 the
-# pixel budget still distills all 256. Distillation takes 60–70 s on one thread, against 5–10 minutes of
+# pixel budget still distills all 256. Distillation takes 57–72 s on one thread, against 5–10 minutes of
 # reconstruction.
 PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
                                    replace(PRESETS["default"].distill, iterations=100, min_distill_images=8))
