@@ -109,6 +109,12 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # and only 8 distilled (56 flips/shifts of them): distinct images, or the batch the statistics are taken over?
     "local_it100_b16": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("batch_size", 16)),
     "local_it100_d8": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8)),
+    # the same loss image by image as well as over the batch (DistillConfig.per_image_weight): do 64 distinct
+    # distilled images collapse because a few images carry a channel for the rest?
+    "local_it100_all_pi1": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("per_image_weight", 1.0)),
+    "local_it100_d8_pi1": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8),
+                           ("per_image_weight", 1.0)),
+    "half_local_pi1": (("local", True), ("local_fraction", 0.5), ("per_image_weight", 1.0)),
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     # half the set distilled with local targets, half with the propagated ones (each half from its own start)
     "half_local": (("local", True), ("local_fraction", 0.5)),

@@ -171,6 +171,10 @@ class DistillConfig:
     # results/recon_images/): EfficientNet-Lite0 W4A8 51.8 against 48.6, MobileNetV2 46.6 against 53.4, the CIFAR
     # ResNets 4–19 pt worse at W4A4. 0: off.
     decorrelation_weight: float = 0.0
+    # Weight of the same loss taken image by image: each image's own per-channel (mean, std) over its positions
+    # against the layer's target, averaged over images (layers with spatial outputs only). Batch statistics alone
+    # can be met by a few images carrying a channel for the rest; this asks every image to show the target. 0: off.
+    per_image_weight: float = 0.0
     clamp_pixels: bool = False  # keep every pixel inside the valid image range
     early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
     min_iterations: int = 0
@@ -224,6 +228,8 @@ class DistillConfig:
             raise ConfigError(f"init_colour must be in [0, 1), got {self.init_colour!r}")
         if not (self.decorrelation_weight >= 0.0 and math.isfinite(self.decorrelation_weight)):
             raise ConfigError(f"decorrelation_weight must be a number ≥ 0, got {self.decorrelation_weight!r}")
+        if not (self.per_image_weight >= 0.0 and math.isfinite(self.per_image_weight)):
+            raise ConfigError(f"per_image_weight must be a number ≥ 0, got {self.per_image_weight!r}")
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,22 @@ def _channel_stats(t: torch.Tensor, n_batch: int) -> tuple[torch.Tensor, torch.T
     return mean, var.add(1e-8).sqrt()
 
 
+def _per_image_loss(captured: dict[str, torch.Tensor], targets: dict, loss_fn) -> torch.Tensor:
+    """Each image's own distance to this step's targets, averaged over the layers with spatial outputs: (N,).
+
+    An image's per-channel (mean, std) over its positions against the layer's (mean, std) target."""
+    terms = []
+    for name, (mu, sigma) in targets.items():
+        t = captured[name]
+        if t.dim() < 3:  # one value per image and channel: no spread of its own
+            continue
+        flat = t.flatten(2)
+        terms.append(loss_fn(flat.mean(2), flat.var(2, unbiased=False).add(1e-8).sqrt(), mu, sigma))
+    if not terms:
+        return next(iter(captured.values())).new_zeros(len(next(iter(captured.values()))))
+    return torch.stack(terms).mean(0)
+
+
 def _batch_mean(per_image: torch.Tensor, n_batch: int) -> tuple[torch.Tensor, float]:
     """Mean over the whole batch of a per-image quantity this rank holds part of. → (the part whose
     gradient is this rank's, the whole batch's value: the same bits on every rank and in one process)."""
@@ -254,12 +270,14 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 # Every term is a whole-batch quantity built from per-image sums (`_ChannelMoments`,
                 # `_batch_mean`): one process and any number of torchrun ranks compute the same bits.
                 loss = torch.zeros((), device=dev)
+                step_targets = {}
                 for name, (mu, sigma) in objective.targets.items():
                     m, s = _channel_stats(captured[name], size)
                     if local:  # the target from this step's input statistics
                         with torch.no_grad():
                             in_stats = _channel_stats(captured_inputs[name], size)
                             mu, sigma = objective.local_rule(modules[name], *in_stats)
+                    step_targets[name] = (mu, sigma)
                     loss = loss + loss_fn(m, s, mu, sigma)
                 loss = loss / max(1, len(objective.targets))
                 if config.decorrelation_weight:  # this process's images: refused under torchrun
@@ -272,6 +290,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     loss = loss + config.input_weight * loss_fn(m, s, torch.zeros(1, device=dev),
                                                                  torch.ones(1, device=dev))
                 value = float(loss.detach())
+                if config.per_image_weight:
+                    part, part_value = _batch_mean(_per_image_loss(captured, step_targets, loss_fn), size)
+                    loss, value = loss + config.per_image_weight * part, value + config.per_image_weight * part_value
                 if config.tv_weight:
                     part, part_value = _batch_mean(total_variation(x, per_image=True), size)
                     loss, value = loss + config.tv_weight * part, value + config.tv_weight * part_value

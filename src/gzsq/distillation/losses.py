@@ -1,7 +1,8 @@
 """Distances between the statistics a batch produces and the target statistics (docs/how-it-works.md §2).
 
 Each takes the batch's per-channel (mean, std) and the target (mean, std), all
-vectors of equal length, and returns a scalar averaged over channels.
+vectors of equal length, and returns a scalar averaged over channels. Given (N, C)
+statistics, one row per image, each returns N values: one per image.
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ S = 1e-6
 
 def z_score(m: torch.Tensor, s: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """GZSQ's absolute Z-score: |m − μ| / sqrt((s + ε)² + (σ + ε)²); no direct pull on s."""
-    return ((m - mu).abs() / torch.sqrt((s + S) ** 2 + (sigma + S) ** 2)).mean()
+    return ((m - mu).abs() / torch.sqrt((s + S) ** 2 + (sigma + S) ** 2)).mean(-1)
 
 
 def l2(m: torch.Tensor, s: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """ZeroQ's distance: squared error on mean and on std (norms, averaged per channel)."""
-    return ((m - mu) ** 2).mean() + ((s - sigma) ** 2).mean()
+    return ((m - mu) ** 2).mean(-1) + ((s - sigma) ** 2).mean(-1)
 
 
 def kl(m: torch.Tensor, s: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(m, s²) ‖ N(μ, σ²)), per channel, averaged: pulls on means and spreads alike."""
     s, sigma = s + S, sigma + S
-    return (torch.log(sigma / s) + (s**2 + (m - mu) ** 2) / (2 * sigma**2) - 0.5).mean()
+    return (torch.log(sigma / s) + (s**2 + (m - mu) ** 2) / (2 * sigma**2) - 0.5).mean(-1)
 
 
 LOSSES = {"z": z_score, "l2": l2, "kl": kl}
