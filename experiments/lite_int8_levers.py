@@ -48,6 +48,8 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     "longer_natural": ("longer", (("init_spectrum", 1.0), ("init_colour", 0.85))),
     "local": ("default", (("local", True),)),
     "longer_local": ("longer", (("local", True),)),
+    # the targets matched image by image as well as over the batch (DistillConfig.per_image_weight)
+    "local_pi1": ("default", (("local", True), ("per_image_weight", 1.0))),
 }
 FIELDS = ["model", "lever", "preset", "overrides", "seed", "distill_seconds", "fp32_top1", "int8_top1", "agreement",
           "seconds_total", "command"]
