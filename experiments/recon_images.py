@@ -115,6 +115,10 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_it100_d8_pi1": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8),
                            ("per_image_weight", 1.0)),
     "half_local_pi1": (("local", True), ("local_fraction", 0.5), ("per_image_weight", 1.0)),
+    # `local-long` (8 distilled) on half the set, the other half Gaussian noise: at 224×224 noise alone is as good
+    # reconstruction data as the distilled images; do the two excite directions the other leaves free?
+    "local_it100_d8_noise0.5": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8),
+                                ("noise_fraction", 0.5)),
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     # half the set distilled with local targets, half with the propagated ones (each half from its own start)
     "half_local": (("local", True), ("local_fraction", 0.5)),
