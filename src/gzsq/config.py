@@ -173,7 +173,9 @@ class DistillConfig:
     decorrelation_weight: float = 0.0
     # Weight of the same loss taken image by image: each image's own per-channel (mean, std) over its positions
     # against the layer's target, averaged over images (layers with spatial outputs only). Batch statistics alone
-    # can be met by a few images carrying a channel for the rest; this asks every image to show the target. 0: off.
+    # can be met by a few images carrying a channel for the rest; this asks every image to show the target.
+    # Measured at 1 (seed 0, results/recon_images/): MobileNetV2 W4A8 with 64 distilled images 34.2 against 31.6,
+    # with 8 55.6 against 55.0; ResNet-20 W4A4 1.5 pt worse; Lite2 int8 unchanged over 3 seeds. 0: off.
     per_image_weight: float = 0.0
     clamp_pixels: bool = False  # keep every pixel inside the valid image range
     early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
