@@ -310,37 +310,42 @@ def test_channel_correlation_measures_channels_moving_together():
     assert float(channel_correlation(torch.randn(32, 6, generator=gen))) < 0.1  # a linear layer's (N, C) output
 
 
-def test_decorrelation_term_lowers_the_channels_correlation(tiny):
-    """Off (0) leaves a run bit for bit as it was; on, the target layers' channels move together less."""
-    from gzsq.distillation.losses import channel_correlation
+def _target_outputs(net, obj, images) -> dict:
+    """The outputs of the objective's target layers on `images`, by module name."""
+    outputs = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, k=k: outputs.setdefault(k, o)) for k, m in net.named_modules()
+             if k in obj.targets]
+    with torch.no_grad():
+        net(images)
+    for h in hooks:
+        h.remove()
+    return outputs
 
+
+def _term_off_and_on(tiny, field: str, weight: float):
+    """Distil 16 tiny-net images without an optional loss term, with it at weight 0 (must be the same bits) and at
+    `weight`. → (net, objective, images without, images with)."""
     net = fold_bn(tiny)
     obj = _objective(net)
     base = DistillConfig(iterations=30, lr=0.1, batch_size=16, loss="kl")
     plain, _ = distill_images(net, obj, 16, (3, 8, 8), base, seed=3)
-    again, _ = distill_images(net, obj, 16, (3, 8, 8), DistillConfig(**{**base.__dict__, "decorrelation_weight": 0.0}),
-                              seed=3)
-    assert torch.equal(plain, again)
-    decorrelated, _ = distill_images(net, obj, 16, (3, 8, 8),
-                                     DistillConfig(**{**base.__dict__, "decorrelation_weight": 100.0}), seed=3)
+    off, _ = distill_images(net, obj, 16, (3, 8, 8), DistillConfig(**{**base.__dict__, field: 0.0}), seed=3)
+    assert torch.equal(plain, off)
+    on, _ = distill_images(net, obj, 16, (3, 8, 8), DistillConfig(**{**base.__dict__, field: weight}), seed=3)
+    return net, obj, plain, on
+
+
+def test_decorrelation_term_lowers_the_channels_correlation(tiny):
+    """Off (0) leaves a run bit for bit as it was; on, the target layers' channels move together less."""
+    from gzsq.distillation.losses import channel_correlation
+
+    net, obj, plain, decorrelated = _term_off_and_on(tiny, "decorrelation_weight", 100.0)
 
     def together(images):
-        outputs = {}
-        hooks = [m.register_forward_hook(lambda m, i, o, k=k: outputs.setdefault(k, o)) for k, m in net.named_modules()
-                 if k in obj.targets]
-        with torch.no_grad():
-            net(images)
-        for h in hooks:
-            h.remove()
+        outputs = _target_outputs(net, obj, images)
         return sum(float(channel_correlation(o)) for o in outputs.values()) / len(outputs)
 
     assert together(decorrelated) < together(plain)
-
-
-def test_bad_decorrelation_weight_refused():
-    for value in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(ConfigError, match="decorrelation_weight"):
-            DistillConfig(decorrelation_weight=value)
 
 
 def test_per_image_term_brings_each_image_closer_to_the_targets(tiny):
@@ -351,30 +356,16 @@ def test_per_image_term_brings_each_image_closer_to_the_targets(tiny):
 
     rows = torch.randn(5, 7)
     assert LOSSES["kl"](rows, rows.abs() + 1, torch.zeros(7), torch.ones(7)).shape == (5,)
-    net = fold_bn(tiny)
-    obj = _objective(net)
-    base = DistillConfig(iterations=30, lr=0.1, batch_size=16, loss="kl")
-    plain, _ = distill_images(net, obj, 16, (3, 8, 8), base, seed=3)
-    again, _ = distill_images(net, obj, 16, (3, 8, 8), DistillConfig(**{**base.__dict__, "per_image_weight": 0.0}),
-                              seed=3)
-    assert torch.equal(plain, again)
-    each, _ = distill_images(net, obj, 16, (3, 8, 8), DistillConfig(**{**base.__dict__, "per_image_weight": 10.0}),
-                             seed=3)
+    net, obj, plain, each = _term_off_and_on(tiny, "per_image_weight", 10.0)
 
     def per_image(images):
-        outputs = {}
-        hooks = [m.register_forward_hook(lambda m, i, o, k=k: outputs.setdefault(k, o)) for k, m in net.named_modules()
-                 if k in obj.targets]
-        with torch.no_grad():
-            net(images)
-        for h in hooks:
-            h.remove()
-        return float(_per_image_loss(outputs, obj.targets, LOSSES["kl"]).mean())
+        return float(_per_image_loss(_target_outputs(net, obj, images), obj.targets, LOSSES["kl"]).mean())
 
     assert per_image(each) < per_image(plain)
 
 
-def test_bad_per_image_weight_refused():
-    for value in (-0.5, float("nan"), float("inf")):
-        with pytest.raises(ConfigError, match="per_image_weight"):
-            DistillConfig(per_image_weight=value)
+@pytest.mark.parametrize("field", ["decorrelation_weight", "per_image_weight"])
+def test_bad_term_weights_refused(field):
+    for value in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=field):
+            DistillConfig(**{field: value})
