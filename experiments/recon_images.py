@@ -122,6 +122,9 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     # half the set distilled with local targets, half with the propagated ones (each half from its own start)
     "half_local": (("local", True), ("local_fraction", 0.5)),
+    # a quarter / three quarters of the set distilled with local targets, the rest with the propagated ones
+    "quarter_local": (("local", True), ("local_fraction", 0.25)),
+    "three_quarters_local": (("local", True), ("local_fraction", 0.75)),
     # half-local with five times the steps: local targets' deep features grow richer with more steps
     "half_local_it100": (("local", True), ("local_fraction", 0.5), ("iterations", 100)),
     # a term keeping each target layer's channels from moving together (DistillConfig.decorrelation_weight)
