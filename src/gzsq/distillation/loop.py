@@ -110,7 +110,8 @@ def _per_image_loss(captured: dict[str, torch.Tensor], targets: dict, loss_fn) -
         flat = t.flatten(2)
         terms.append(loss_fn(flat.mean(2), flat.var(2, unbiased=False).add(1e-8).sqrt(), mu, sigma))
     if not terms:
-        return next(iter(captured.values())).new_zeros(len(next(iter(captured.values()))))
+        first = captured[next(iter(targets))]
+        return first.new_zeros(len(first))
     return torch.stack(terms).mean(0)
 
 
