@@ -50,7 +50,14 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     "longer_local": ("longer", (("local", True),)),
     # the targets matched image by image as well as over the batch (DistillConfig.per_image_weight)
     "local_pi1": ("default", (("local", True), ("per_image_weight", 1.0))),
+    # half the set Gaussian noise beside the distilled half: min/max over both takes the wider of the two
+    # sources' ranges per tensor (noise's residual-stream ranges are the wider on Lite2)
+    "local_noise0.5": ("default", (("local", True), ("noise_fraction", 0.5))),
+    # the `local` images with a percentile observer instead of min/max (QUANTIZE_ARGS)
+    "local_percentile": ("default", (("local", True),)),
 }
+# levers that change the quantize command, not the images: name → extra arguments
+QUANTIZE_ARGS: dict[str, list[str]] = {"local_percentile": ["--observer", "percentile"]}
 FIELDS = ["model", "lever", "preset", "overrides", "seed", "distill_seconds", "fp32_top1", "int8_top1", "agreement",
           "seconds_total", "command"]
 
@@ -102,12 +109,13 @@ def run(model: str, lever: str, seed: int) -> dict:
         distill_seconds = distill(model, lever, seed, calib_set)
         cmd = ["gzsq", "quantize", model, *(["--weights", str(WEIGHTS[model])] if model in WEIGHTS else []),
                "--calib-set", str(calib_set), "--eval-data", str(SAMPLE), "--setting", "bn-free",
-               "--threads", "1", "-o", str(work / f"{name}.onnx"), "--json"]
+               "--threads", "1", "-o", str(work / f"{name}.onnx"), "--json", *QUANTIZE_ARGS.get(lever, [])]
         report, seconds, shown = run_quantize(cmd, name, work, OUT / "reports", (".report.json",))
     e = report["evaluation"]
     preset, overrides = LEVERS[lever]
     return {"model": model, "lever": lever, "preset": preset,
-            "overrides": " ".join(f"{k}={v}" for k, v in overrides) or "-", "seed": seed,
+            "overrides": " ".join([f"{k}={v}" for k, v in overrides] + QUANTIZE_ARGS.get(lever, [])) or "-",
+            "seed": seed,
             "distill_seconds": round(distill_seconds, 1), "fp32_top1": e["fp32_top1"], "int8_top1": e["int8_top1"],
             "agreement": e["agreement"], "seconds_total": round(seconds + distill_seconds, 1),
             "command": shown.replace(str(calib_set), "SET.npz")}
