@@ -7,6 +7,7 @@ and MobileNetV2, calibrated on gzsq's distilled images, on Gaussian noise and on
 
 With `--first-last-8bit` every command gets that flag (the first conv, the classifier and their inputs at 8 bits,
 the published anchors' convention) and the rows go to imagenet_peers_fl8.csv / .md / imagenet_peers_fl8/ instead.
+`--tag T` sends them to imagenet_peers_T.* (rows made by another version of the command's defaults).
 
 Every cell is `gzsq quantize MODEL -o X.onnx --w-bits 4 --a-bits 8 --setting bn-free --calib SOURCE --seed S
 --reconstruct-loss LOSS --threads 1 --json` (64 calibration images, block reconstruction, the defaults otherwise;
@@ -51,9 +52,9 @@ FIELDS = ["model", "calib", "seed", "loss", "images", "fp32_top1", "onnxruntime_
 FIRST_LAST_8BIT = False  # set from --first-last-8bit in main(); picks the flag and the fl8 files
 
 
-def use_first_last_8bit() -> None:
+def use_files(tag: str, first_last_8bit: bool) -> None:
     global FIRST_LAST_8BIT, CELLS, CSV
-    FIRST_LAST_8BIT, CELLS, CSV = True, OUT / "imagenet_peers_fl8", OUT / "imagenet_peers_fl8.csv"
+    FIRST_LAST_8BIT, CELLS, CSV = first_last_8bit, OUT / f"imagenet_peers_{tag}", OUT / f"imagenet_peers_{tag}.csv"
 
 
 def cell_name(model: str, calib: str, seed: int, loss: str, fold: str | None = None) -> str:
@@ -147,10 +148,11 @@ def main() -> None:
                    help="--reconstruct-loss, named on every command (rows before it existed ran mse)")
     p.add_argument("--first-last-8bit", action="store_true",
                    help="pass --first-last-8bit to every command; rows go to imagenet_peers_fl8.*")
+    p.add_argument("--tag", help="rows go to imagenet_peers_TAG.* (default: none, or fl8 with --first-last-8bit)")
     p.add_argument("--table", action="store_true", help="only rewrite the table from the CSV")
     args = p.parse_args()
-    if args.first_last_8bit:
-        use_first_last_8bit()
+    if args.first_last_8bit or args.tag:
+        use_files(args.tag or "fl8", args.first_last_8bit)
     if not args.table:
         done = {(r["model"], r["calib"], int(r["seed"]), r["loss"]) for r in read_rows()}
         for seed in args.seeds:
