@@ -429,7 +429,11 @@ class ReconstructConfig:
     iters: int = 500  # optimizer steps per unit (block or layer)
     batch_size: int | None = None  # calibration images per step (drawn with replacement); None: 32, or 8 for
     # images larger than 64×64 (with the crops below: the whole 224×224 job in minutes, not hours, on one thread)
-    lr: float = 1e-3  # Adam, rounding variables V
+    # Adam on the rounding variables V. None: 1e-3 for images up to 64×64, 1e-2 above. With 16×16 windows of 8 images
+    # a step the gradients are noisy, Adam's steps shrink, and 500 steps at 1e-3 leave the rounding under-trained:
+    # MobileNetV2 W4A8 gains 9.6 pt on gzsq's images (3 seeds) and 4.4 on real ones at 1e-2 (results/lowbit/recon_settings_224.md),
+    # where CIFAR ResNets on full maps lose 0.8–1.5 pt (results/lowbit/what_limits_reconstruction.md §3).
+    lr: float | None = None
     act_lr: float = 1e-2  # Adam on log(step size), cosine-annealed; 0 keeps the calibrated ranges
     drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
     reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
@@ -473,6 +477,8 @@ class ReconstructConfig:
                                                ("warmup", 0, 1, False, True),
                                                ("channel_floor", 0, math.inf, True, True)):
             value = getattr(self, name)
+            if name == "lr" and value is None:
+                continue
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                   and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi))
             if not ok:
@@ -480,10 +486,11 @@ class ReconstructConfig:
                 raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
 
     def for_images(self, height: int, width: int) -> "ReconstructConfig":
-        """This config with `batch_size` and `crop` set for calibration images of this size."""
+        """This config with `batch_size`, `crop` and `lr` set for calibration images of this size."""
         large = height * width > 64 * 64
         return replace(self, batch_size=self.batch_size if self.batch_size is not None else (8 if large else 32),
-                       crop=self.crop if self.crop is not None else (16 if large else 0))
+                       crop=self.crop if self.crop is not None else (16 if large else 0),
+                       lr=self.lr if self.lr is not None else (1e-2 if large else 1e-3))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -33,6 +33,7 @@ W4A8 from 75.5 to 80.5 with the defaults, ~3 min on one CPU thread; at W8A8 it g
 from MSE-clipped ranges below 8 bits: min/max ranges leave the step sizes too far to move.
 
 Large images (`ReconstructConfig.for_images`): above 64×64 pixels a step draws 8 images instead of 32,
+the rounding variables learn at 1e-2 instead of 1e-3 (the windows below make the gradients noisy),
 and a unit made of local ops only (convs, pads, pools, activations, adds) whose input map is wider than
 16 learns on one random 16×16 window of it per step, its corner on the unit's stride grid, the float
 target computed by the float unit on the same window (zero padding at the window's borders is then the
