@@ -109,10 +109,6 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # and only 8 distilled (56 flips/shifts of them): distinct images, or the batch the statistics are taken over?
     "local_it100_b16": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("batch_size", 16)),
     "local_it100_d8": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8)),
-    # fewer still: 4 distilled (60 flips/shifts of them); and the 8 alone, a set of 8 images with no copies: is it
-    # the few distinct images or the flips and shifts around them that make the better reconstruction data?
-    "local_it100_d4": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 4)),
-    "local_it100_d8_n8": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8)),
     # the same loss image by image as well as over the batch (DistillConfig.per_image_weight): do 64 distinct
     # distilled images collapse because a few images carry a channel for the rest?
     "local_it100_all_pi1": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("per_image_weight", 1.0)),
@@ -156,8 +152,7 @@ PARTS: dict[str, tuple[tuple[float, tuple[tuple[str, object], ...]], ...]] = {
 }
 RECIPES.update({name: () for name in PARTS})  # made from PARTS; listed so --recipes accepts them
 # recipes that change the set's size: name → images (default: 256, 64 at 224×224)
-N_IMAGES = {"local_it100_d8_n8": 8, "distinct1024": 1024, "half_local_n512": 512, "half_local_n1024": 1024,
-            "half_local_n1024_aug": 1024}
+N_IMAGES = {"distinct1024": 1024, "half_local_n512": 512, "half_local_n1024": 1024, "half_local_n1024_aug": 1024}
 
 FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "recipe", "overrides", "seed", "distill_seconds",
           "distill_final_loss", "fp32_top1", "onnxruntime_top1", "simulator_top1", "agreement",
