@@ -44,8 +44,8 @@ def write_table(jsonl: Path = OUT) -> None:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items() if (k, v) != ("iters", 500)) or "defaults"
-        lines.append(f"| {r['model']} | {r['calib']} | {r['n_calib']} | {r['seed']} | {settings} | {r['fp32_top1']:.1f} | "
-                     f"{r['top1']:.1f} | {r['agreement']:.1f} | {r['seconds']['reconstruct']:.0f} | {r['commit']} |")
+        lines.append(f"| {r['model']} | {r['calib']} | {r['n_calib']} | {r['seed']} | {settings} | "
+                     f"{r['fp32_top1']:.1f} | {r['top1']:.1f} | {r['agreement']:.1f} | {r['seconds']['reconstruct']:.0f} | {r['commit']} |")
     atomic_write_text(jsonl.with_suffix(".md"), "\n".join(lines) + "\n")
 
 

@@ -429,10 +429,10 @@ class ReconstructConfig:
     iters: int = 500  # optimizer steps per unit (block or layer)
     batch_size: int | None = None  # calibration images per step (drawn with replacement); None: 32, or 8 for
     # images larger than 64×64 (with the crops below: the whole 224×224 job in minutes, not hours, on one thread)
-    # Adam on the rounding variables V. None: 1e-3 for images up to 64×64, 1e-2 above. With 16×16 windows of 8 images
-    # a step the gradients are noisy, Adam's steps shrink, and 500 steps at 1e-3 leave the rounding under-trained:
-    # MobileNetV2 W4A8 gains 9.6 pt on gzsq's images (3 seeds) and 4.4 on real ones at 1e-2 (results/lowbit/recon_settings_224.md),
-    # where CIFAR ResNets on full maps lose 0.8–1.5 pt (results/lowbit/what_limits_reconstruction.md §3).
+    # Adam on the rounding variables V. None: 1e-3 for images up to 64×64, 1e-2 above. With 16×16 windows of 8
+    # images a step the gradients are noisy, Adam's steps shrink, and 500 steps at 1e-3 leave the rounding
+    # under-trained: at 1e-2 MobileNetV2 W4A8 gains 9.6 pt on gzsq's images (3 seeds) and 4.4 on real ones, Lite0
+    # 1.1 (results/lowbit/what_limits_reconstruction.md §6), where CIFAR ResNets on full maps lose 0.8–1.5 pt (§3).
     lr: float | None = None
     act_lr: float = 1e-2  # Adam on log(step size), cosine-annealed; 0 keeps the calibrated ranges
     drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
