@@ -457,6 +457,11 @@ class ReconstructConfig:
     # it divides the error; 0.01 weighs nearly every channel alike, while at 1 a channel far weaker than the mean
     # weighs about as under mse.
     channel_floor: float = 0.01
+    # Weight of a data-free prior on each layer's weight error: the output error it would cause on inputs whose
+    # channels were independent, with the calibration inputs' per-channel mean and variance. Distilled images'
+    # deep features span few directions (results/lowbit/what_limits_reconstruction.md §2), leaving the rounding
+    # free along the others; the prior weighs every direction by its channels' spread. 0: off.
+    prior_weight: float = 0.0
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
@@ -475,7 +480,8 @@ class ReconstructConfig:
                                                ("drop_prob", 0, 1, False, False),
                                                ("reg_weight", 0, math.inf, False, True),
                                                ("warmup", 0, 1, False, True),
-                                               ("channel_floor", 0, math.inf, True, True)):
+                                               ("channel_floor", 0, math.inf, True, True),
+                                               ("prior_weight", 0, math.inf, False, True)):
             value = getattr(self, name)
             if name == "lr" and value is None:
                 continue
