@@ -131,6 +131,12 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "half_local_it100": (("local", True), ("local_fraction", 0.5), ("iterations", 100)),
     # a term keeping each target layer's channels from moving together (DistillConfig.decorrelation_weight)
     "local_decor1000": (("local", True), ("decorrelation_weight", 1000.0)),
+    # the same on `local-long`'s 8 distilled images: the deep units are where gzsq's images lose the 224×224
+    # reconstruction (results/lowbit/recon_split_224.md), and their inputs' channels are the most collapsed
+    "local_it100_d8_decor100": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8),
+                                ("decorrelation_weight", 100.0)),
+    "local_it100_d8_decor1000": (("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8),
+                                 ("decorrelation_weight", 1000.0)),
     "half_local_decor1000": (("local", True), ("local_fraction", 0.5), ("decorrelation_weight", 1000.0)),
     # 1024 images, every one distilled (the default's pixel budget raised fourfold)
     "distinct1024": (("distill_pixels", 1024 * 32 * 32),),
