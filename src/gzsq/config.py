@@ -462,12 +462,19 @@ class ReconstructConfig:
     # deep features span few directions (results/lowbit/what_limits_reconstruction.md §2), leaving the rounding
     # free along the others; the prior weighs every direction by its channels' spread. 0: off.
     prior_weight: float = 0.0
+    # Units with a global op (the classifier's pooling) train on full maps, so they see one sample per image: at
+    # 224×224 a few dozen vectors for the largest layer of the net. pool_window > 0 trains them on a random
+    # pool_window × pool_window window of their input map per step instead (the float target on the same window),
+    # many more samples of the same images. 0: full maps.
+    pool_window: int = 0
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
             raise ConfigError(f"reconstruction method must be one of {', '.join(RECONSTRUCT_METHODS)}, got {self.method!r}")
         if self.loss not in RECONSTRUCT_LOSSES:
             raise ConfigError(f"reconstruction loss must be one of {', '.join(RECONSTRUCT_LOSSES)}, got {self.loss!r}")
+        if isinstance(self.pool_window, bool) or not isinstance(self.pool_window, int) or self.pool_window < 0:
+            raise ConfigError(f"pool_window must be a whole number ≥ 0 (0: full maps), got {self.pool_window!r}")
         for name in ("iters", "batch_size"):
             value = getattr(self, name)
             if name == "batch_size" and value is None:

@@ -660,9 +660,12 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             loss = "channel-normalized" if _has_residual_add(unit) else "mse"
         channel_weights = _channel_weights(target, loss, config.channel_floor)
         # Local units on maps wider than config.crop learn on one random window per step (see ReconstructConfig).
-        crop_stride = None
+        crop_stride, crop = None, config.crop
         if config.crop and x_q.dim() == 4 and max(x_q.shape[2:]) > config.crop:
             crop_stride = _unit_stride(unit, work_modules)
+        if (config.pool_window and crop_stride is None and x_q.dim() == 4 and max(x_q.shape[2:]) > config.pool_window
+                and _unit_stride(unit, work_modules) is None):  # a unit with a global op: windows of its map
+            crop_stride, crop = (1, 1), config.pool_window
 
         opt_v = torch.optim.Adam([w.v for w in unit_weights], lr=config.lr)
         scales = [a.log_scale for a in learn_acts]
@@ -693,7 +696,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                 if state.drop:
                     inp = state.mix(inp, x_fp[idx])
             else:  # the float unit on the same window: zero padding at its borders is the same on both sides
-                rows, cols = _window(x_q.shape[2], x_q.shape[3], config.crop, crop_stride, generator)
+                rows, cols = _window(x_q.shape[2], x_q.shape[3], crop, crop_stride, generator)
                 inp, fp_in = x_q[idx, :, rows, cols], x_fp[idx, :, rows, cols]
                 state.mode = "float"
                 with torch.no_grad():
@@ -739,7 +742,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         final = float(_reconstruction_error(out_q, target, channel_weights))
         log.append({"unit": unit.name, "layers": [str(n.target) for n in unit.nodes if is_weight(n)],
                     "seconds": round(time.perf_counter() - t_unit, 2), "final_loss": final,
-                    "crop": None if crop_stride is None else min(config.crop, max(x_q.shape[2:]))})
+                    "crop": None if crop_stride is None else min(crop, max(x_q.shape[2:]))})
         previous = unit
         if on_unit is not None:
             on_unit(_progress_state(units[:index + 1], len(units), weights, acts, generator, log))
