@@ -4,6 +4,7 @@ One place to change if they move: the scripts under experiments/ import these na
 the paths out. The product never reads them; only experiments, benchmarks and tests do.
 """
 
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,3 +18,14 @@ IMAGENET_SAMPLE = SHARED / "data/imagenet-sample"
 CIFAR_RESNETS = {f"cifar10-resnet{d}": SHARED / f"models/cifar10/resnet{d}.th" for d in (20, 32, 44)}
 MOBILENET_V2 = SHARED / "models/imagenet/mobilenet_v2-b0353104.pth"
 WEIGHTS = {**CIFAR_RESNETS, "mobilenet-v2": MOBILENET_V2}
+
+
+def load_zoo_model(name: str):
+    """A zoo model by name, with its checkpoint from ../shared where the zoo does not ship one."""
+    import gzsq
+    return gzsq.load_model(name, str(WEIGHTS[name]) if name in WEIGHTS else None)
+
+
+def short_commit() -> str:
+    """The checkout's commit, recorded beside each result."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()

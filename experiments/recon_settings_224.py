@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 import gzsq
-from assets import IMAGENET_SAMPLE, WEIGHTS
+from assets import IMAGENET_SAMPLE, load_zoo_model, short_commit
 from imagenet_int8 import make_folds
 from overrides import parse_overrides
 from gzsq.atomic import atomic_write_text
@@ -63,8 +62,7 @@ def main() -> None:
         write_table(args.out)
         return
     torch.set_num_threads(1)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    model = gzsq.load_model(args.model, str(WEIGHTS[args.model])) if args.model in WEIGHTS else gzsq.load_model(args.model)
+    commit, model = short_commit(), load_zoo_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         folds = make_folds(Path(tmp), IMAGENET_SAMPLE)
         for setting in args.settings:
