@@ -460,12 +460,13 @@ class ReconstructConfig:
     # Weight of a data-free prior on each layer's weight error: the output error it would cause on inputs whose
     # channels were independent, with the calibration inputs' per-channel mean and variance. Distilled images'
     # deep features span few directions (results/lowbit/what_limits_reconstruction.md §2), leaving the rounding
-    # free along the others; the prior weighs every direction by its channels' spread. 0: off.
+    # free along the others; the prior weighs every direction by its channels' spread. Measured on MobileNetV2
+    # W4A8, seed 0: 60.0 at 0.1 and 58.4 at 1.0 against 62.8 without (what_limits_reconstruction.md §7). 0: off.
     prior_weight: float = 0.0
-    # Units with a global op (the classifier's pooling) train on full maps, so they see one sample per image: at
-    # 224×224 a few dozen vectors for the largest layer of the net. pool_window > 0 trains them on a random
-    # pool_window × pool_window window of their input map per step instead (the float target on the same window),
-    # many more samples of the same images. 0: full maps.
+    # A unit with a global op (the last conv's, which holds the classifier's pooling) trains on full maps, so it
+    # sees one sample per image. pool_window > 0 trains it on a random pool_window × pool_window window of its
+    # input map per step instead (the float target on the same window): more samples of the same images.
+    # Measured on MobileNetV2 W4A8, seed 0: 63.2 at 3 and 62.8 at 1 against 62.8 without (§7). 0: full maps.
     pool_window: int = 0
 
     def __post_init__(self):
