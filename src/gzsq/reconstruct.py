@@ -661,11 +661,12 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         channel_weights = _channel_weights(target, loss, config.channel_floor)
         # Local units on maps wider than config.crop learn on one random window per step (see ReconstructConfig).
         crop_stride, crop = None, config.crop
-        if config.crop and x_q.dim() == 4 and max(x_q.shape[2:]) > config.crop:
-            crop_stride = _unit_stride(unit, work_modules)
-        if (config.pool_window and crop_stride is None and x_q.dim() == 4 and max(x_q.shape[2:]) > config.pool_window
-                and _unit_stride(unit, work_modules) is None):  # a unit with a global op: windows of its map
-            crop_stride, crop = (1, 1), config.pool_window
+        if x_q.dim() == 4 and (config.crop or config.pool_window):
+            stride, side = _unit_stride(unit, work_modules), max(x_q.shape[2:])
+            if stride is not None and config.crop and side > config.crop:
+                crop_stride = stride
+            elif stride is None and config.pool_window and side > config.pool_window:  # a global op: windows
+                crop_stride, crop = (1, 1), config.pool_window
 
         opt_v = torch.optim.Adam([w.v for w in unit_weights], lr=config.lr)
         scales = [a.log_scale for a in learn_acts]
