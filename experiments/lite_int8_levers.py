@@ -53,6 +53,9 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     # half the set Gaussian noise beside the distilled half: min/max over both takes the wider of the two
     # sources' ranges per tensor (noise's residual-stream ranges are the wider on Lite2)
     "local_noise0.5": ("default", (("local", True), ("noise_fraction", 0.5))),
+    # cross-entropy towards a random class per image beside the local targets: class-specific deep features
+    "local_ce1": ("default", (("local", True), ("ce_weight", 1.0))),
+    "local_ce0.3": ("default", (("local", True), ("ce_weight", 0.3))),
     # the `local` images with a percentile observer instead of min/max (QUANTIZE_ARGS)
     "local_percentile": ("default", (("local", True),)),
 }
