@@ -159,6 +159,10 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "half_local_prop100": (("local", True), ("local_fraction", 0.5), ("iterations", 100), ("local_iterations", 20)),
     # half-local on a larger set, every image distilled (each half's pixel budget covers it): do more distinct
     # images make the learned rounding generalize better?
+    # `half-local` with fewer distinct images (each half optimizes this many, the rest flips/shifts): at 224×224
+    # the rounding carries over better the fewer distinct distilled images it learns on; at 32×32 too?
+    "half_local_d32": (("local", True), ("local_fraction", 0.5), ("distill_images", 32)),
+    "half_local_d64": (("local", True), ("local_fraction", 0.5), ("distill_images", 64)),
     "half_local_n512": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 512 * 32 * 32)),
     "half_local_n1024": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 1024 * 32 * 32)),
     # half-local on 1024 images of which 256 per half are distilled, the rest flips/shifts of them
