@@ -163,6 +163,7 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # the rounding carries over better the fewer distinct distilled images it learns on; at 32×32 too?
     "half_local_d32": (("local", True), ("local_fraction", 0.5), ("distill_images", 32)),
     "half_local_d64": (("local", True), ("local_fraction", 0.5), ("distill_images", 64)),
+    "half_local_ce1": (("local", True), ("local_fraction", 0.5), ("ce_weight", 1.0)),
     "half_local_n512": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 512 * 32 * 32)),
     "half_local_n1024": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 1024 * 32 * 32)),
     # half-local on 1024 images of which 256 per half are distilled, the rest flips/shifts of them
