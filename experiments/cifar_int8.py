@@ -39,7 +39,9 @@ def read_runs() -> list[dict]:
 
 # Recipes no preset names: source → (preset, overrides). The set is distilled through the API (one thread, 256
 # images, bn-free, the run's seed), saved as `gzsq distill` saves it, and the command quantizes with `--calib-set`.
-LEVERS = {"local+noise-half": ("default", (("local", True), ("noise_fraction", 0.5)))}
+LEVERS = {"local+noise-half": ("default", (("local", True), ("noise_fraction", 0.5))),
+          # local targets plus cross-entropy towards a random class per image (DistillConfig.ce_weight)
+          "local+ce1": ("default", (("local", True), ("ce_weight", 1.0)))}
 
 
 def distill_lever(model: str, source: str, seed: int, path: Path) -> None:
@@ -91,7 +93,7 @@ def summarize(runs: list[dict]) -> str:
              "--setting bn-free --seed S`: the default int8 export, 256 calibration images, evaluated by ONNX Runtime on "
              "all 10 000 CIFAR-10 test images. Source `auto` is the command's own choice (no `--preset`; the calib column "
              "says what it picked: the rows here ran from a checkout of 72feecb, when `auto` still took the `default` "
-             "preset for int8 jobs on these nets, as `log.txt` shows), `local` / `mixed` / ... are `--preset` values, `local+noise-half` is a recipe no preset names (local targets, half the set left as noise; distilled through the API and passed with `--calib-set`), `real` is 256 CIFAR-10 training "
+             "preset for int8 jobs on these nets, as `log.txt` shows), `local` / `mixed` / ... are `--preset` values, `local+noise-half` and `local+ce1` are recipes no preset names (local targets with half the set left as noise, or with cross-entropy towards a random class per image at weight 1; distilled through the API and passed with `--calib-set`), `real` is 256 CIFAR-10 training "
              "images. Mean ± std over the seeds listed.", "",
              "| model | FP32 | source | calib | seeds | int8 top-1 | per seed | agreement with FP32 |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
