@@ -42,10 +42,12 @@ RUNS = OUT / "runs.jsonl"
 MODELS = ["mobilenet-v2", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
 WEIGHTS = {"mobilenet-v2": MOBILENET_V2}
 SOURCES = ["gzsq", "gaussian", "real", "real-percentile"]
-# `gzsq` is the command's default (preset auto: `local` on these depthwise-separable models). The `gzsq-default`
-# rows ran when the default preset was `default`, with no --preset on their command line; their reports say
-# "calib": "gzsq-default". The variants are levers, not in the target's check.
+# `gzsq` is the command's default (preset auto: `local-classes` on these depthwise-separable models). The
+# `gzsq-default` rows ran when the default preset was `default`, and the `gzsq-local` rows when `auto` picked
+# `local` here, both with no --preset on their command line; their reports say "calib": "gzsq-default" /
+# "gzsq-local". The variants are levers, not in the target's check.
 VARIANTS = {"gzsq-default": ["--calib", "gzsq", "--preset", "default"],
+            "gzsq-local": ["--calib", "gzsq", "--preset", "local"],
             "gzsq-longer": ["--calib", "gzsq", "--preset", "longer"],
             "gzsq-half-local": ["--calib", "gzsq", "--preset", "half-local"],
             "real-percentile": ["--calib", "real", "--observer", "percentile"],
@@ -120,7 +122,10 @@ def summarize(runs: list[dict]) -> str:
              "Real images: 64 from one half of the sample (even or odd rows), evaluated on the other half, both "
              "halves added, so no image is evaluated by a model calibrated on it; `real-percentile` is the same with "
              "`--observer percentile` (min/max follows real photos' outliers). `gzsq` is the command's default, preset `auto` "
-             "(local targets on these depthwise-separable models: each report says `gzsq-local`); `gzsq-default` is "
+             "(local targets with each image pushed towards a class of its own on these depthwise-separable models: "
+             "each report says `gzsq-local-classes`); `gzsq-local` is `--preset local` (its rows ran when `auto` "
+             "picked it here, with no `--preset` on the command line; their reports say `gzsq-local`); "
+             "`gzsq-default` is "
              "`--preset default` (its rows ran when that was the command's default, with no `--preset` on the command "
              "line; their reports say `gzsq-default`); `gzsq-longer` is `--preset longer` (40 distillation steps instead "
              "of 20); `gzsq-half-local` is `--preset half-local` (half the images distilled with local targets, half "

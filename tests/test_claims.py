@@ -141,7 +141,7 @@ def test_default_int8_export_of_efficientnet_lite0_agrees_with_fp32(tmp_path):
                  "--seed", "0", "--threads", "1", "--json"])
     assert r.code == 0, str(r)
     report = json.loads(r.out.strip().splitlines()[-1])
-    assert report["calib"] == "gzsq-local" and report["n_calib"] == 64 and out.exists()
+    assert report["calib"] == "gzsq-local-classes" and report["n_calib"] == 64 and out.exists()
     e = report["evaluation"]
     assert e["images"] == 500 and e["fp32_top1"] == 88.8
     assert e["agreement"] >= 98.2, e

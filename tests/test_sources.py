@@ -64,8 +64,8 @@ def test_gzsq_noise_fraction_leaves_the_last_images_as_noise(tiny):
 
 
 def test_auto_preset_picks_local_targets_for_depthwise_separable_networks(tiny):
-    """`auto` (the default) means `local` where some conv is depthwise (`local-long` when the job learns its
-    rounding) or the job sets 8-bit ranges; elsewhere `half-local` for a job that learns its rounding, `default` for
+    """`auto` (the default) means `local-classes` where some conv is depthwise (`local-long` when the job learns
+    its rounding), `local` where the job sets 8-bit ranges; elsewhere `half-local` for a job that learns its rounding, `default` for
     ranges below 8 bits; named presets stay."""
     import gzsq
     from gzsq.config import CalibrationConfig, ImagesFor, QuantConfig, ReconstructConfig
@@ -73,10 +73,10 @@ def test_auto_preset_picks_local_targets_for_depthwise_separable_networks(tiny):
 
     mobilenet = gzsq.load_model("efficientnet-lite0")  # depthwise-separable, its weights ship with gzsq
     assert is_depthwise_separable(mobilenet) and not is_depthwise_separable(tiny)
-    assert resolve_preset("auto", mobilenet) == "local" and resolve_preset("auto", tiny) == "local"
+    assert resolve_preset("auto", mobilenet) == "local-classes" and resolve_preset("auto", tiny) == "local"
     assert resolve_preset("auto", tiny, ImagesFor(a_bits=4)) == "default"
     assert resolve_preset("auto", tiny, ImagesFor(a_bits=6)) == "default"
-    assert resolve_preset("auto", mobilenet, ImagesFor(a_bits=4)) == "local"
+    assert resolve_preset("auto", mobilenet, ImagesFor(a_bits=4)) == "local-classes"
     assert CalibrationConfig().resolved(tiny, ImagesFor(a_bits=4)).preset == "default"
     # images that will train learned rounding: half-local targets where the architecture does not pick local
     assert resolve_preset("auto", tiny, ImagesFor(a_bits=4, reconstructing=True)) == "half-local"
@@ -91,7 +91,7 @@ def test_auto_preset_picks_local_targets_for_depthwise_separable_networks(tiny):
     assert ImagesFor.job(QuantConfig(w_bits=4, a_bits=8)) == ImagesFor()
     assert resolve_preset("longer", mobilenet) == "longer"
     assert CalibrationConfig().preset == "auto"
-    assert CalibrationConfig().resolved(mobilenet).preset == "local"
+    assert CalibrationConfig().resolved(mobilenet).preset == "local-classes"
     assert CalibrationConfig(preset="mixed").resolved(tiny).preset == "mixed"
     assert CalibrationConfig(source="gaussian").resolved(mobilenet).preset == "auto"  # only gzsq has presets
     with pytest.raises(ConfigError, match="unknown gzsq preset 'fancy'"):
