@@ -55,7 +55,6 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     "local_noise0.5": ("default", (("local", True), ("noise_fraction", 0.5))),
     # cross-entropy towards a random class per image beside the local targets: class-specific deep features
     "local_ce1": ("default", (("local", True), ("ce_weight", 1.0))),
-    "local_ce0.3": ("default", (("local", True), ("ce_weight", 0.3))),
     "local_ce3": ("default", (("local", True), ("ce_weight", 3.0))),
     # the `local` images with a percentile observer instead of min/max (QUANTIZE_ARGS)
     "local_percentile": ("default", (("local", True),)),

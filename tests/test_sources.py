@@ -65,8 +65,8 @@ def test_gzsq_noise_fraction_leaves_the_last_images_as_noise(tiny):
 
 def test_auto_preset_picks_local_targets_for_depthwise_separable_networks(tiny):
     """`auto` (the default) means `local-classes` where some conv is depthwise (`local-long` when the job learns
-    its rounding), `local` where the job sets 8-bit ranges; elsewhere `half-local` for a job that learns its rounding, `default` for
-    ranges below 8 bits; named presets stay."""
+    its rounding), `local` where the job sets 8-bit ranges; elsewhere `half-local` for a job that learns its
+    rounding, `default` for ranges below 8 bits; named presets stay."""
     import gzsq
     from gzsq.config import CalibrationConfig, ImagesFor, QuantConfig, ReconstructConfig
     from gzsq.sources.gzsq import is_depthwise_separable, resolve_preset

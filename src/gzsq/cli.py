@@ -165,7 +165,7 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                         "EfficientNet-Lite0/1, +3.8-4.9 pt W4A4 with reconstruction on ResNet-32/44; worse on ResNet-20 "
                         "and at W4A4 without reconstruction), 'local-classes' (local with each image pushed towards a "
                         "random class of its own: int8 agreement +0.5-0.9 pt on MobileNetV2 and EfficientNet-Lite1/2, "
-                        "0.6-1.2 pt lower on the BN-trained CIFAR ResNets), 'local-long' (local-classes with 100 steps, "
+                        "0.3-1.3 pt lower on the BN-trained CIFAR ResNets), 'local-long' (local-classes with 100 steps, "
                         "at 224x224 on 8 images and flips/shifts of them: learned rounding at W4A8 on EfficientNet-Lite0 "
                         "+6.5 pt over the same without the class term, steadier over seeds than 'local'), "
                         "'half-local' (half the set with local targets, half with "

@@ -99,9 +99,10 @@ PRESETS["local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True), PRESETS["def
 # `local` with each image pushed towards a random class of its own (cross-entropy on the logits, weight 1), for the
 # int8 job on depthwise-separable networks: ONNX Runtime int8, mean agreement over 3 seeds on the 500-image sample
 # (results/lite_int8_levers/, rows local_ce1): MobileNetV2 95.67 against `local`'s 94.73 (every seed's top-1 83.0
-# or above, FP32 83.4), Lite1 98.40 (97.87), Lite2 96.27 (95.80), Lite0 98.93 (98.93). The CIFAR ResNets trained
-# with BN lose by it (ResNet-20 / -32 at seed 0: 0.6 / 1.2 pt of agreement, results/cifar_int8/, rows local+ce1), so
-# `auto` picks it for depthwise-separable networks only.
+# or above, FP32 83.4), Lite1 98.40 (97.87), Lite2 96.27 (95.80), Lite0 98.93 (98.93). On the CIFAR nets
+# (results/cifar_int8/, rows local+ce1, 3 seeds) the never-normalized ones gain 0.3–1.7 pt but those trained with BN
+# lose 0.3–1.3, and folded weights do not say which kind a net is, so `auto` picks it for depthwise-separable
+# networks only.
 PRESETS["local-classes"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS["default"].distill, ce_weight=1.0))
 
 # `local` with 100 distillation steps instead of 20, for learned rounding on depthwise-separable networks: after 20
@@ -115,9 +116,10 @@ PRESETS["local-classes"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS[
 # pixel budget still distills all 256. Distillation takes 57–72 s on one thread, against 5–10 minutes of
 # reconstruction. Each image is also pushed towards a class of its own (cross-entropy towards a random class,
 # weight 1): the distilled images' deep features otherwise spread over a fifth of real images' directions, and
-# class-specific images spread wider (Lite0's last-third effective rank 0.06 against 0.04; real 0.19). W4A8 at the rounding's 224×224 learning rate, 3 seeds (rows
-# local_it100_d8_ce1 of results/recon_images/): Lite0 58.2 ± 2.1 against 51.7 ± 3.0 (every seed +5 to +9),
-# MobileNetV2 62.5 ± 2.8 against 61.9 ± 2.2; weight 10 made MobileNetV2 53.4 at seed 0 (62.8 without).
+# class-specific images spread wider (Lite0's last-third effective rank 0.06 against 0.04; real 0.19). W4A8 at the
+# rounding's 224×224 learning rate, 3 seeds (rows local_it100_d8_ce1 of results/recon_images/): Lite0 58.2 ± 2.1
+# against 51.7 ± 3.0 (every seed +5 to +9), MobileNetV2 62.5 ± 2.8 against 61.9 ± 2.2; weight 10 made MobileNetV2
+# 53.4 at seed 0 (62.8 without). On ResNet-44 W4A4 the same term cost `half-local` 5.3 pt (seed 0).
 PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
                                    replace(PRESETS["default"].distill, iterations=100, min_distill_images=8,
                                            ce_weight=1.0))
@@ -144,12 +146,12 @@ PRESETS["half-local-long"] = GzsqRecipe(PRESETS["half-local"].targets,
 # `auto`, the default, picks a preset from the architecture and the job: local targets for depthwise-separable
 # networks (MobileNet / EfficientNet class), where the propagated targets of depthwise convs fall far below real
 # spreads and every later layer inherits that (each image towards a class of its own, `local-classes`; distilled for
-# 100 steps, `local-long`, when the job learns its rounding on them), and for every int8 job (8-bit activations, no reconstruction): at 8
-# bits a range too narrow costs far more than one too wide, and the propagated targets' deep underestimate grows
-# with depth (ResNet-32-nf int8 through ONNX Runtime: 72.84 with `default`, 76.13 with `local`, noise 75.92, FP32 76.20; the
-# shallower nets lose at most 0.6 pt of agreement, 0.1 of top-1: results/cifar_int8/). Below 8 bits, `half-local`
-# when the images will train learned rounding (reconstruction), and the `default` preset when they only set
-# ranges, where local targets made round-to-nearest W4A4 collapse (results/accuracy.md).
+# 100 steps, `local-long`, when the job learns its rounding on them), and for every int8 job (8-bit activations, no
+# reconstruction): at 8 bits a range too narrow costs far more than one too wide, and the propagated targets' deep
+# underestimate grows with depth (ResNet-32-nf int8 through ONNX Runtime: 72.84 with `default`, 76.13 with `local`,
+# noise 75.92, FP32 76.20; the shallower nets lose at most 0.6 pt of agreement, 0.1 of top-1: results/cifar_int8/).
+# Below 8 bits, `half-local` when the images will train learned rounding (reconstruction), and the `default` preset
+# when they only set ranges, where local targets made round-to-nearest W4A4 collapse (results/accuracy.md).
 AUTO = "auto"
 AUTO_LOCAL = "local"
 AUTO_DEPTHWISE = "local-classes"
