@@ -118,8 +118,8 @@ PRESETS["local-classes"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS[
 # weight 1): the distilled images' deep features otherwise spread over a fifth of real images' directions, and
 # class-specific images spread wider (Lite0's last-third effective rank 0.06 against 0.04; real 0.19). W4A8 at the
 # rounding's 224×224 learning rate, 3 seeds (rows local_it100_d8_ce1 of results/recon_images/): Lite0 58.2 ± 2.1
-# against 51.7 ± 3.0 (every seed +5 to +9), MobileNetV2 62.5 ± 2.8 against 61.9 ± 2.2; weight 10 made MobileNetV2
-# 53.4 at seed 0 (62.8 without). On ResNet-44 W4A4 the same term cost `half-local` 5.3 pt (seed 0).
+# against 51.7 ± 3.0 (every seed +5 to +9), MobileNetV2 62.5 ± 2.8 against 61.9 ± 2.2; weight 3 gave both less at
+# seed 0 (56.4, 61.4), weight 10 made MobileNetV2 53.4 (62.8 without). On ResNet-44 W4A4 the same term cost `half-local` 5.3 pt (seed 0).
 PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
                                    replace(PRESETS["default"].distill, iterations=100, min_distill_images=8,
                                            ce_weight=1.0))
