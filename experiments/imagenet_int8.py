@@ -54,6 +54,8 @@ VARIANTS = {"gzsq-default": ["--calib", "gzsq", "--preset", "default"],
             # twice the images: min/max over more draws reaches further into the tails (the residual stream's
             # ranges are what gzsq and noise leave narrow here); noise gets the same count
             "gzsq-128": ["--calib", "gzsq", "--n-calib", "128"],
+            # the same when `auto` picked `local` here (no --preset on those rows' command line)
+            "gzsq-local-128": ["--calib", "gzsq", "--preset", "local", "--n-calib", "128"],
             "gaussian-128": ["--calib", "gaussian", "--n-calib", "128"],
             # int8 written from the simulation model after block reconstruction on the calibration images
             # (learned rounding and activation step sizes, 500 steps per unit): is the 8-bit activation grid what
@@ -129,7 +131,7 @@ def summarize(runs: list[dict]) -> str:
              "`--preset default` (its rows ran when that was the command's default, with no `--preset` on the command "
              "line; their reports say `gzsq-default`); `gzsq-longer` is `--preset longer` (40 distillation steps instead "
              "of 20); `gzsq-half-local` is `--preset half-local` (half the images distilled with local targets, half "
-             "with the propagated ones); `gzsq-128` and `gaussian-128` calibrate on 128 images instead of 64 (`--n-calib 128`); "
+             "with the propagated ones); `gzsq-128` and `gaussian-128` calibrate on 128 images instead of 64 (`--n-calib 128`; `gzsq-local-128` ran when `auto` picked `local` here); "
              "`gzsq-recon` and `gaussian-recon` add `--reconstruct block` (W8A8 learned rounding and activation step sizes "
              "on the calibration images, the file written from the simulation model). "
              "One image is 0.2 pt.", "",
