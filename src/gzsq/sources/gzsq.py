@@ -106,20 +106,20 @@ PRESETS["local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True), PRESETS["def
 PRESETS["local-classes"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS["default"].distill, ce_weight=1.0))
 
 # `local` with 100 distillation steps instead of 20, for learned rounding on depthwise-separable networks: after 20
-# steps their 224×224 images' deep features are still as collapsed as noise's, and the rounding learned on them
-# swings with the seed. W4A8 block reconstruction, ONNX Runtime on the 500-image sample, 3 seeds
-# (results/recon_images/, results/lowbit/imagenet_peers.md): MobileNetV2 52.7 ± 0.6 against `local`'s 49.3 ± 6.0
-# (one seed collapsed to 42.4), EfficientNet-Lite0 49.9 ± 0.8 against 49.3 ± 2.1 (16 images distilled). At
-# 224×224 it distills 8 images, not 16, and makes the rest flips/shifts of them: the rounding carries over better
-# the fewer distinct distilled images it learns on (64 distilled: MobileNetV2 31.6; 8: MobileNetV2 54.3 ± 1.2,
-# Lite0 51.1 ± 1.9; rows local_it100_d8 / _b16, results/lowbit/what_limits_reconstruction.md §5). At 32×32 the
-# pixel budget still distills all 256. Distillation takes 57–72 s on one thread, against 5–10 minutes of
-# reconstruction. Each image is also pushed towards a class of its own (cross-entropy towards a random class,
-# weight 1): the distilled images' deep features otherwise spread over a fifth of real images' directions, and
-# class-specific images spread wider (Lite0's last-third effective rank 0.06 against 0.04; real 0.19). W4A8 at the
-# rounding's 224×224 learning rate, 3 seeds (rows local_it100_d8_ce1 of results/recon_images/): Lite0 58.2 ± 2.1
-# against 51.7 ± 3.0 (every seed +5 to +9), MobileNetV2 62.5 ± 2.8 against 61.9 ± 2.2; weight 3 gave both less at
-# seed 0 (56.4, 61.4), weight 10 made MobileNetV2 53.4 (62.8 without). On ResNet-44 W4A4 the same term cost `half-local` 5.3 pt (seed 0).
+# steps their 224×224 images' deep features are still as collapsed as noise's, and the rounding learned on them swings
+# with the seed. W4A8 block reconstruction, ONNX Runtime on the 500-image sample, 3 seeds (results/recon_images/,
+# results/lowbit/imagenet_peers.md): MobileNetV2 52.7 ± 0.6 against `local`'s 49.3 ± 6.0 (one seed collapsed to 42.4),
+# EfficientNet-Lite0 49.9 ± 0.8 against 49.3 ± 2.1 (16 images distilled). At 224×224 it distills 8 images, not 16, and
+# makes the rest flips/shifts of them: the rounding carries over better the fewer distinct distilled images it learns
+# on (64 distilled: MobileNetV2 31.6; 8: MobileNetV2 54.3 ± 1.2, Lite0 51.1 ± 1.9; rows local_it100_d8 / _b16,
+# results/lowbit/what_limits_reconstruction.md §5). At 32×32 the pixel budget still distills all 256. Distillation
+# takes 55–74 s on one thread (with the class term below), against 5–10 minutes of reconstruction. Each image is also
+# pushed towards a class of its own (cross-entropy towards a random class, weight 1): the distilled images' deep
+# features otherwise spread over a fifth of real images' directions, and class-specific images spread wider (Lite0's
+# last-third effective rank 0.06 against 0.04; real 0.19). W4A8 at the rounding's 224×224 learning rate, 3 seeds (rows
+# local_it100_d8_ce1 of results/recon_images/): Lite0 58.2 ± 2.1 against 51.7 ± 3.0 (every seed +5 to +9), MobileNetV2
+# 62.5 ± 2.8 against 61.9 ± 2.2; weight 3 gave both less at seed 0 (56.4, 61.4), weight 10 made MobileNetV2 53.4 (62.8
+# without). On ResNet-44 W4A4 the same term cost `half-local` 5.3 pt (seed 0).
 PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
                                    replace(PRESETS["default"].distill, iterations=100, min_distill_images=8,
                                            ce_weight=1.0))
