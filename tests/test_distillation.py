@@ -69,6 +69,24 @@ def test_pixel_budget_sizes_the_optimized_subset():
     assert lower.images_to_optimize(64, (3, 224, 224)) == 8 and lower.images_to_optimize(256, (3, 32, 32)) == 128
 
 
+def test_crop_expansion_makes_resized_crops_of_the_distilled_images():
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 2, 16, 16).contiguous()  # image k is all k
+    out = distill_loop._expand(flat, 12, gen, crop_scale=0.3)
+    assert out.shape == (12, 2, 16, 16) and torch.equal(out[:3], flat)
+    per_image = out.flatten(1)
+    assert torch.equal(per_image.min(1).values, per_image.max(1).values)  # a crop of a flat image stays flat
+    ramp = torch.linspace(0, 1, 16).expand(1, 1, 16, 16).contiguous()
+    crops = distill_loop._expand(ramp, 6, torch.Generator().manual_seed(1), crop_scale=0.3)[1:]
+    assert crops.min() >= 0 and crops.max() <= 1  # bilinear resizing stays inside the image's range
+    steps = crops[..., 1:] - crops[..., :-1]
+    # a crop climbs the ramp in steps no larger than the image's (a flipped one descends), most in smaller ones
+    largest = steps.abs().amax(dim=(1, 2, 3))
+    assert (largest <= 1 / 15 + 1e-6).all() and (largest < 1 / 15 - 1e-6).sum() >= 3
+    with pytest.raises(ConfigError, match="expand_crop_scale"):
+        DistillConfig(expand_crop_scale=0.0)
+
+
 def test_mixed_preset_is_the_default_with_half_the_set_noise():
     from dataclasses import replace
 

@@ -181,6 +181,10 @@ class DistillConfig:
     early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
     min_iterations: int = 0
     distill_images: int = 0  # optimize only this many and make the rest by flips/shifts (0: all)
+    # The images made from the optimized ones are random crops of them, resized back, when this is below 1: the
+    # smallest share of an image's area a crop keeps. Few distinct distilled images teach learned rounding better
+    # than many (`local-long`: 8), so the copies are the set's only other source of variety. 1: flips and shifts.
+    expand_crop_scale: float = 1.0
     # Or size that number by pixels: optimize just enough images to cover this many pixels (at least
     # min_distill_images), so one recipe costs about the same per step at 32×32 and at 224×224. Ignored when
     # distill_images is set; 0: off.
@@ -226,6 +230,8 @@ class DistillConfig:
             raise ConfigError(f"noise_fraction must be in [0, 1), got {self.noise_fraction!r}")
         if not 0.0 <= self.init_spectrum <= 2.0:
             raise ConfigError(f"init_spectrum must be in [0, 2], got {self.init_spectrum!r}")
+        if not 0.0 < self.expand_crop_scale <= 1.0:
+            raise ConfigError(f"expand_crop_scale must be in (0, 1], got {self.expand_crop_scale!r}")
         if not 0.0 <= self.init_colour < 1.0:
             raise ConfigError(f"init_colour must be in [0, 1), got {self.init_colour!r}")
         if not (self.decorrelation_weight >= 0.0 and math.isfinite(self.decorrelation_weight)):

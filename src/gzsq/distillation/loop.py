@@ -10,6 +10,7 @@ saves its state every K iterations, and resumes from it after an interruption.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -338,7 +339,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
         model.to(memory_format=torch.contiguous_format)
     images = torch.cat(batches).cpu()
     if len(images) < n:
-        images = _expand(images, n, gen)
+        images = _expand(images, n, gen, config.expand_crop_scale)
     log = {"iterations": iters_run, "local_batches": objective.local_batches,
            "final_loss": [c[-1] for c in curves], "loss_curve": curves[0],
            "seconds": earlier_seconds + time.perf_counter() - start,
@@ -347,15 +348,32 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     return images, log
 
 
-def _expand(images: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
-    """More images from fewer: horizontal flips and small circular shifts of the distilled ones."""
+def _expand(images: torch.Tensor, n: int, gen: torch.Generator, crop_scale: float = 1.0) -> torch.Tensor:
+    """More images from fewer: horizontal flips and small circular shifts of the distilled ones, or, with
+    crop_scale < 1, flipped random crops of them (area share in [crop_scale, 1], aspect 3:4 to 4:3) resized back."""
     out = [images]
     total = len(images)
     while total < n:
         src = images[torch.randint(len(images), (len(images),), generator=gen)]
         flip = torch.rand(len(src), generator=gen) < 0.5
         src = torch.where(flip.view(-1, 1, 1, 1), src.flip(-1), src)
-        dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
-        out.append(torch.roll(src, shifts=(dy, dx), dims=(-2, -1)))
+        if crop_scale < 1.0:
+            out.append(torch.cat([_random_crop(img, crop_scale, gen) for img in src]))
+        else:
+            dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
+            out.append(torch.roll(src, shifts=(dy, dx), dims=(-2, -1)))
         total += len(src)
     return torch.cat(out)[:n]
+
+
+def _random_crop(image: torch.Tensor, min_area: float, gen: torch.Generator) -> torch.Tensor:
+    """One random crop of a (C, H, W) image covering [min_area, 1] of it, resized back to H×W → (1, C, H, W)."""
+    h, w = image.shape[-2:]
+    area = min_area + (1.0 - min_area) * float(torch.rand((), generator=gen))
+    aspect = math.exp(math.log(3 / 4) + math.log(16 / 9) * float(torch.rand((), generator=gen)))
+    ch = max(1, min(h, round(math.sqrt(area * h * w / aspect))))
+    cw = max(1, min(w, round(math.sqrt(area * h * w * aspect))))
+    y0 = int(torch.randint(h - ch + 1, (), generator=gen))
+    x0 = int(torch.randint(w - cw + 1, (), generator=gen))
+    crop = image[None, :, y0:y0 + ch, x0:x0 + cw]
+    return nn.functional.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
