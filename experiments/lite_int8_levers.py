@@ -56,6 +56,9 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     # cross-entropy towards a random class per image beside the local targets: class-specific deep features
     "local_ce1": ("default", (("local", True), ("ce_weight", 1.0))),
     "local_ce3": ("default", (("local", True), ("ce_weight", 3.0))),
+    # `local-classes` with the 48 copies of its 16 distilled images made as random crops resized back
+    # (DistillConfig.expand_crop_scale) instead of flips and small shifts: zoomed-in copies, other ranges?
+    "local_ce1_crop0.5": ("default", (("local", True), ("ce_weight", 1.0), ("expand_crop_scale", 0.5))),
     # the `local` images with a percentile observer instead of min/max (QUANTIZE_ARGS)
     "local_percentile": ("default", (("local", True),)),
 }
