@@ -141,7 +141,6 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
                                    ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),
     "local_it100_d8_ce1_crop0.25": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                     ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.25)),
-    "half_local_crop0.5": (("local", True), ("local_fraction", 0.5), ("expand_crop_scale", 0.5)),
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     # half the set distilled with local targets, half with the propagated ones (each half from its own start)
     "half_local": (("local", True), ("local_fraction", 0.5)),
