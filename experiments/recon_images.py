@@ -141,6 +141,9 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
                                    ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),
     "local_it100_d8_ce1_crop0.25": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                     ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.25)),
+    # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
+    "local_it100_d8_ce1_crop0.5_n128": (("local", True), ("iterations", 100), ("distill_pixels", 0),
+                                        ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     # half the set distilled with local targets, half with the propagated ones (each half from its own start)
     "half_local": (("local", True), ("local_fraction", 0.5)),
@@ -182,7 +185,7 @@ PARTS: dict[str, tuple[tuple[float, tuple[tuple[str, object], ...]], ...]] = {
 }
 RECIPES.update({name: () for name in PARTS})  # made from PARTS; listed so --recipes accepts them
 # recipes that change the set's size: name → images (default: 256, 64 at 224×224)
-N_IMAGES = {"distinct1024": 1024, "half_local_n512": 512, "half_local_n1024": 1024, "half_local_n1024_aug": 1024}
+N_IMAGES = {"local_it100_d8_ce1_crop0.5_n128": 128, "distinct1024": 1024, "half_local_n512": 512, "half_local_n1024": 1024, "half_local_n1024_aug": 1024}
 
 FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "recipe", "overrides", "seed", "distill_seconds",
           "distill_final_loss", "fp32_top1", "onnxruntime_top1", "simulator_top1", "agreement",
