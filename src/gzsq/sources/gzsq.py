@@ -105,24 +105,22 @@ PRESETS["local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True), PRESETS["def
 # networks only.
 PRESETS["local-classes"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS["default"].distill, ce_weight=1.0))
 
-# `local` with 100 distillation steps instead of 20, for learned rounding on depthwise-separable networks: after 20
-# steps their 224×224 images' deep features are still as collapsed as noise's, and the rounding learned on them swings
-# with the seed. W4A8 block reconstruction, ONNX Runtime on the 500-image sample, 3 seeds (results/recon_images/,
-# results/lowbit/imagenet_peers.md): MobileNetV2 52.7 ± 0.6 against `local`'s 49.3 ± 6.0 (one seed collapsed to 42.4),
-# EfficientNet-Lite0 49.9 ± 0.8 against 49.3 ± 2.1 (16 images distilled). At 224×224 it distills 8 images, not 16, and
-# makes the rest flips/shifts of them: the rounding carries over better the fewer distinct distilled images it learns
-# on (64 distilled: MobileNetV2 31.6; 8: MobileNetV2 54.3 ± 1.2, Lite0 51.1 ± 1.9; rows local_it100_d8 / _b16,
-# results/lowbit/what_limits_reconstruction.md §5). At 32×32 the pixel budget still distills all 256. Distillation
-# takes 55–74 s on one thread (with the class term below), against 5–10 minutes of reconstruction. Each image is also
-# pushed towards a class of its own (cross-entropy towards a random class, weight 1): the distilled images' deep
-# features otherwise spread over a fifth of real images' directions, and class-specific images spread wider (Lite0's
-# last-third effective rank 0.06 against 0.04; real 0.19). W4A8 at the rounding's 224×224 learning rate, 3 seeds (rows
-# local_it100_d8_ce1 of results/recon_images/): Lite0 58.2 ± 2.1 against 51.7 ± 3.0 (every seed +5 to +9), MobileNetV2
-# 62.5 ± 2.8 against 61.9 ± 2.2; weight 3 gave both less at seed 0 (56.4, 61.4), weight 10 made MobileNetV2 53.4 (62.8
-# without). On ResNet-44 W4A4 the same term cost `half-local` 5.3 pt (seed 0).
+# `local` for learned rounding on depthwise-separable networks, each choice measured on W4A8 block reconstruction
+# (ONNX Runtime, the 500-image sample, 3 seeds; results/recon_images/ and results/lowbit/what_limits_reconstruction.md):
+# - 100 distillation steps instead of 20: after 20 the 224×224 images' deep features are as collapsed as noise's and
+#   the rounding swings with the seed (MobileNetV2 52.7 ± 0.6 against 49.3 ± 6.0).
+# - 8 distinct images at 224×224, not 16: the rounding carries over better the fewer distinct distilled images it
+#   learns on (64: MobileNetV2 31.6; 8: 54.3). At 32×32 the pixel budget still distills all 256.
+# - each image pushed towards a random class of its own (cross-entropy, weight 1): class-specific images spread the
+#   deep features over more directions (rows local_it100_d8_ce1: Lite0 58.2 ± 2.1 against 51.7 ± 3.0, MobileNetV2
+#   62.5 ± 2.8 against 61.9 ± 2.2; weights 3 and 10 did worse). On ResNet-44 W4A4 it cost `half-local` 5.3 pt.
+# - the 56 copies of the 8 images are random crops of them resized back (at least half their area), not flips and
+#   ±2-pixel shifts (rows local_it100_d8_ce1_crop0.5: MobileNetV2 67.7 ± 0.7 against 62.5 ± 2.8, Lite0 59.3 ± 0.8 against 58.2 ± 2.1;
+#   120 crops on a set of 128 gave MobileNetV2 63.6 at seed 0).
+# Distillation takes 55–74 s on one thread, against 5–10 minutes of reconstruction.
 PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
                                    replace(PRESETS["default"].distill, iterations=100, min_distill_images=8,
-                                           ce_weight=1.0))
+                                           ce_weight=1.0, expand_crop_scale=0.5))
 
 # Half the set with local targets, half with the propagated ones, each half optimized as a batch of its own: for
 # learned rounding, which fits whatever inputs it sees. The propagated half's deep layers come out narrower than real
