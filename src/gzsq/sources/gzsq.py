@@ -115,8 +115,8 @@ PRESETS["local-classes"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS[
 #   deep features over more directions (rows local_it100_d8_ce1: Lite0 58.2 ± 2.1 against 51.7 ± 3.0, MobileNetV2
 #   62.5 ± 2.8 against 61.9 ± 2.2; weights 3 and 10 did worse). On ResNet-44 W4A4 it cost `half-local` 5.3 pt.
 # - the 56 copies of the 8 images are random crops of them resized back (at least half their area), not flips and
-#   ±2-pixel shifts (rows local_it100_d8_ce1_crop0.5: MobileNetV2 67.7 ± 0.7 against 62.5 ± 2.8, Lite0 59.3 ± 0.8 against 58.2 ± 2.1;
-#   120 crops on a set of 128 gave MobileNetV2 63.6 at seed 0).
+#   ±2-pixel shifts (rows local_it100_d8_ce1_crop0.5: MobileNetV2 67.7 ± 0.7 against 62.5 ± 2.8, Lite0 59.3 ± 0.8
+#   against 58.2 ± 2.1; 120 crops on a set of 128 gave MobileNetV2 63.6 at seed 0). At int8 they changed nothing.
 # Distillation takes 55–74 s on one thread, against 5–10 minutes of reconstruction.
 PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
                                    replace(PRESETS["default"].distill, iterations=100, min_distill_images=8,
