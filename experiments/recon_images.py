@@ -185,7 +185,8 @@ PARTS: dict[str, tuple[tuple[float, tuple[tuple[str, object], ...]], ...]] = {
 }
 RECIPES.update({name: () for name in PARTS})  # made from PARTS; listed so --recipes accepts them
 # recipes that change the set's size: name → images (default: 256, 64 at 224×224)
-N_IMAGES = {"local_it100_d8_ce1_crop0.5_n128": 128, "distinct1024": 1024, "half_local_n512": 512, "half_local_n1024": 1024, "half_local_n1024_aug": 1024}
+N_IMAGES = {"distinct1024": 1024, "half_local_n512": 512, "half_local_n1024": 1024, "half_local_n1024_aug": 1024,
+            "local_it100_d8_ce1_crop0.5_n128": 128}
 
 FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "recipe", "overrides", "seed", "distill_seconds",
           "distill_final_loss", "fp32_top1", "onnxruntime_top1", "simulator_top1", "agreement",
