@@ -141,6 +141,11 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
                                    ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),
     "local_it100_d8_ce1_crop0.25": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                     ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.25)),
+    # the images distilled through random crops of themselves each step (DistillConfig.augment_crop_scale): they
+    # match their targets at many scales and positions, as their crop copies then show them to the rounding
+    "local_it100_d8_ce1_crop0.5_aug0.5": (("local", True), ("iterations", 100), ("distill_pixels", 0),
+                                          ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5),
+                                          ("augment_crop_scale", 0.5)),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
     "local_it100_d8_ce1_crop0.5_n128": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                         ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),

@@ -87,6 +87,22 @@ def test_crop_expansion_makes_resized_crops_of_the_distilled_images():
         DistillConfig(expand_crop_scale=0.0)
 
 
+def test_augmented_view_is_a_differentiable_crop_drawn_from_the_step_alone():
+    flat = torch.full((2, 3, 12, 12), 0.7)
+    assert torch.allclose(distill_loop._augmented_view(flat, 0.5, 2, (1, 0, 3)), flat)  # a crop of a flat image
+    x = torch.linspace(0, 1, 12).expand(4, 1, 12, 12).contiguous().requires_grad_(True)
+    view = distill_loop._augmented_view(x, 0.5, 4, (0, 0, 5))
+    assert view.shape == x.shape and view.min() >= 0 and view.max() <= 1
+    assert torch.equal(view, distill_loop._augmented_view(x, 0.5, 4, (0, 0, 5)))  # the same step, the same crops
+    assert not torch.equal(view, distill_loop._augmented_view(x, 0.5, 4, (0, 0, 6)))
+    steps = (view[..., 1:] - view[..., :-1]).abs().amax(dim=(1, 2, 3))
+    assert (steps <= 1 / 11 + 1e-6).all()  # a resized crop is never steeper than the ramp it was cut from
+    view.sum().backward()
+    assert x.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="augment_crop_scale"):
+        DistillConfig(augment_crop_scale=1.5)
+
+
 def test_mixed_preset_is_the_default_with_half_the_set_noise():
     from dataclasses import replace
 

@@ -195,6 +195,10 @@ class DistillConfig:
     # MobileNetV2 67.7 against 62.5 with flips/shifts, Lite0 59.3 against 58.2; int8 unchanged
     # (results/lowbit/what_limits_reconstruction.md §9). 1: flips and shifts.
     expand_crop_scale: float = 1.0
+    # Each step the model sees a random flipped crop of every optimized image (area share in [this, 1], resized
+    # back), so the images match their targets at many scales and positions rather than at one pixel grid, as the
+    # crop copies will need. 0: off (the images as they are).
+    augment_crop_scale: float = 0.0
     # Share of the calibration set left as N(0, 1) noise (the `gaussian` source's images) instead of distilled:
     # the calibrated ranges are then about the wider of the two sources'. On BN-free CIFAR nets the distilled
     # images' deep ranges are narrower than real images' (results/fidelity/cifar10-vgg7-nf.md) and noise's
@@ -234,6 +238,8 @@ class DistillConfig:
             raise ConfigError(f"init_spectrum must be in [0, 2], got {self.init_spectrum!r}")
         if not 0.0 < self.expand_crop_scale <= 1.0:
             raise ConfigError(f"expand_crop_scale must be in (0, 1], got {self.expand_crop_scale!r}")
+        if not 0.0 <= self.augment_crop_scale <= 1.0:
+            raise ConfigError(f"augment_crop_scale must be in [0, 1] (0: off), got {self.augment_crop_scale!r}")
         if not 0.0 <= self.init_colour < 1.0:
             raise ConfigError(f"init_colour must be in [0, 1), got {self.init_colour!r}")
         if not (self.decorrelation_weight >= 0.0 and math.isfinite(self.decorrelation_weight)):

@@ -268,7 +268,10 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                                                                curve))
                     interrupt.check()
                 opt.zero_grad(set_to_none=True)
-                logits = model(x)
+                if config.augment_crop_scale and x.dim() == 4:
+                    logits = model(_augmented_view(x, config.augment_crop_scale, size, (seed, bi, it)))
+                else:
+                    logits = model(x)
                 # Every term is a whole-batch quantity built from per-image sums (`_ChannelMoments`,
                 # `_batch_mean`): one process and any number of torchrun ranks compute the same bits.
                 loss = torch.zeros((), device=dev)
@@ -346,6 +349,32 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
            "optimized_images": len(batches and torch.cat(batches)),
            "stopped_early": any(i < s for i, s in zip(iters_run, steps))}
     return images, log
+
+
+def _augmented_view(x: torch.Tensor, min_area: float, n_batch: int, step: tuple[int, int, int]) -> torch.Tensor:
+    """Every image of x as one random flipped crop (area share in [min_area, 1], aspect 3:4 to 4:3), resized back.
+
+    Differentiable (bilinear resampling), so the pixels learn to match their targets through it. The draws depend
+    only on (seed, batch, iteration) and are made for the whole batch of n_batch, so a resumed run and every torchrun
+    rank's share of the batch see what one uninterrupted process sees.
+    """
+    seed, batch, it = step
+    gen = torch.Generator().manual_seed(((seed * 1_000_003 + batch) * 1_000_033 + it) % (2 ** 63))
+    area = min_area + (1.0 - min_area) * torch.rand(n_batch, generator=gen)
+    aspect = torch.exp(math.log(3 / 4) + math.log(16 / 9) * torch.rand(n_batch, generator=gen))
+    h, w = x.shape[-2:]
+    width = (area * aspect * h / w).sqrt().clamp(max=1.0)  # the crop's share of the width
+    height = (area / aspect * w / h).sqrt().clamp(max=1.0)
+    flip = torch.where(torch.rand(n_batch, generator=gen) < 0.5, -1.0, 1.0)
+    tx = (2 * torch.rand(n_batch, generator=gen) - 1) * (1 - width)
+    ty = (2 * torch.rand(n_batch, generator=gen) - 1) * (1 - height)
+    zero = torch.zeros(n_batch)
+    theta = torch.stack([torch.stack([flip * width, zero, tx], 1), torch.stack([zero, height, ty], 1)], 1)
+    if distributed.active():
+        theta = theta[distributed.shard(n_batch)]
+    theta = theta.to(device=x.device, dtype=x.dtype)
+    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def _expand(images: torch.Tensor, n: int, gen: torch.Generator, crop_scale: float = 1.0) -> torch.Tensor:
