@@ -59,6 +59,9 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     # `local-classes` with the 48 copies of its 16 distilled images made as random crops resized back
     # (DistillConfig.expand_crop_scale) instead of flips and small shifts: zoomed-in copies, other ranges?
     "local_ce1_crop0.5": ("default", (("local", True), ("ce_weight", 1.0), ("expand_crop_scale", 0.5))),
+    # `local-classes` distilled through a random crop of each image every step (DistillConfig.augment_crop_scale):
+    # images that match their targets at many scales and positions rather than at one pixel grid
+    "local_ce1_aug0.5": ("default", (("local", True), ("ce_weight", 1.0), ("augment_crop_scale", 0.5))),
     # the `local` images with a percentile observer instead of min/max (QUANTIZE_ARGS)
     "local_percentile": ("default", (("local", True),)),
 }
