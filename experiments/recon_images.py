@@ -172,6 +172,10 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "half_local_prop100": (("local", True), ("local_fraction", 0.5), ("iterations", 100), ("local_iterations", 20)),
     # half-local with the class term `local-long` uses at 224×224 (cross-entropy towards a random class per image)
     "half_local_ce1": (("local", True), ("local_fraction", 0.5), ("ce_weight", 1.0)),
+    # half-local distilled through random crops of its images each step (DistillConfig.augment_crop_scale), which
+    # lifted the 224×224 local-long images as reconstruction data
+    "half_local_aug0.5": (("local", True), ("local_fraction", 0.5), ("augment_crop_scale", 0.5)),
+    "half_local_aug0.75": (("local", True), ("local_fraction", 0.5), ("augment_crop_scale", 0.75)),
     # half-local on a larger set, every image distilled (each half's pixel budget covers it): do more distinct
     # images make the learned rounding generalize better?
     "half_local_n512": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 512 * 32 * 32)),
