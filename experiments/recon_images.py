@@ -146,6 +146,16 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_it100_d8_ce1_crop0.5_aug0.5": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                           ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5),
                                           ("augment_crop_scale", 0.5)),
+    # the same with stronger crops each step, with twice the steps, and with 16 distinct images
+    "local_it100_d8_ce1_crop0.5_aug0.25": (("local", True), ("iterations", 100), ("distill_pixels", 0),
+                                           ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5),
+                                           ("augment_crop_scale", 0.25)),
+    "local_it200_d8_ce1_crop0.5_aug0.5": (("local", True), ("iterations", 200), ("distill_pixels", 0),
+                                          ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5),
+                                          ("augment_crop_scale", 0.5)),
+    "local_it100_d16_ce1_crop0.5_aug0.5": (("local", True), ("iterations", 100), ("distill_pixels", 0),
+                                           ("distill_images", 16), ("ce_weight", 1.0), ("expand_crop_scale", 0.5),
+                                           ("augment_crop_scale", 0.5)),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
     "local_it100_d8_ce1_crop0.5_n128": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                         ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),
