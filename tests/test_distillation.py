@@ -222,15 +222,19 @@ def _half_local(objective):
     return Objective(objective.targets, local_rule=rule, local_batches=1)
 
 
-# propagated targets / the first batch local, the second not / the same, the local batch with more steps
-@pytest.mark.parametrize("split", [False, True, "local steps"])
+# propagated targets / the first batch local, the second not / the same, the local batch with more steps /
+# propagated targets, the images seen through random crops each step and crops as the copies
+@pytest.mark.parametrize("split", [False, True, "local steps", "crops"])
 @pytest.mark.parametrize("stop_after", [13, 45])  # inside batch 1 / inside batch 2 (after a batch boundary)
 def test_interrupted_run_resumes_to_the_same_images(tiny, tmp_path, monkeypatch, stop_after, split):
     """Adam, scheduler and RNG states are checkpointed: resuming equals never stopping, bit for bit."""
     net = fold_bn(tiny)
     cfg = DistillConfig(iterations=25, lr=0.1, batch_size=4, loss="kl", ce_weight=0.1, distill_images=8,
-                        early_stop_patience=18, local_iterations=30 if split == "local steps" else 0)
-    args = (net, _half_local(_objective(net)) if split else _objective(net), 12, (3, 8, 8), cfg)
+                        early_stop_patience=18, local_iterations=30 if split == "local steps" else 0,
+                        augment_crop_scale=0.5 if split == "crops" else 0.0,
+                        expand_crop_scale=0.5 if split == "crops" else 1.0)
+    local = split in (True, "local steps")
+    args = (net, _half_local(_objective(net)) if local else _objective(net), 12, (3, 8, 8), cfg)
     reference, ref_log = distill_images(*args, seed=3, num_classes=5)
     checkpoint = Checkpoint(str(tmp_path / "run.partial"), every=7, resume=True, key="tiny")
     kl, calls = distill_loop.LOSSES["kl"], {"n": 0}
