@@ -289,12 +289,15 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 if config.decorrelation_weight:  # this process's images: refused under torchrun
                     together = sum(channel_correlation(captured[name]) for name in objective.targets)
                     loss = loss + config.decorrelation_weight * together / max(1, len(objective.targets))
-                if config.input_weight:  # all pixels as one channel; unbiased std, as x.std()
-                    m, var = _ChannelMoments.apply(x.reshape(len(x), 1, -1), size)
-                    pixels = size * x[0].numel()
+                if config.input_weight:  # unbiased std, as x.std()
+                    if config.input_per_channel and x.dim() == 4:  # each colour channel N(0, 1)
+                        m, var = _ChannelMoments.apply(x, size)
+                        pixels = size * x[0, 0].numel()
+                    else:  # all pixels as one channel
+                        m, var = _ChannelMoments.apply(x.reshape(len(x), 1, -1), size)
+                        pixels = size * x[0].numel()
                     s = (var * (pixels / max(1, pixels - 1))).sqrt()
-                    loss = loss + config.input_weight * loss_fn(m, s, torch.zeros(1, device=dev),
-                                                                 torch.ones(1, device=dev))
+                    loss = loss + config.input_weight * loss_fn(m, s, torch.zeros_like(m), torch.ones_like(m))
                 value = float(loss.detach())
                 if config.per_image_weight:
                     part, part_value = _batch_mean(_per_image_loss(captured, step_targets, loss_fn), size)
