@@ -165,6 +165,16 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_it100_d8_ce1_crop0.5_aug0.5_tv100": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                                 ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5),
                                                 ("augment_crop_scale", 0.5), ("tv_weight", 100.0)),
+    # the same with each colour channel of the distilled images shifted to mean 0 (DistillConfig.centre_colour):
+    # Lite0's come out with one strong colour cast; and with the total-variation prior as well
+    "local_it100_d8_ce1_crop0.5_aug0.5_centre": (("local", True), ("iterations", 100), ("distill_pixels", 0),
+                                                 ("distill_images", 8), ("ce_weight", 1.0),
+                                                 ("expand_crop_scale", 0.5), ("augment_crop_scale", 0.5),
+                                                 ("centre_colour", True)),
+    "local_it100_d8_ce1_crop0.5_aug0.5_tv100_centre": (("local", True), ("iterations", 100), ("distill_pixels", 0),
+                                                       ("distill_images", 8), ("ce_weight", 1.0),
+                                                       ("expand_crop_scale", 0.5), ("augment_crop_scale", 0.5),
+                                                       ("tv_weight", 100.0), ("centre_colour", True)),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
     "local_it100_d8_ce1_crop0.5_n128": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                         ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),

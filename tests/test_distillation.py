@@ -103,6 +103,21 @@ def test_augmented_view_is_a_differentiable_crop_drawn_from_the_step_alone():
         DistillConfig(augment_crop_scale=1.5)
 
 
+def test_centred_colour_moves_each_channel_to_mean_zero_inside_the_pixel_range(tiny):
+    gen = torch.Generator().manual_seed(0)
+    cast = torch.randn(4, 3, 6, 6, generator=gen) * 0.3 + torch.tensor([0.5, -0.4, 0.2]).view(1, 3, 1, 1)
+    bounds = (torch.full((1, 3, 1, 1), -0.8), torch.full((1, 3, 1, 1), 0.8))
+    free = distill_loop._centre_colour(cast)
+    assert torch.allclose(free.mean((0, 2, 3)), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(free - cast, (free - cast)[:1, :, :1, :1].expand_as(cast))  # one shift per channel
+    clamped = distill_loop._centre_colour(cast, bounds)
+    assert clamped.min() >= -0.8 and clamped.max() <= 0.8
+    net = fold_bn(tiny)
+    cfg = DistillConfig(iterations=3, lr=0.1, batch_size=4, loss="kl", centre_colour=True, distill_images=4)
+    images, _ = distill_images(net, _objective(net), 8, (3, 8, 8), cfg, seed=0)
+    assert torch.allclose(images[:4].mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+
+
 def test_mixed_preset_is_the_default_with_half_the_set_noise():
     from dataclasses import replace
 

@@ -163,10 +163,6 @@ class DistillConfig:
     batch_size: int = 64  # images optimized together (statistics are taken over the batch)
     loss: str = "z"  # z | l2 | kl, applied at every target layer
     input_weight: float = 1.0  # weight of the term keeping the input itself N(0, 1)
-    # Apply that term to each colour channel instead of all pixels pooled. Pooled, it leaves the colour free: on
-    # EfficientNet-Lite0 every distilled image came out with the same strong cast (channel means +0.2 / −0.45 / +0.5,
-    # real images' within ±0.25 of 0).
-    input_per_channel: bool = False
     tv_weight: float = 0.0  # total-variation image prior
     ce_weight: float = 0.0  # cross-entropy towards random target classes ("enriched" data)
     # Weight of a term that keeps each target layer's channels from moving together (their mean squared
@@ -205,6 +201,10 @@ class DistillConfig:
     # 59.3; W6A6 level; int8 agreement on MobileNetV2 1.5 pt lower (results/lowbit/what_limits_reconstruction.md §10).
     # 0: off (the images as they are).
     augment_crop_scale: float = 0.0
+    # Shift each colour channel of the distilled images so its mean over them is the normalization's centre (0),
+    # then clamp to the pixel range. Nothing in the targets pins the images' colour: EfficientNet-Lite0's come out
+    # with one strong cast (channel means +0.2 / −0.44 / +0.52; real photos' within ±0.25 of 0). False: as distilled.
+    centre_colour: bool = False
     # Share of the calibration set left as N(0, 1) noise (the `gaussian` source's images) instead of distilled:
     # the calibrated ranges are then about the wider of the two sources'. On BN-free CIFAR nets the distilled
     # images' deep ranges are narrower than real images' (results/fidelity/cifar10-vgg7-nf.md) and noise's

@@ -289,15 +289,12 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 if config.decorrelation_weight:  # this process's images: refused under torchrun
                     together = sum(channel_correlation(captured[name]) for name in objective.targets)
                     loss = loss + config.decorrelation_weight * together / max(1, len(objective.targets))
-                if config.input_weight:  # unbiased std, as x.std()
-                    if config.input_per_channel and x.dim() == 4:  # each colour channel N(0, 1)
-                        m, var = _ChannelMoments.apply(x, size)
-                        pixels = size * x[0, 0].numel()
-                    else:  # all pixels as one channel
-                        m, var = _ChannelMoments.apply(x.reshape(len(x), 1, -1), size)
-                        pixels = size * x[0].numel()
+                if config.input_weight:  # all pixels as one channel; unbiased std, as x.std()
+                    m, var = _ChannelMoments.apply(x.reshape(len(x), 1, -1), size)
+                    pixels = size * x[0].numel()
                     s = (var * (pixels / max(1, pixels - 1))).sqrt()
-                    loss = loss + config.input_weight * loss_fn(m, s, torch.zeros_like(m), torch.ones_like(m))
+                    loss = loss + config.input_weight * loss_fn(m, s, torch.zeros(1, device=dev),
+                                                                 torch.ones(1, device=dev))
                 value = float(loss.detach())
                 if config.per_image_weight:
                     part, part_value = _batch_mean(_per_image_loss(captured, step_targets, loss_fn), size)
@@ -345,6 +342,8 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
             h.remove()
         model.to(memory_format=torch.contiguous_format)
     images = torch.cat(batches).cpu()
+    if config.centre_colour and images.dim() == 4:
+        images = _centre_colour(images, pixel_bounds if config.clamp_pixels else None)
     if len(images) < n:
         images = _expand(images, n, gen, config.expand_crop_scale)
     log = {"iterations": iters_run, "local_batches": objective.local_batches,
@@ -379,6 +378,15 @@ def _augmented_view(x: torch.Tensor, min_area: float, n_batch: int, step: tuple[
     theta = theta.to(device=x.device, dtype=x.dtype)
     grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
     return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _centre_colour(images: torch.Tensor, pixel_bounds=None) -> torch.Tensor:
+    """Each colour channel shifted to mean 0 over all the images, then clamped to the pixel range."""
+    images = images - images.mean((0, 2, 3), keepdim=True)
+    if pixel_bounds is not None:
+        low, high = (b.cpu() if isinstance(b, torch.Tensor) else b for b in pixel_bounds)
+        images = torch.clamp(images, low, high)
+    return images
 
 
 def _expand(images: torch.Tensor, n: int, gen: torch.Generator, crop_scale: float = 1.0) -> torch.Tensor:
