@@ -1,0 +1,80 @@
+"""How smooth and how coloured are distilled images, against real ones?
+
+For each (model, overrides) this distills the set a preset makes (one thread, seed S; `overrides` replace the
+preset's DistillConfig fields, as the recipes of recon_images.py and lite_int8_levers.py do) and prints, for the
+optimized images only (not their copies) and for the first 64 (224×224) or 256 (32×32) real images of the
+evaluation set: the total variation over the pixel std (mean |difference| of neighbouring pixels, both directions
+added, divided by the std of all pixels; white noise ≈ 2.3) and each colour channel's mean and std, all in the
+model's normalized input space. One line per set, appended to OUT.
+
+    python experiments/image_smoothness.py --model efficientnet-lite0 --preset local-long --variants - tv_weight=30 \\
+        tv_weight=100 --out results/fidelity/image_smoothness.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from gzsq.config import CalibrationConfig
+from gzsq.data import load_eval_set
+from gzsq.distillation.losses import total_variation
+from gzsq.models import load_model
+from gzsq.sources.calibrate import calibrate
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+WEIGHTS = {"mobilenet-v2": SHARED / "models" / "imagenet" / "mobilenet_v2-b0353104.pth",
+           **{f"cifar10-resnet{n}": SHARED / "models" / "cifar10" / f"resnet{n}.th" for n in (20, 32, 44)}}
+
+
+def describe(x: torch.Tensor) -> dict:
+    return {"images": len(x), "tv_over_std": round(float(total_variation(x) / x.std()), 3),
+            "channel_mean": [round(v, 3) for v in x.mean((0, 2, 3)).tolist()],
+            "channel_std": [round(v, 3) for v in x.std((0, 2, 3)).tolist()]}
+
+
+def parse(variant: str) -> tuple:
+    if variant == "-":
+        return ()
+    out = []
+    for item in variant.split(","):
+        key, value = item.split("=")
+        out.append((key, True if value == "True" else float(value)))
+    return tuple(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--preset", default="local-long")
+    ap.add_argument("--variants", nargs="+", default=["-"], help="k=v[,k=v] overrides per set; '-': none")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    model = load_model(args.model, weights=str(WEIGHTS[args.model])) if args.model in WEIGHTS else load_model(args.model)
+    imagenet = model.input_spec.size > 64
+    data = SHARED / "data" / ("imagenet-sample" if imagenet else "cifar10/test.npz")
+    n = 64 if imagenet else 256
+    lines = [{"model": args.model, "set": "real", "data": str(data.relative_to(SHARED.parent)),
+              **describe(load_eval_set(model, data).images[:n])}]
+    for variant in args.variants:
+        start = time.perf_counter()
+        calib = calibrate(model, CalibrationConfig(n_images=n, seed=args.seed, preset=args.preset),
+                          overrides=parse(variant))
+        optimized = calib.log.get("optimized_images", len(calib.images))
+        lines.append({"model": args.model, "set": f"gzsq {args.preset} {variant}", "seed": args.seed,
+                      **describe(calib.images[:optimized]), "seconds": round(time.perf_counter() - start, 1)})
+    with open(args.out, "a") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+            print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
