@@ -3,9 +3,9 @@
 For each (model, overrides) this distills the set a preset makes (one thread, seed S; `overrides` replace the
 preset's DistillConfig fields, as the recipes of recon_images.py and lite_int8_levers.py do) and prints, for the
 optimized images only (not their copies) and for the first 64 (224×224) or 256 (32×32) real images of the
-evaluation set: the total variation over the pixel std (mean |difference| of neighbouring pixels, both directions
-added, divided by the std of all pixels; white noise ≈ 2.3) and each colour channel's mean and std, all in the
-model's normalized input space. One line per set, appended to OUT.
+evaluation set: the total variation (mean |difference| of neighbouring pixels, both directions added), the same
+over the colour channels' mean std (white noise ≈ 2.3), and each colour channel's mean and std, all in the model's
+normalized input space. One line per set, appended to OUT.
 
     python experiments/image_smoothness.py --model efficientnet-lite0 --preset local-long --variants - tv_weight=30 \\
         tv_weight=100 --out results/fidelity/image_smoothness.txt
@@ -33,7 +33,8 @@ WEIGHTS = {"mobilenet-v2": SHARED / "models" / "imagenet" / "mobilenet_v2-b03531
 
 
 def describe(x: torch.Tensor) -> dict:
-    return {"images": len(x), "tv_over_std": round(float(total_variation(x) / x.std()), 3),
+    tv = float(total_variation(x))
+    return {"images": len(x), "tv": round(tv, 3), "tv_over_channel_std": round(tv / float(x.std((0, 2, 3)).mean()), 3),
             "channel_mean": [round(v, 3) for v in x.mean((0, 2, 3)).tolist()],
             "channel_std": [round(v, 3) for v in x.std((0, 2, 3)).tolist()]}
 
