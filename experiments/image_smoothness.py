@@ -7,8 +7,8 @@ evaluation set: the total variation (mean |difference| of neighbouring pixels, b
 over the colour channels' mean std (white noise ≈ 2.3), and each colour channel's mean and std, all in the model's
 normalized input space. One line per set, appended to OUT.
 
-    python experiments/image_smoothness.py --model efficientnet-lite0 --preset local-long --variants - tv_weight=30 \\
-        tv_weight=100 --out results/fidelity/image_smoothness.txt
+    python experiments/image_smoothness.py --model efficientnet-lite0 --preset local-long \\
+        --variants tv_weight=0,centre_colour=False - --out results/fidelity/image_smoothness.txt
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def parse(variant: str) -> tuple:
     out = []
     for item in variant.split(","):
         key, value = item.split("=")
-        out.append((key, True if value == "True" else float(value)))
+        out.append((key, {"True": True, "False": False}.get(value) if value in ("True", "False") else float(value)))
     return tuple(out)
 
 

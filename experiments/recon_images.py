@@ -205,9 +205,6 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # lifted the 224×224 local-long images as reconstruction data
     "half_local_aug0.5": (("local", True), ("local_fraction", 0.5), ("augment_crop_scale", 0.5)),
     "half_local_aug0.75": (("local", True), ("local_fraction", 0.5), ("augment_crop_scale", 0.75)),
-    # half-local with a total-variation prior on the pixels: at weight 1 the 32×32 images' neighbouring pixels differ
-    # 1.1× their std instead of 2.1× (real CIFAR images: 0.4×)
-    "half_local_tv1": (("local", True), ("local_fraction", 0.5), ("tv_weight", 1.0)),
     # half-local on a larger set, every image distilled (each half's pixel budget covers it): do more distinct
     # images make the learned rounding generalize better?
     "half_local_n512": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 512 * 32 * 32)),
