@@ -58,7 +58,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    model = load_model(args.model, weights=str(WEIGHTS[args.model])) if args.model in WEIGHTS else load_model(args.model)
+    weights = WEIGHTS.get(args.model)
+    model = load_model(args.model, weights=str(weights)) if weights else load_model(args.model)
     imagenet = model.input_spec.size > 64
     data = SHARED / "data" / ("imagenet-sample" if imagenet else "cifar10/test.npz")
     n = 64 if imagenet else 256
