@@ -1,6 +1,6 @@
 """Does the colour of the distilled images matter to learned rounding at 224×224?
 
-EfficientNet-Lite0's `local-long` images all come out with the same strong cast (per-channel means of the
+EfficientNet-Lite0's `local-long` images come out with a strong colour cast (per-channel means of the
 normalized pixels about +0.2 / −0.45 / +0.5; real images' within ±0.25 of 0), MobileNetV2's do not. This
 distills the set the W4A8 job uses (`gzsq distill --preset local-long`, one thread), writes a copy whose every
 colour channel is shifted to the mean real photos have (`--to real`: the mean over the first 64 images of the
@@ -9,6 +9,9 @@ model's pixel range, prints both sets' channel statistics, then runs the W4A8 jo
 experiments/cli_224_runs.sh (ONNX Runtime on the 500-image sample), appending command and report to OUT.
 
     python experiments/colour_cast.py --model efficientnet-lite0 --seed 0 --to zero --out results/lowbit/colour_cast.txt
+
+The row in results/lowbit/colour_cast.txt ran at commit 538388e, before `local-long` got its smoothness prior and
+its own centring (DistillConfig.tv_weight, centre_colour); run it from there to reproduce it.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
                                                 ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5),
                                                 ("augment_crop_scale", 0.5), ("tv_weight", 100.0)),
     # the same with each colour channel of the distilled images shifted to mean 0 (DistillConfig.centre_colour):
-    # Lite0's come out with one strong colour cast; and with the total-variation prior as well
+    # Lite0's come out with a strong colour cast; and with the total-variation prior as well
     "local_it100_d8_ce1_crop0.5_aug0.5_centre": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                                  ("distill_images", 8), ("ce_weight", 1.0),
                                                  ("expand_crop_scale", 0.5), ("augment_crop_scale", 0.5),

@@ -206,7 +206,7 @@ class DistillConfig:
     augment_crop_scale: float = 0.0
     # Shift each colour channel of the distilled images so its mean over them is the normalization's centre (0),
     # then clamp to the pixel range. Nothing in the targets pins the images' colour: EfficientNet-Lite0's come out
-    # with one strong cast (channel means +0.2 / −0.44 / +0.52; real photos' within ±0.25 of 0). False: as distilled.
+    # with a strong cast (channel means +0.2 / −0.44 / +0.52; real photos' within ±0.25 of 0). False: as distilled.
     centre_colour: bool = False
     # Share of the calibration set left as N(0, 1) noise (the `gaussian` source's images) instead of distilled:
     # the calibrated ranges are then about the wider of the two sources'. On BN-free CIFAR nets the distilled

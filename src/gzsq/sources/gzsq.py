@@ -123,8 +123,8 @@ PRESETS["local-classes"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS[
 #   59.3 ± 0.8).
 # - a total-variation prior at weight 100, which brings neighbouring pixels' differences from 4–5× photos' to 1–2×
 #   (rows local_it100_d8_ce1_crop0.5_aug0.5_tv100: MobileNetV2 73.9 ± 0.9 against 71.7 ± 0.3, Lite0 66.6 ± 0.7 against
-#   64.5 ± 2.1), and each colour channel shifted to mean 0 afterwards, which removes the one cast all of Lite0's
-#   images share (rows …_tv100_centre: Lite0 68.9 ± 1.5, every seed up again; MobileNetV2 74.1 ± 0.2, level).
+#   64.5 ± 2.1), and each colour channel shifted to mean 0 afterwards, which removes the strong colour cast of
+#   Lite0's images (rows …_tv100_centre: Lite0 68.9 ± 1.5, every seed up again; MobileNetV2 74.1 ± 0.2, level).
 # Distillation takes 55–74 s on one thread, against 5–10 minutes of reconstruction.
 PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
                                    replace(PRESETS["default"].distill, iterations=100, min_distill_images=8,
