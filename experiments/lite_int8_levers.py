@@ -62,6 +62,10 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     # `local-classes` distilled through a random crop of each image every step (DistillConfig.augment_crop_scale):
     # images that match their targets at many scales and positions rather than at one pixel grid
     "local_ce1_aug0.5": ("default", (("local", True), ("ce_weight", 1.0), ("augment_crop_scale", 0.5))),
+    # `local-classes` with each colour channel shifted to mean 0 (DistillConfig.centre_colour), and with a
+    # total-variation prior on the pixels (tv_weight 100): the two levers that lifted learned rounding at 224×224
+    "local_ce1_centre": ("default", (("local", True), ("ce_weight", 1.0), ("centre_colour", True))),
+    "local_ce1_tv100": ("default", (("local", True), ("ce_weight", 1.0), ("tv_weight", 100.0))),
     # the `local` images with a percentile observer instead of min/max (QUANTIZE_ARGS)
     "local_percentile": ("default", (("local", True),)),
 }
