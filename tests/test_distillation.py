@@ -107,15 +107,34 @@ def test_centred_colour_moves_each_channel_to_mean_zero_inside_the_pixel_range(t
     gen = torch.Generator().manual_seed(0)
     cast = torch.randn(4, 3, 6, 6, generator=gen) * 0.3 + torch.tensor([0.5, -0.4, 0.2]).view(1, 3, 1, 1)
     bounds = (torch.full((1, 3, 1, 1), -0.8), torch.full((1, 3, 1, 1), 0.8))
-    free = distill_loop._centre_colour(cast)
+    free = distill_loop._set_colour(cast, True, 0.0)
     assert torch.allclose(free.mean((0, 2, 3)), torch.zeros(3), atol=1e-6)
     assert torch.allclose(free - cast, (free - cast)[:1, :, :1, :1].expand_as(cast))  # one shift per channel
-    clamped = distill_loop._centre_colour(cast, bounds)
+    clamped = distill_loop._set_colour(cast, True, 0.0, bounds)
     assert clamped.min() >= -0.8 and clamped.max() <= 0.8
     net = fold_bn(tiny)
     cfg = DistillConfig(iterations=3, lr=0.1, batch_size=4, loss="kl", centre_colour=True, distill_images=4)
     images, _ = distill_images(net, _objective(net), 8, (3, 8, 8), cfg, seed=0)
     assert torch.allclose(images[:4].mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+
+
+def test_channel_contrast_scales_each_channel_to_its_share_of_the_pixel_range(tiny):
+    gen = torch.Generator().manual_seed(1)
+    flat = torch.randn(4, 3, 6, 6, generator=gen) * torch.tensor([0.05, 0.1, 0.2]).view(1, 3, 1, 1) + 0.1
+    bounds = (torch.tensor([-1.0, -2.0, -4.0]).view(1, 3, 1, 1), torch.tensor([1.0, 2.0, 4.0]).view(1, 3, 1, 1))
+    out = distill_loop._set_colour(flat, False, 0.1, bounds)
+    assert torch.allclose(out.std((0, 2, 3)), torch.tensor([0.2, 0.4, 0.8]), rtol=1e-4)  # 0.1 of each range
+    assert torch.allclose(out.mean((0, 2, 3)), flat.mean((0, 2, 3)), atol=1e-5)  # means kept without centring
+    wide = distill_loop._set_colour(flat, True, 0.5, bounds)
+    assert (wide.abs() <= bounds[1]).all() and (wide == bounds[1]).any()  # clamped to the range
+    with pytest.raises(ValueError, match="pixel range"):
+        distill_loop._set_colour(flat, False, 0.1)
+    net = fold_bn(tiny)
+    cfg = DistillConfig(iterations=3, lr=0.1, batch_size=4, loss="kl", centre_colour=True, channel_std_share=0.02,
+                        distill_images=4)
+    lo, hi = torch.full((1, 3, 1, 1), -50.0), torch.full((1, 3, 1, 1), 50.0)
+    images, _ = distill_images(net, _objective(net), 8, (3, 8, 8), cfg, seed=0, pixel_bounds=(lo, hi))
+    assert torch.allclose(images[:4].std((0, 2, 3)), torch.full((3,), 2.0), rtol=1e-4)
 
 
 def test_mixed_preset_is_the_default_with_half_the_set_noise():

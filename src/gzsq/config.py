@@ -208,6 +208,11 @@ class DistillConfig:
     # then clamp to the pixel range. Nothing in the targets pins the images' colour: EfficientNet-Lite0's come out
     # with a strong cast (channel means +0.2 / −0.44 / +0.52; real photos' within ±0.25 of 0). False: as distilled.
     centre_colour: bool = False
+    # Then scale each colour channel (about its mean) so its std over the distilled images is this share of the
+    # channel's pixel range, and clamp. Photographs' pixel std is about a quarter of the range (ImageNet 0.23, the
+    # std of torchvision's normalization; CIFAR-10 0.25); distilled images with the smoothness prior come out with
+    # less contrast than that. Needs the model's pixel range. 0: as distilled.
+    channel_std_share: float = 0.0
     # Share of the calibration set left as N(0, 1) noise (the `gaussian` source's images) instead of distilled:
     # the calibrated ranges are then about the wider of the two sources'. On BN-free CIFAR nets the distilled
     # images' deep ranges are narrower than real images' (results/fidelity/cifar10-vgg7-nf.md) and noise's
