@@ -66,6 +66,10 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     # total-variation prior on the pixels (tv_weight 100): the two levers that lifted learned rounding at 224×224
     "local_ce1_centre": ("default", (("local", True), ("ce_weight", 1.0), ("centre_colour", True))),
     "local_ce1_tv100": ("default", (("local", True), ("ce_weight", 1.0), ("tv_weight", 100.0))),
+    # `local-classes` with 32 / 64 distinct optimized images instead of 16 (the rest of the 64 are copies): the deep
+    # residual adds' ranges come out narrow, and a maximum over more distinct images reaches further
+    "local_ce1_d32": ("default", (("local", True), ("ce_weight", 1.0), ("distill_images", 32))),
+    "local_ce1_d64": ("default", (("local", True), ("ce_weight", 1.0), ("distill_images", 64))),
     # the `local` images with a percentile observer instead of min/max (QUANTIZE_ARGS)
     "local_percentile": ("default", (("local", True),)),
 }
