@@ -193,6 +193,12 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     # half the set distilled with local targets, half with the propagated ones (each half from its own start)
     "half_local": (("local", True), ("local_fraction", 0.5)),
+    # the same with the total-variation prior (at 32×32, weight 1 brings neighbouring pixels' differences over the
+    # channel std from 2.1 to 1.1, real images 0.4, but the channels' std from 1.0 to 0.7:
+    # results/fidelity/image_smoothness_cifar.txt), and with the contrast set back to photographs' (0.25 of the range)
+    "half_local_tv1": (("local", True), ("local_fraction", 0.5), ("tv_weight", 1.0)),
+    "half_local_tv1_std0.25": (("local", True), ("local_fraction", 0.5), ("tv_weight", 1.0),
+                               ("channel_std_share", 0.25)),
     # a quarter / three quarters of the set distilled with local targets, the rest with the propagated ones
     "quarter_local": (("local", True), ("local_fraction", 0.25)),
     "three_quarters_local": (("local", True), ("local_fraction", 0.75)),
