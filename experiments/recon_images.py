@@ -187,6 +187,10 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_it100_d8_ce1_crop0.5_aug0.5_tv222_centre": (
         ("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8), ("ce_weight", 1.0),
         ("expand_crop_scale", 0.5), ("augment_crop_scale", 0.5), ("tv_weight", 222.0), ("centre_colour", True)),
+    "local_it100_d8_ce1_crop0.5_aug0.5_tv222_centre_std0.23": (
+        ("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8), ("ce_weight", 1.0),
+        ("expand_crop_scale", 0.5), ("augment_crop_scale", 0.5), ("tv_weight", 222.0), ("centre_colour", True),
+        ("channel_std_share", 0.23)),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
     "local_it100_d8_ce1_crop0.5_n128": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                         ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),
