@@ -137,6 +137,22 @@ def test_channel_contrast_scales_each_channel_to_its_share_of_the_pixel_range(ti
     assert torch.allclose(images[:4].std((0, 2, 3)), torch.full((3,), 2.0), rtol=1e-4)
 
 
+def test_smoothness_prior_on_pixels_is_the_normalized_one_over_the_range_width(tiny):
+    net = fold_bn(tiny)
+    bounds = (torch.full((1, 3, 1, 1), -2.0), torch.full((1, 3, 1, 1), 2.0))  # 4 wide
+    base = dict(iterations=3, lr=0.1, batch_size=4, loss="kl")
+    on_pixels, _ = distill_images(net, _objective(net), 4, (3, 8, 8),
+                                  DistillConfig(**base, tv_weight=8.0, tv_on_pixels=True), seed=0, pixel_bounds=bounds)
+    normalized, _ = distill_images(net, _objective(net), 4, (3, 8, 8), DistillConfig(**base, tv_weight=2.0),
+                                   seed=0, pixel_bounds=bounds)
+    assert torch.allclose(on_pixels, normalized, atol=1e-6)
+    stronger, _ = distill_images(net, _objective(net), 4, (3, 8, 8), DistillConfig(**base, tv_weight=8.0),
+                                 seed=0, pixel_bounds=bounds)
+    assert not torch.allclose(stronger, normalized, atol=1e-4)
+    with pytest.raises(ConfigError, match="pixel range"):
+        distill_images(net, _objective(net), 4, (3, 8, 8), DistillConfig(**base, tv_weight=8.0, tv_on_pixels=True))
+
+
 def test_mixed_preset_is_the_default_with_half_the_set_noise():
     from dataclasses import replace
 

@@ -167,6 +167,11 @@ class DistillConfig:
     # 4–5× rougher than photos. At 100 in `local-long` (224×224, W4A8, 3 seeds): MobileNetV2 73.9 against 71.7,
     # Lite0 66.6 against 64.5 (results/lowbit/what_limits_reconstruction.md §11). 0: off.
     tv_weight: float = 0.0
+    # Measure that variation on the [0, 1] pixel scale (each channel's differences over its range's width) rather
+    # than on the normalized inputs, so one weight smooths alike whatever the model's normalization: at weight 100
+    # on the normalized inputs, Lite0's images (range 2 wide) and MobileNetV2's (4.4) end equally rough in those
+    # units, which is 1.4× photos' on Lite0's scale and 0.6× on MobileNetV2's. Needs the model's pixel range.
+    tv_on_pixels: bool = False
     ce_weight: float = 0.0  # cross-entropy towards random target classes ("enriched" data)
     # Weight of a term that keeps each target layer's channels from moving together (their mean squared
     # correlation, `losses.channel_correlation`): distilled images' deep features otherwise collapse onto a few

@@ -175,6 +175,11 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
         objective = replace(objective, targets={k: (m.to(dev), s.to(dev)) for k, (m, s) in objective.targets.items()})
         if pixel_bounds is not None:
             pixel_bounds = tuple(b.to(dev) if isinstance(b, torch.Tensor) else b for b in pixel_bounds)
+    tv_scale = 1.0  # the total variation on the [0, 1] pixel scale: differences over each channel's range width
+    if config.tv_weight and config.tv_on_pixels:
+        if pixel_bounds is None or not isinstance(pixel_bounds[0], torch.Tensor):
+            raise ConfigError("tv_on_pixels needs the model's per-channel pixel range")
+        tv_scale = 1.0 / (pixel_bounds[1] - pixel_bounds[0]).to(dev)
     for p in model.parameters():
         p.requires_grad_(False)
     # Images in channels-last order: oneDNN's convolutions (forward and input-gradient) run faster
@@ -301,7 +306,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     part, part_value = _batch_mean(_per_image_loss(captured, step_targets, loss_fn), size)
                     loss, value = loss + config.per_image_weight * part, value + config.per_image_weight * part_value
                 if config.tv_weight:
-                    part, part_value = _batch_mean(total_variation(x, per_image=True), size)
+                    part, part_value = _batch_mean(total_variation(x * tv_scale, per_image=True), size)
                     loss, value = loss + config.tv_weight * part, value + config.tv_weight * part_value
                 if config.ce_weight and num_classes:
                     ce = nn.functional.cross_entropy(logits, labels, reduction="none")
