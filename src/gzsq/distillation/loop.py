@@ -158,9 +158,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     cross-entropy terms; with `config.augment_crop_scale` the model sees a random crop of each image
     every step. Only `config.images_to_optimize` images are optimized: the rest of the n are flips
     and shifts, or crops, of them, made after `config.centre_colour` and `config.channel_std_share`
-    have set the optimized images' colour channels. `pixel_bounds` (low, high), with `config.clamp_pixels`, keeps pixels valid. A NaN/Inf
-    loss stops with DistillationDivergedError. Ctrl-C is acted on at the
-    start of each step, after the steps done so far were saved to `checkpoint`. The log holds the
+    have set the optimized images' colour channels. `pixel_bounds` (low, high), with
+    `config.clamp_pixels`, keeps pixels valid. A NaN/Inf loss stops with DistillationDivergedError.
+    Ctrl-C is acted on at the start of each step, after the steps done so far were saved to `checkpoint`. The log holds the
     iterations run per batch, final losses, the first batch's loss curve and the seconds taken.
     """
     if distributed.active() and config.decorrelation_weight:
