@@ -160,8 +160,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     and shifts, or crops, of them, made after `config.centre_colour` and `config.channel_std_share`
     have set the optimized images' colour channels. `pixel_bounds` (low, high), with
     `config.clamp_pixels`, keeps pixels valid. A NaN/Inf loss stops with DistillationDivergedError.
-    Ctrl-C is acted on at the start of each step, after the steps done so far were saved to `checkpoint`. The log holds the
-    iterations run per batch, final losses, the first batch's loss curve and the seconds taken.
+    Ctrl-C is acted on at the start of each step, after the steps done so far were saved to
+    `checkpoint`. The log holds the iterations run per batch, final losses, the first batch's loss
+    curve and the seconds taken.
     """
     if distributed.active() and config.decorrelation_weight:
         raise ConfigError("decorrelation_weight is not available under torchrun: its term needs every image's "
