@@ -129,7 +129,7 @@ PRESETS["local-classes"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS[
 PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
                                    replace(PRESETS["default"].distill, iterations=100, min_distill_images=8,
                                            ce_weight=1.0, expand_crop_scale=0.5, augment_crop_scale=0.5,
-                                           tv_weight=100.0, centre_colour=True))
+                                           tv_weight=440.0, tv_on_pixels=True, centre_colour=True))
 
 # Half the set with local targets, half with the propagated ones, each half optimized as a batch of its own: for
 # learned rounding, which fits whatever inputs it sees. The propagated half's deep layers come out narrower than real
