@@ -169,7 +169,7 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                         "at 224x224 on 8 images, each seen every step as a random crop of itself, under a smoothness "
                         "prior, their colours centred, and random crops of them: learned rounding at W4A8 on "
                         "MobileNetV2 +12.2 pt over 8 images with flips/shifts and no class term, EfficientNet-Lite0 "
-                        "+17.2 pt), "
+                        "+19.0 pt), "
                         "'half-local' (half the set with local targets, half with "
                         "the default's, for learned rounding: W4A4 ResNet-32 +4.4 pt over 'default'; its wide ranges "
                         "do not suit round to nearest), 'half-local-long' (half-local with 100 steps on the propagated "

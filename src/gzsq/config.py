@@ -164,13 +164,14 @@ class DistillConfig:
     loss: str = "z"  # z | l2 | kl, applied at every target layer
     input_weight: float = 1.0  # weight of the term keeping the input itself N(0, 1)
     # Weight of a total-variation prior (mean |difference| of neighbouring pixels): distilled images are otherwise
-    # 4–5× rougher than photos. At 100 in `local-long` (224×224, W4A8, 3 seeds): MobileNetV2 73.9 against 71.7,
-    # Lite0 66.6 against 64.5 (results/lowbit/what_limits_reconstruction.md §11). 0: off.
+    # 4–5× rougher than photos. At 100 on the normalized inputs (224×224, W4A8, 3 seeds): MobileNetV2 73.9 against
+    # 71.7, Lite0 66.6 against 64.5 (results/lowbit/what_limits_reconstruction.md §11). 0: off.
     tv_weight: float = 0.0
     # Measure that variation on the [0, 1] pixel scale (each channel's differences over its range's width) rather
     # than on the normalized inputs, so one weight smooths alike whatever the model's normalization: at weight 100
     # on the normalized inputs, Lite0's images (range 2 wide) and MobileNetV2's (4.4) end equally rough in those
-    # units, which is 1.4× photos' on Lite0's scale and 0.6× on MobileNetV2's. Needs the model's pixel range.
+    # units, which is 1.4× photos' on Lite0's scale and 0.6× on MobileNetV2's. Lite0 at MobileNetV2's weight per unit
+    # of range, W4A8, 3 seeds: 73.1 against 68.9 (§12 there). Needs the model's pixel range.
     tv_on_pixels: bool = False
     ce_weight: float = 0.0  # cross-entropy towards random target classes ("enriched" data)
     # Weight of a term that keeps each target layer's channels from moving together (their mean squared
@@ -216,7 +217,8 @@ class DistillConfig:
     # Then scale each colour channel (about its mean) so its std over the distilled images is this share of the
     # channel's pixel range, and clamp. Photographs' pixel std is about a quarter of the range (ImageNet 0.23, the
     # std of torchvision's normalization; CIFAR-10 0.25); distilled images with the smoothness prior come out with
-    # less contrast than that. Needs the model's pixel range. 0: as distilled.
+    # less contrast than that. Needs the model's pixel range. At 0.23, W4A8, seed 0: Lite0 72.0 against 67.8 with the
+    # prior at 100, but 70.2 against 75.4 with it at Lite0's 222; MobileNetV2 level (§12 there). 0: as distilled.
     channel_std_share: float = 0.0
     # Share of the calibration set left as N(0, 1) noise (the `gaussian` source's images) instead of distilled:
     # the calibrated ranges are then about the wider of the two sources'. On BN-free CIFAR nets the distilled
