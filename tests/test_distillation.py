@@ -127,8 +127,10 @@ def test_channel_contrast_scales_each_channel_to_its_share_of_the_pixel_range(ti
     assert torch.allclose(out.mean((0, 2, 3)), flat.mean((0, 2, 3)), atol=1e-5)  # means kept without centring
     wide = distill_loop._set_colour(flat, True, 0.5, bounds)
     assert (wide.abs() <= bounds[1]).all() and (wide == bounds[1]).any()  # clamped to the range
-    with pytest.raises(ValueError, match="pixel range"):
+    with pytest.raises(ConfigError, match="pixel range"):
         distill_loop._set_colour(flat, False, 0.1)
+    with pytest.raises(ConfigError, match="channel_std_share"):
+        DistillConfig(channel_std_share=0.8)
     net = fold_bn(tiny)
     cfg = DistillConfig(iterations=3, lr=0.1, batch_size=4, loss="kl", centre_colour=True, channel_std_share=0.02,
                         distill_images=4)

@@ -261,6 +261,8 @@ class DistillConfig:
             raise ConfigError(f"expand_crop_scale must be in (0, 1], got {self.expand_crop_scale!r}")
         if not 0.0 <= self.augment_crop_scale <= 1.0:
             raise ConfigError(f"augment_crop_scale must be in [0, 1] (0: off), got {self.augment_crop_scale!r}")
+        if not 0.0 <= self.channel_std_share <= 0.5:
+            raise ConfigError(f"channel_std_share must be in [0, 0.5] (0: off), got {self.channel_std_share!r}")
         if not 0.0 <= self.init_colour < 1.0:
             raise ConfigError(f"init_colour must be in [0, 1), got {self.init_colour!r}")
         if not (self.decorrelation_weight >= 0.0 and math.isfinite(self.decorrelation_weight)):

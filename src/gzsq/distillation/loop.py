@@ -398,7 +398,7 @@ def _set_colour(images: torch.Tensor, centre: bool, std_share: float, pixel_boun
         images, mean = images - mean, torch.zeros_like(mean)
     if std_share:
         if low is None:
-            raise ValueError("channel_std_share needs the model's pixel range")
+            raise ConfigError("channel_std_share needs the model's pixel range")
         width = (high - low).expand_as(mean)
         std = images.std((0, 2, 3), keepdim=True).clamp_min(1e-8)
         images = mean + (images - mean) * (std_share * width / std)
