@@ -178,9 +178,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
             pixel_bounds = tuple(b.to(dev) if isinstance(b, torch.Tensor) else b for b in pixel_bounds)
     tv_scale = 1.0  # the total variation on the [0, 1] pixel scale: differences over each channel's range width
     if config.tv_weight and config.tv_on_pixels:
-        if pixel_bounds is None or not isinstance(pixel_bounds[0], torch.Tensor):
-            raise ConfigError("tv_on_pixels needs the model's per-channel pixel range")
-        tv_scale = 1.0 / (pixel_bounds[1] - pixel_bounds[0]).to(dev)
+        if pixel_bounds is None:
+            raise ConfigError("tv_on_pixels needs the model's pixel range")
+        tv_scale = 1.0 / torch.as_tensor(pixel_bounds[1] - pixel_bounds[0], dtype=torch.float32).to(dev)
     for p in model.parameters():
         p.requires_grad_(False)
     # Images in channels-last order: oneDNN's convolutions (forward and input-gradient) run faster
