@@ -182,8 +182,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
         ("expand_crop_scale", 0.5), ("augment_crop_scale", 0.5), ("tv_weight", 100.0), ("centre_colour", True),
         ("channel_std_share", 0.23)),
     # the prior at the same weight per unit of pixel range as MobileNetV2's 100 (its range is 4.42 wide, Lite0's
-    # 1.99): at weight 100 both models' images end at the same absolute roughness, which is half real photos' on
-    # MobileNetV2's scale and 1.4× on Lite0's
+    # 1.99): at weight 100 both models' images end at the same absolute roughness, which is 0.6× real photos' on
+    # MobileNetV2's scale and 1.4× on Lite0's (results/fidelity/image_smoothness.txt)
     "local_it100_d8_ce1_crop0.5_aug0.5_tv222_centre": (
         ("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8), ("ce_weight", 1.0),
         ("expand_crop_scale", 0.5), ("augment_crop_scale", 0.5), ("tv_weight", 222.0), ("centre_colour", True)),
