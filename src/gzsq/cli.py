@@ -168,7 +168,7 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                         "0.3-1.3 pt lower on the BN-trained CIFAR ResNets), 'local-long' (local-classes with 100 steps, "
                         "at 224x224 on 8 images, each seen every step as a random crop of itself, under a smoothness "
                         "prior, their colours centred, and random crops of them: learned rounding at W4A8 on "
-                        "MobileNetV2 +12.2 pt over 8 images with flips/shifts and no class term, EfficientNet-Lite0 "
+                        "MobileNetV2 +11.6 pt over 8 images with flips/shifts and no class term, EfficientNet-Lite0 "
                         "+19.0 pt), "
                         "'half-local' (half the set with local targets, half with "
                         "the default's, for learned rounding: W4A4 ResNet-32 +4.4 pt over 'default'; its wide ranges "
