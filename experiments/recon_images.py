@@ -56,6 +56,9 @@ def eval_data(model_name: str) -> Path:
     return EVAL_SETS["imagenet" if is_imagenet(model_name) else "cifar10"]
 
 # name → overrides of the `default` preset (iterations 20, lr 0.2, batch 256, KL, clamped pixels)
+_LOCAL_LONG = (("local", True), ("iterations", 100), ("min_distill_images", 8), ("ce_weight", 1.0),
+               ("expand_crop_scale", 0.5), ("augment_crop_scale", 0.5), ("tv_weight", 440.0), ("tv_on_pixels", True),
+               ("centre_colour", True))
 RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "default": (),
     "it5": (("iterations", 5),),
@@ -191,6 +194,11 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
         ("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8), ("ce_weight", 1.0),
         ("expand_crop_scale", 0.5), ("augment_crop_scale", 0.5), ("tv_weight", 222.0), ("centre_colour", True),
         ("channel_std_share", 0.23)),
+    # `local-long` as the command distils it, and the same with 16 or 32 distinct images in batches of 8: each batch
+    # matches its targets on its own statistics, as the 8 do, so more images need not mean looser ones
+    "local_long": _LOCAL_LONG,
+    "local_long_d16b8": _LOCAL_LONG + (("distill_pixels", 0), ("distill_images", 16), ("batch_size", 8)),
+    "local_long_d32b8": _LOCAL_LONG + (("distill_pixels", 0), ("distill_images", 32), ("batch_size", 8)),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
     "local_it100_d8_ce1_crop0.5_n128": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                         ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),
