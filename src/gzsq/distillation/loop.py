@@ -322,7 +322,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 sched.step(value)
                 if pixel_bounds is not None and config.clamp_pixels:
                     with torch.no_grad():
-                        x.data = torch.max(torch.min(x.data, pixel_bounds[1]), pixel_bounds[0])
+                        x.data = x.data.clamp(pixel_bounds[0], pixel_bounds[1])
                 curve.append(value)
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}")
@@ -403,7 +403,7 @@ def _set_colour(images: torch.Tensor, centre: bool, std_share: float, pixel_boun
         std = images.std((0, 2, 3), keepdim=True).clamp_min(1e-8)
         images = mean + (images - mean) * (std_share * width / std)
     if low is not None:
-        images = torch.max(torch.min(images, high), low)
+        images = images.clamp(low, high)
     return images
 
 
