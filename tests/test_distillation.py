@@ -188,7 +188,7 @@ def test_default_preset_optimizes_a_pixel_budget(tiny):
     assert long.images_to_optimize(64, (3, 224, 224)) == 8 and long.images_to_optimize(256, (3, 32, 32)) == 256
     assert long.expand_crop_scale == 0.5 and cfg.expand_crop_scale == 1.0  # its copies are crops, the default's flips
     assert long.augment_crop_scale == 0.5 and cfg.augment_crop_scale == 0.0  # distilled through crops of themselves
-    assert long.tv_weight == 880.0 and long.tv_on_pixels and long.centre_colour  # smooth on any scale, no cast
+    assert long.tv_weight == 440.0 and long.tv_on_pixels and long.centre_colour  # smooth on any scale, no cast
     assert not cfg.centre_colour and not cfg.tv_on_pixels
     assert cfg.images_to_optimize(64, (3, 224, 224)) == 16
 

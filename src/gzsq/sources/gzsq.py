@@ -129,15 +129,12 @@ PRESETS["local-classes"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS[
 #   Lite0's narrower range), so it smooths every model's images alike relative to its range: Lite0 73.1 ± 2.0 at weight
 #   222 on its normalized inputs (rows …_tv222_centre), 70.7 ± 1.2 through the command; MobileNetV2, whose weight moved
 #   by under 1.5 %, 73.5 ± 0.9 through the command (74.1 ± 0.2 before): the seeds' spread.
-# - that prior at twice the weight, 880 (rows local_long_tv880): Lite0 73.1 ± 1.2 against 70.7 ± 1.2 through the
-#   command (every seed up, by 2.2 to 2.6 pt), MobileNetV2 73.7 ± 1.0 against 73.5 ± 0.9 (level); 50 steps instead of
-#   100 and 32 distinct images in batches of 8 did not help (seed 0).
 # Distillation takes 55–80 s on one thread (70–80 s with the prior, beside one other job), against 5–10 minutes of
 # reconstruction.
 PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
                                    replace(PRESETS["default"].distill, iterations=100, min_distill_images=8,
                                            ce_weight=1.0, expand_crop_scale=0.5, augment_crop_scale=0.5,
-                                           tv_weight=880.0, tv_on_pixels=True, centre_colour=True))
+                                           tv_weight=440.0, tv_on_pixels=True, centre_colour=True))
 
 # Half the set with local targets, half with the propagated ones, each half optimized as a batch of its own: for
 # learned rounding, which fits whatever inputs it sees. The propagated half's deep layers come out narrower than real
