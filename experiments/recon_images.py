@@ -194,9 +194,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
         ("local", True), ("iterations", 100), ("distill_pixels", 0), ("distill_images", 8), ("ce_weight", 1.0),
         ("expand_crop_scale", 0.5), ("augment_crop_scale", 0.5), ("tv_weight", 222.0), ("centre_colour", True),
         ("channel_std_share", 0.23)),
-    # `local-long` with its prior at 440 (the command's weight then; it is 880 now, `local_long_tv880`), and the same
-    # with 16 or 32 distinct images in batches of 8: each batch matches its targets on its own statistics, as the 8
-    # do, so more images need not mean looser ones
+    # `local-long` as the command distils it, and the same with 16 or 32 distinct images in batches of 8: each batch
+    # matches its targets on its own statistics, as the 8 do, so more images need not mean looser ones
     "local_long": _LOCAL_LONG,
     "local_long_d16b8": _LOCAL_LONG + (("distill_pixels", 0), ("distill_images", 16), ("batch_size", 8)),
     "local_long_d32b8": _LOCAL_LONG + (("distill_pixels", 0), ("distill_images", 32), ("batch_size", 8)),

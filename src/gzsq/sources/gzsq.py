@@ -129,6 +129,8 @@ PRESETS["local-classes"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS[
 #   Lite0's narrower range), so it smooths every model's images alike relative to its range: Lite0 73.1 ± 2.0 at weight
 #   222 on its normalized inputs (rows …_tv222_centre), 70.7 ± 1.2 through the command; MobileNetV2, whose weight moved
 #   by under 1.5 %, 73.5 ± 0.9 through the command (74.1 ± 0.2 before): the seeds' spread.
+#   Twice that weight, 880, lifts Lite0 W4A8 to 73.1 ± 1.2 (every seed up) but costs W6A6 on both models (Lite0
+#   83.2 against 84.5, every seed down; MobileNetV2 77.2 against 78.1): a trade between bit widths, not adopted.
 # Distillation takes 55–80 s on one thread (70–80 s with the prior, beside one other job), against 5–10 minutes of
 # reconstruction.
 PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
