@@ -39,7 +39,7 @@ def _same(a: dict, b: dict) -> bool:
     (dict(method="brecq"), "method"), (dict(iters=0), "iters"), (dict(batch_size=True), "batch_size"),
     (dict(iters=2.5), "iters"), (dict(lr=0), "lr"), (dict(lr=float("nan")), "lr"), (dict(act_lr=-1e-3), "act_lr"),
     (dict(drop_prob=1.5), "drop_prob"), (dict(reg_weight=-1), "reg_weight"), (dict(warmup=1.0), "warmup"),
-    (dict(loss="l1"), "loss"), (dict(prior_weight=-0.1), "prior_weight"),
+    (dict(loss="l1"), "loss"), (dict(prior_weight=-0.1), "prior_weight"), (dict(w_scale_lr=-1e-3), "w_scale_lr"),
 ])
 def test_config_rejects_bad_values_in_one_line(kw, word):
     with pytest.raises(ConfigError) as err:
@@ -238,6 +238,24 @@ def test_masks_off_the_cpu_come_from_one_cpu_drawn_seed_per_unit(monkeypatch):
     assert not torch.equal(a1, a2) and not torch.equal(a1, masks(gpu, 1)[0])
     assert torch.equal(cpu_first, torch.rand(fp.shape, generator=cpu_generator().manual_seed(0)) < 0.5)
     assert not torch.equal(a_rng, cpu_rng)  # off the CPU, the run's generator gave the seeds
+
+
+def test_learned_weight_scales_are_what_the_weights_and_encodings_hold():
+    model, calib, sim = _tiny_sim()
+    out = reconstruct(model, sim, calib, ReconstructConfig(iters=40, batch_size=16, w_scale_lr=1e-2), seed=3)
+    moved = 0
+    for name, (bits, scale) in out.weight_scales.items():
+        start = sim.weight_scales[name][1]
+        assert scale.shape == start.shape and (scale > 0).all()
+        moved += int((scale != start).sum())
+        w = out.net.get_submodule(name).weight
+        s = scale.reshape(-1, *([1] * (w.dim() - 1)))
+        q = torch.round(w / s)
+        assert torch.allclose(q * s, w, rtol=0, atol=1e-6 * float(s.max())) and q.abs().max() <= 2 ** (bits - 1) - 1
+        assert out.encodings()["weights"][name]["scale"] == scale.tolist()
+    assert moved > 0, "some weight scales moved from the round-to-nearest start"
+    kept = reconstruct(model, sim, calib, FAST, seed=3)
+    assert all(torch.equal(kept.weight_scales[n][1], sim.weight_scales[n][1]) for n in sim.weight_scales)
 
 
 def test_act_lr_zero_keeps_the_calibrated_ranges():
