@@ -203,6 +203,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # smoothness prior at twice the weight
     "local_long_it50": tuple((k, 50 if k == "iterations" else v) for k, v in _LOCAL_LONG),
     "local_long_tv880": tuple((k, 880.0 if k == "tv_weight" else v) for k, v in _LOCAL_LONG),
+    # local-long started from 1/f noise with photos' colour correlation instead of white noise
+    "local_long_natural": _LOCAL_LONG + (("init_spectrum", 1.0), ("init_colour", 0.85)),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
     "local_it100_d8_ce1_crop0.5_n128": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                         ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),
