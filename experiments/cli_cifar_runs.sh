@@ -1,26 +1,4 @@
 #!/usr/bin/env bash
-# One `gzsq quantize` job on a CIFAR-10 ResNet as a user runs it, its command and JSON report appended to a results
-# file: `bash experiments/cli_cifar_runs.sh OUT.txt MODEL SEED ARGS...` (ARGS: e.g. --w-bits 4 --a-bits 4).
-# Weights from ../shared/models/cifar10/ (the -nf nets load by name), all 10 000 test images, one thread; the written
-# ONNX file goes to a temporary folder.
-set -u -o pipefail
-cd "$(dirname "$0")/.."
-out=$1 model=$2 seed=$3
-shift 3
-GZSQ=${GZSQ:-.venv/bin/gzsq}
-weights=()
-case $model in cifar10-resnet20|cifar10-resnet32|cifar10-resnet44)
-  weights=(--weights "../shared/models/cifar10/${model#cifar10-}.th");; esac
-work=$(mktemp -d)
-args=(quantize "$model" "${weights[@]}" -o "$work/$model-s$seed.onnx" "$@" --setting bn-free --calib gzsq --seed "$seed"
-      --eval-data ../shared/data/cifar10/test.npz --threads 1 --json --force)
-start=$(date +%s)
-line=$($GZSQ "${args[@]}" 2>/dev/null | tail -1)
-status=$?
-{
-  echo "\$ gzsq ${args[*]}" | sed "s#$work#WORK#g"
-  echo "$line" | sed "s#$work#WORK#g"
-  echo "(exit $status, wall $(( $(date +%s) - start )) s, code of commit $(git rev-parse --short HEAD))"
-  echo
-} >> "$out"
-rm -rf "$work"
+# `bash experiments/cli_cifar_runs.sh OUT.txt MODEL SEED ARGS...`: one CIFAR-10 `gzsq quantize` job through the
+# command, its report appended to OUT.txt. The same job as cli_224_runs.sh, which picks the data by model.
+exec bash "$(dirname "$0")/cli_224_runs.sh" "$@"
