@@ -626,6 +626,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                 raise UnsupportedModelError(f"layer {node.target!r} differs between the model and the SimModel")
             bits, scale = sim.weight_scales[node.target]
             weights[node.target] = root[node.target] = _RoundedLayer(module, w_float, scale, bits, state)
+            weights[node.target].log_gain.requires_grad_(config.w_scale_lr > 0)  # no gradient work when kept
         elif isinstance(module, ActQuantizer):
             learnable = config.act_lr > 0 and module.role != "input"  # the pixel grid is known exactly
             acts[node.target] = root[node.target] = _LearnedActQuant(module, state, learnable)
