@@ -13,6 +13,9 @@ activation grids put in place of the learned ones:
 - `xF`: every learned range (the pixel grid excepted) F times as wide.
 
     python experiments/recon_ranges_224.py --model mobilenet-v2 --seed 0
+    python experiments/recon_ranges_224.py --model mobilenet-v2 --seed 0 --bits 6,6
+
+--bits W,A (default 4,8) sets the job's bit widths; the line records them when they are not W4A8.
 
 One JSON line per variant goes to results/lowbit/recon_ranges_224.jsonl (one thread).
 """
@@ -51,6 +54,7 @@ def main() -> None:
     p.add_argument("--model", default="mobilenet-v2")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--factors", nargs="+", type=float, default=[2.0, 4.0])
+    p.add_argument("--bits", default="4,8", help="W,A")
     args = p.parse_args()
     torch.set_num_threads(1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -65,13 +69,14 @@ def main() -> None:
     config = gzsq.CalibrationConfig(source="gzsq", seed=args.seed, setting="bn-free", n_images=64).resolved(
         model, ImagesFor(reconstructing=True))
     calib = calibrate(model, config).images
-    start = gzsq.QuantConfig.starting_point(4, 8)
+    w_bits, a_bits = (int(b) for b in args.bits.split(","))
+    start = gzsq.QuantConfig.starting_point(w_bits, a_bits)
     sim = reconstruct(model, quantize(model, calib, start), calib, gzsq.ReconstructConfig(), seed=args.seed)
     learned = grids_of(sim)
     names = [n for n, q in sim.act_quantizers().items() if q.role != "input"]
     deep = set(names[2 * len(names) // 3:])
     real_mse = grids_of(quantize(model, real, start))
-    gzsq_minmax = grids_of(quantize(model, calib, gzsq.QuantConfig(w_bits=4, a_bits=8, observer="minmax")))
+    gzsq_minmax = grids_of(quantize(model, calib, gzsq.QuantConfig(w_bits=w_bits, a_bits=a_bits, observer="minmax")))
     gzsq_mse = grids_of(quantize(model, calib, start))
     fp32 = predict(model, data.images)
 
@@ -88,6 +93,7 @@ def main() -> None:
         widths = {n: sim.act_quantizers()[n].scale / learned[n][0] for n in names}
         pred = predict(sim, data.images)
         line = {"model": args.model, "seed": args.seed, "calib": f"gzsq-{config.preset}", "ranges": label,
+                **({} if (w_bits, a_bits) == (4, 8) else {"bits": f"W{w_bits}A{a_bits}"}),
                 "median_width_vs_learned": round(statistics.median(widths.values()), 3),
                 "median_width_vs_learned_last_third": round(statistics.median(widths[n] for n in deep), 3),
                 "top1": round(top1(pred, data.labels), 2), "agreement": round(float((pred == fp32).mean() * 100), 2),
