@@ -3,10 +3,11 @@ MobileNetV2 and EfficientNet-Lite0 (FP32 83.4 / 88.8) with 8 images of 16×16 wi
 Each run changes `ReconstructConfig` (batch_size, crop, iters…) and nothing else.
 
     python experiments/recon_settings_224.py --model mobilenet-v2 --calib real --settings batch_size=32 crop=32
+    python experiments/recon_settings_224.py --model mobilenet-v2 --calib real --bits 6,6
     python experiments/recon_settings_224.py --table     # rewrite results/lowbit/recon_settings_224.md
 
-Protocol, as experiments/gpu_budget_224.py: `gzsq.evaluate` (the simulator) at W4A8 from the MSE-clipped start,
-64 calibration images (seed 0), setting bn-free; every run is evaluated on the odd rows of the 500-image sample
+Protocol, as experiments/gpu_budget_224.py: `gzsq.evaluate` (the simulator) at W4A8 (or --bits W,A) from the
+MSE-clipped start, 64 calibration images (seed 0), setting bn-free; every run is evaluated on the odd rows of the 500-image sample
 (fold B, 250 images; one image is 0.4 pt) and `real` draws its images from the even rows (fold A). One thread.
 One JSON line per run is appended to results/lowbit/recon_settings_224.jsonl.
 """
@@ -43,6 +44,8 @@ def write_table(jsonl: Path = OUT) -> None:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items() if (k, v) != ("iters", 500)) or "defaults"
+        if "bits" in r:
+            settings = f"{r['bits']}, {settings}"
         lines.append(f"| {r['model']} | {r['calib']} | {r['n_calib']} | {r['seed']} | {settings} | "
                      f"{r['fp32_top1']:.1f} | {r['top1']:.1f} | {r['agreement']:.1f} | {r['seconds']['reconstruct']:.0f} | {r['commit']} |")
     atomic_write_text(jsonl.with_suffix(".md"), "\n".join(lines) + "\n")
@@ -55,6 +58,7 @@ def main() -> None:
     p.add_argument("--settings", nargs="+", default=["iters=500"], help="ReconstructConfig overrides, k=v[,k=v]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-calib", type=int, default=64)
+    p.add_argument("--bits", default="4,8", help="W,A (default 4,8)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table", action="store_true", help="only rewrite the table from the JSON lines")
     args = p.parse_args()
@@ -63,6 +67,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     commit, model = short_commit(), load_zoo_model(args.model)
+    w_bits, a_bits = (int(b) for b in args.bits.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         folds = make_folds(Path(tmp), IMAGENET_SAMPLE)
         for setting in args.settings:
@@ -72,9 +77,10 @@ def main() -> None:
                                                  data=str(folds["A"]) if args.calib == "real" else None)
             t = time.time()
             row = gzsq.evaluate(model, folds["B"], calibration=calibration,
-                                quant=gzsq.QuantConfig.starting_point(4, 8),
+                                quant=gzsq.QuantConfig.starting_point(w_bits, a_bits),
                                 reconstruction=gzsq.ReconstructConfig(**overrides))
             line = {"model": args.model, "calib": row.get("calib"), "seed": args.seed, "n_calib": args.n_calib,
+                    **({} if (w_bits, a_bits) == (4, 8) else {"bits": f"W{w_bits}A{a_bits}"}),
                     "settings": overrides, "fp32_top1": row["fp32_top1"],
                     "top1": row["top1"], "agreement": row["agreement"], "wall_s": round(time.time() - t),
                     "seconds": row.get("seconds"), "commit": commit}
