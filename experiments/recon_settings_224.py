@@ -7,8 +7,9 @@ Each run changes `ReconstructConfig` (batch_size, crop, iters…) and nothing el
     python experiments/recon_settings_224.py --table     # rewrite results/lowbit/recon_settings_224.md
 
 Protocol, as experiments/gpu_budget_224.py: `gzsq.evaluate` (the simulator) at W4A8 (or --bits W,A) from the
-MSE-clipped start, 64 calibration images (seed 0), setting bn-free; every run is evaluated on the odd rows of the 500-image sample
-(fold B, 250 images; one image is 0.4 pt) and `real` draws its images from the even rows (fold A). One thread.
+MSE-clipped start, 64 calibration images (seed 0), setting bn-free; every run is evaluated on the odd rows of the
+500-image sample (fold B, 250 images; one image is 0.4 pt) and `real` draws its images from the even rows (fold A).
+One thread.
 One JSON line per run is appended to results/lowbit/recon_settings_224.jsonl.
 """
 
