@@ -181,32 +181,6 @@ def _learns_other_weights_than_mse(model, loss: str):
     assert out.encodings() != plain.encodings()
 
 
-def test_fisher_loss_weighs_channels_by_what_they_cost_at_the_output():
-    """A channel the classifier never reads gets no weight; a channel it reads ten times as strongly gets about a
-    hundred times the weight; the weights follow the seed and keep the variances' total; the rounding uses them."""
-    import torch.fx as fx
-    model = _ResidualNet().eval()
-    with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.weight[:, 1] = torch.linspace(-1, 1, 10) * 0.1
-        model.head.weight[:, 2] = torch.linspace(-1, 1, 10)
-    gm = fx.symbolic_trace(model)
-    modules = dict(gm.named_modules())
-    units = R._block_units(gm.graph, lambda n: n.op == "call_module"
-                           and isinstance(modules.get(n.target), (torch.nn.Conv2d, torch.nn.Linear)), modules)
-    calib = torch.randn(64, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    block_out = units[1].nodes[-1]
-    f = R._fisher_weights(gm, [block_out], calib, seed=0)[block_out]
-    assert float(f[0]) == 0.0 and float(f[3]) == 0.0
-    assert 30 < float(f[2] / f[1]) < 300  # the gradient scales with the weight, its square by 100 (ReLU gates vary)
-    assert torch.equal(f, R._fisher_weights(gm, [block_out], calib, seed=0)[block_out])
-    target = torch.randn(64, 4, 8, 8)
-    w = R._channel_weights(target, "fisher", fisher=f)
-    var = target.var(dim=(0, 2, 3), unbiased=False)
-    assert float((w * var).sum()) == pytest.approx(float(var.sum()), rel=1e-4)
-    _learns_other_weights_than_mse(_ResidualNet().eval(), "fisher")
-
-
 @pytest.mark.parametrize("layer", [torch.nn.Conv2d(4, 6, 3, groups=2, bias=False), torch.nn.Conv2d(3, 5, 1),
                                    torch.nn.Linear(4, 3)])
 def test_prior_is_the_error_on_inputs_with_independent_channels(layer):

@@ -228,8 +228,7 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reconstruct-loss", default=ReconstructConfig.loss, choices=list(RECONSTRUCT_LOSSES),
                    help="a unit's output error: residual-normalized (default) divides each channel's error by its "
                         "variance over the calibration images on residual blocks and keeps plain squared error "
-                        "elsewhere; channel-normalized does so everywhere; mse nowhere; fisher weighs each "
-                        "channel's error by its squared gradient at the network's output "
+                        "elsewhere; channel-normalized does so everywhere; mse nowhere "
                         "(results/lowbit/what_limits_reconstruction.md measures them)")
 
 

@@ -21,7 +21,7 @@ OBSERVERS = ("minmax", "percentile", "mse")  # activation range rules (gzsq.quan
 SETTINGS = ("bn", "bn-free")
 LOSS_NAMES = ("z", "l2", "kl")  # distillation losses (gzsq.distillation.losses)
 RECONSTRUCT_METHODS = ("block", "adaround")  # gzsq.reconstruct
-RECONSTRUCT_LOSSES = ("mse", "channel-normalized", "residual-normalized", "fisher")  # gzsq.reconstruct._reconstruction_error
+RECONSTRUCT_LOSSES = ("mse", "channel-normalized", "residual-normalized")  # gzsq.reconstruct._reconstruction_error
 # More calibration images than this is a typo, not a plan: ranges settle after a few hundred, and
 # 100 000 ImageNet-size images would need ~60 GB of memory.
 MAX_CALIBRATION_IMAGES = 100_000
@@ -494,10 +494,6 @@ class ReconstructConfig:
     # channel-normalized lifts the CIFAR ResNets but costs VGG7-nf 2.3 pt and EfficientNet-Lite0 W4A8 1.8;
     # residual-normalized keeps most of the ResNets' gain (3 seeds through `gzsq quantize`: ResNet-20 +0.9 pt,
     # ResNet-44 +0.5, ResNet-32-nf +2.2; ResNet-32 −0.1, ResNet-20-nf −0.3) and costs neither, hence the default.
-    # "fisher" weighs each channel's error by its mean squared gradient of the float network's log-likelihood (labels
-    # drawn from its own softmax on the calibration images): what an error there costs at the output. W4A4 seed 0,
-    # through the command: ResNet-32 level (+1 pt agreement), ResNet-20 and -44 −1.2 and −1.1 pt; W4A8 seed 0:
-    # agreement −1.4 pt on MobileNetV2 and −1.2 on Lite0 (§3 there). Not the default.
     loss: str = "residual-normalized"
     # "channel-normalized" only: each channel's variance is floored by this share of the mean variance before
     # it divides the error; 0.01 weighs nearly every channel alike, while at 1 a channel far weaker than the mean

@@ -499,73 +499,22 @@ def _input_moments(layers: list[_RoundedLayer]):
         layer.set_input_moments(mean.float(), (s2 / n - mean.pow(2)).clamp_min(0).float())
 
 
-class _Record(fx.Interpreter):
-    """Runs the whole graph and keeps the values of `nodes`."""
-
-    def __init__(self, gm: fx.GraphModule, nodes: set):
-        super().__init__(gm, garbage_collect_values=False)
-        self.nodes, self.kept = nodes, {}
-
-    def run_node(self, n: fx.Node):
-        value = super().run_node(n)
-        if n in self.nodes:
-            self.kept[n] = value
-        return value
-
-
-def _fisher_weights(gm: fx.GraphModule, outputs: list[fx.Node], images: torch.Tensor,
-                    seed: int) -> dict[fx.Node, torch.Tensor]:
-    """Each node's per-channel mean squared gradient of the float network's log-likelihood, a label drawn per image
-    from the network's own softmax: the diagonal of the Fisher information, averaged over images and positions. An
-    output error e_c changes the log-likelihood by about g_c e_c, so g_c² weighs each channel's squared error by
-    what it costs downstream, as BRECQ's Fisher-weighted loss does (there with the real labels)."""
-    generator = torch.Generator().manual_seed(seed + 7919)  # the reconstruction's own stream is left untouched
-    wanted = set(outputs)
-    sums: dict[fx.Node, torch.Tensor] = {}
-    count, batch = 0, 64 if images[0, 0].numel() <= 64 * 64 else 8  # the whole graph's values are kept
-    for start in range(0, len(images), batch):
-        x = images[start:start + batch].clone().requires_grad_(True)  # so every value below carries a graph
-        run = _Record(gm, wanted)
-        logits = run.run(x)
-        if isinstance(logits, (tuple, list)):
-            logits = logits[0]
-        logits = logits.reshape(len(x), -1)
-        labels = torch.multinomial(logits.detach().float().softmax(1).cpu(), 1, generator=generator).view(-1)
-        nll = F.cross_entropy(logits, labels.to(logits.device), reduction="sum")
-        kept = [n for n in outputs if n in run.kept and run.kept[n].requires_grad]
-        grads = torch.autograd.grad(nll, [run.kept[n] for n in kept], allow_unused=True)
-        for n, g in zip(kept, grads):
-            if g is None:
-                continue
-            sq = g.detach().double().pow(2)
-            if sq.dim() > 2:  # mean over positions
-                sq = sq.mean(tuple(range(2, sq.dim())))
-            sums[n] = sums.get(n, 0) + sq.sum(0)
-        count += len(x)
-    return {n: (v / count).float() for n, v in sums.items()}
-
-
 def _has_residual_add(unit: _Unit) -> bool:
     """Whether the unit holds a residual add (its output is then a residual stream), as the simulator counts
     one (it gives such adds their own quantizer)."""
     return any(is_residual_add(n) for n in unit.nodes)
 
 
-def _channel_weights(target: torch.Tensor, loss: str, floor: float = 0.01,
-                     fisher: torch.Tensor | None = None) -> torch.Tensor | None:
+def _channel_weights(target: torch.Tensor, loss: str, floor: float = 0.01) -> torch.Tensor | None:
     """Per-channel loss weights for `loss`: None for plain MSE; for "channel-normalized" the inverse of each
     channel's variance over the calibration outputs plus `floor` × the mean variance (so a channel the
-    images leave constant cannot dominate; a large floor tends to plain MSE); for "fisher" the channel's mean
-    squared gradient (`fisher`, from _fisher_weights). Scaled so that the weighted variances sum as the plain
-    ones do and the rounding regulariser keeps its balance with the error."""
-    if loss == "mse" or target.dim() < 2 or (loss == "fisher" and fisher is None):
+    images leave constant cannot dominate; a large floor tends to plain MSE), scaled so that the weighted
+    variances sum as the plain ones do and the rounding regulariser keeps its balance with the error."""
+    if loss == "mse" or target.dim() < 2:
         return None
     dims = [d for d in range(target.dim()) if d != 1]
     var = target.double().var(dim=dims, unbiased=False)
-    if loss == "fisher":
-        weights = fisher.double().to(var.device).clamp_min(0) + 1e-12
-    else:
-        weights = 1.0 / (var + floor * var.mean().clamp_min(1e-12))
+    weights = 1.0 / (var + floor * var.mean().clamp_min(1e-12))
     return (weights * var.sum().clamp_min(1e-12) / (weights * var).sum().clamp_min(1e-12)).float()
 
 
@@ -697,10 +646,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
     else:
         units = _layer_units(work.graph, is_weight, is_act, work_modules)
 
-    fisher: dict = {}
-    if config.loss == "fisher":  # from the float network, before any unit learns
-        state.mode = "float"
-        fisher = _fisher_weights(work, [u.nodes[-1] for u in units], calib, seed)
     log, done = [], 0
     if resume is not None:
         done, log = _restore(resume, units, weights, acts, generator)
@@ -727,7 +672,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         loss = config.loss
         if loss == "residual-normalized":  # channel-normalized on the units that end a residual block, else mse
             loss = "channel-normalized" if _has_residual_add(unit) else "mse"
-        channel_weights = _channel_weights(target, loss, config.channel_floor, fisher.get(unit.nodes[-1]))
+        channel_weights = _channel_weights(target, loss, config.channel_floor)
         # Local units on maps wider than config.crop learn on one random window per step (see ReconstructConfig).
         crop_stride, crop = None, config.crop
         if x_q.dim() == 4 and (config.crop or config.pool_window):
