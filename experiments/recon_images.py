@@ -256,8 +256,6 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
                                 ("expand_crop_scale", 0.5)),
     "half_local_n512_crop0.75": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 128 * 32 * 32),
                                  ("expand_crop_scale", 0.75)),
-    # the command's default set, run again on the current code (a control for the rows above)
-    "half_local_ctl": (("local", True), ("local_fraction", 0.5)),
 }
 # Sets made of parts distilled separately (part k with seed 10·S + k) and concatenated: name → (share of the set,
 # overrides of `default`) per part. Which half of `half-local` wants more steps, the local or the propagated one?
