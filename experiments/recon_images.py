@@ -248,14 +248,12 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # half-local on 1024 images of which 256 per half are distilled, the rest flips/shifts of them
     "half_local_n1024_aug": (("local", True), ("local_fraction", 0.5)),
     # half-local's own 256 distilled images (128 per half, the default's batches) plus as many copies of them:
-    # flips and ±2-pixel shifts, or random crops of at least half / three quarters of the area resized back. Copies
+    # flips and ±2-pixel shifts, or random crops of at least half the area resized back. Copies
     # lifted learned rounding at 224×224 (results/lowbit/what_limits_reconstruction.md §9); at 32×32 every image
     # was distilled and the rounding saw each pattern at one position only.
     "half_local_n512_aug": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 128 * 32 * 32)),
     "half_local_n512_crop0.5": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 128 * 32 * 32),
                                 ("expand_crop_scale", 0.5)),
-    "half_local_n512_crop0.75": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 128 * 32 * 32),
-                                 ("expand_crop_scale", 0.75)),
 }
 # Sets made of parts distilled separately (part k with seed 10·S + k) and concatenated: name → (share of the set,
 # overrides of `default`) per part. Which half of `half-local` wants more steps, the local or the propagated one?
@@ -269,7 +267,7 @@ PARTS: dict[str, tuple[tuple[float, tuple[tuple[str, object], ...]], ...]] = {
 RECIPES.update({name: () for name in PARTS})  # made from PARTS; listed so --recipes accepts them
 # recipes that change the set's size: name → images (default: 256, 64 at 224×224)
 N_IMAGES = {"distinct1024": 1024, "half_local_n512": 512, "half_local_n1024": 1024, "half_local_n1024_aug": 1024,
-            "half_local_n512_aug": 512, "half_local_n512_crop0.5": 512, "half_local_n512_crop0.75": 512,
+            "half_local_n512_aug": 512, "half_local_n512_crop0.5": 512,
             "local_it100_d8_ce1_crop0.5_n128": 128}
 
 FIELDS = ["model", "w_bits", "a_bits", "first_last_8bit", "recipe", "overrides", "seed", "distill_seconds",
