@@ -39,7 +39,7 @@ def _same(a: dict, b: dict) -> bool:
     (dict(method="brecq"), "method"), (dict(iters=0), "iters"), (dict(batch_size=True), "batch_size"),
     (dict(iters=2.5), "iters"), (dict(lr=0), "lr"), (dict(lr=float("nan")), "lr"), (dict(act_lr=-1e-3), "act_lr"),
     (dict(drop_prob=1.5), "drop_prob"), (dict(reg_weight=-1), "reg_weight"), (dict(warmup=1.0), "warmup"),
-    (dict(loss="l1"), "loss"), (dict(prior_weight=-0.1), "prior_weight"), (dict(w_scale_lr=-1e-3), "w_scale_lr"),
+    (dict(loss="l1"), "loss"), (dict(w_scale_lr=-1e-3), "w_scale_lr"),
     (dict(w_scale_lr=float("inf")), "w_scale_lr"),
 ])
 def test_config_rejects_bad_values_in_one_line(kw, word):
@@ -176,41 +176,6 @@ def test_residual_normalized_loss_normalizes_the_residual_blocks_alone():
     with torch.no_grad():
         assert torch.isfinite(out(calib)).all()
     assert out.encodings() != plain.encodings()
-
-
-@pytest.mark.parametrize("layer", [torch.nn.Conv2d(4, 6, 3, groups=2, bias=False), torch.nn.Conv2d(3, 5, 1),
-                                   torch.nn.Linear(4, 3)])
-def test_prior_is_the_error_on_inputs_with_independent_channels(layer):
-    """The prior equals the soft weight error's mean squared output (summed over outputs) on inputs drawn with
-    independent channels and the measured per-channel moments."""
-    gen = torch.Generator().manual_seed(0)
-    w = layer.weight.detach()
-    scale = w.abs().flatten(1).amax(1) / 7
-    state = R._State(gen, 0.5)
-    rounded = R._RoundedLayer(layer, w, scale, 4, state)
-    cin = w.shape[1] * getattr(layer, "groups", 1)
-    mean, std = torch.randn(cin, generator=gen), torch.rand(cin, generator=gen) + 0.2
-    shape = (20000, cin, 3, 3) if isinstance(layer, torch.nn.Conv2d) else (20000, cin)
-    x = mean.reshape((1, -1) + (1,) * (len(shape) - 2)) + std.reshape((1, -1) + (1,) * (len(shape) - 2)) * torch.randn(shape, generator=gen)
-    state.mode = "float"
-    with R._input_moments([rounded]):
-        rounded(x)
-    state.mode = "soft"
-    with torch.no_grad():
-        rounded.v.add_(3 * torch.randn(rounded.v.shape, generator=gen))
-        prior = float(rounded.prior())
-        state.mode = "float"
-        reference = rounded(x)
-        state.mode = "soft"
-        err = float((rounded(x) - reference).pow(2).sum(1).mean())
-    assert prior == pytest.approx(err, rel=0.03)
-
-
-def test_prior_weight_changes_the_rounding():
-    model, calib, sim = _tiny_sim()
-    a = reconstruct(model, sim, calib, FAST, seed=3)
-    b = reconstruct(model, sim, calib, ReconstructConfig(iters=40, batch_size=16, prior_weight=10.0), seed=3)
-    assert not _same(_state(a), _state(b))
 
 
 def test_deterministic_for_a_seed():

@@ -115,17 +115,6 @@ def test_units_cropped_where_local_and_wider_than_the_crop():
     assert crops == {"conv1": 16, "conv2": 16, "conv3": None, "fc": None}
 
 
-def test_pool_window_windows_the_units_with_a_global_op_alone():
-    model = _strided()
-    calib = torch.randn(32, 3, 40, 40, generator=torch.Generator().manual_seed(0))
-    sim = quantize(model, calib, QuantConfig(w_bits=4, a_bits=4))
-    out = reconstruct(model, sim, calib, ReconstructConfig(iters=5, batch_size=8, crop=16, pool_window=3))
-    assert {u["unit"]: u["crop"] for u in out.reconstruction["units"]} == {"conv1": 16, "conv2": 16, "conv3": 3, "fc": None}
-    for bad in (-1, True, 2.5):
-        with pytest.raises(ConfigError, match="pool_window"):
-            ReconstructConfig(pool_window=bad)
-
-
 def test_maps_no_wider_than_the_crop_train_exactly_as_full_maps():
     model = make_tiny()  # 8×8 maps
     calib = torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(0))

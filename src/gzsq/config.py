@@ -505,25 +505,12 @@ class ReconstructConfig:
     # it divides the error; 0.01 weighs nearly every channel alike, while at 1 a channel far weaker than the mean
     # weighs about as under mse.
     channel_floor: float = 0.01
-    # Weight of a data-free prior on each layer's weight error: the output error it would cause on inputs whose
-    # channels were independent, with the calibration inputs' per-channel mean and variance. Distilled images'
-    # deep features span few directions (results/lowbit/what_limits_reconstruction.md §2), leaving the rounding
-    # free along the others; the prior weighs every direction by its channels' spread. Measured on MobileNetV2
-    # W4A8, seed 0: 60.0 at 0.1 and 58.4 at 1.0 against 62.8 without (what_limits_reconstruction.md §7). 0: off.
-    prior_weight: float = 0.0
-    # A unit with a global op (the last conv's, which holds the classifier's pooling) trains on full maps, so it
-    # sees one sample per image. pool_window > 0 trains it on a random pool_window × pool_window window of its
-    # input map per step instead (the float target on the same window): more samples of the same images.
-    # Measured on MobileNetV2 W4A8, seed 0: 63.2 at 3 and 62.8 at 1 against 62.8 without (§7). 0: full maps.
-    pool_window: int = 0
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
             raise ConfigError(f"reconstruction method must be one of {', '.join(RECONSTRUCT_METHODS)}, got {self.method!r}")
         if self.loss not in RECONSTRUCT_LOSSES:
             raise ConfigError(f"reconstruction loss must be one of {', '.join(RECONSTRUCT_LOSSES)}, got {self.loss!r}")
-        if isinstance(self.pool_window, bool) or not isinstance(self.pool_window, int) or self.pool_window < 0:
-            raise ConfigError(f"pool_window must be a whole number ≥ 0 (0: full maps), got {self.pool_window!r}")
         for name in ("iters", "batch_size"):
             value = getattr(self, name)
             if name == "batch_size" and value is None:
@@ -537,8 +524,7 @@ class ReconstructConfig:
                                                ("drop_prob", 0, 1, False, False),
                                                ("reg_weight", 0, math.inf, False, True),
                                                ("warmup", 0, 1, False, True),
-                                               ("channel_floor", 0, math.inf, True, True),
-                                               ("prior_weight", 0, math.inf, False, True)):
+                                               ("channel_floor", 0, math.inf, True, True)):
             value = getattr(self, name)
             if name == "lr" and value is None:
                 continue

@@ -55,7 +55,6 @@ EfficientNet-Lite0's widest unit).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import operator
@@ -132,7 +131,6 @@ class _RoundedLayer(nn.Module):
         self.v = nn.Parameter(torch.log(p / (1 - p)))
         self.log_gain = nn.Parameter(torch.zeros_like(self.s))  # learned scale = s · exp(log_gain)
         self.learned = False
-        self.in_mean = self.in_var = None  # the input's per-channel moments, laid out like the weight (prior)
 
     def h(self) -> torch.Tensor:
         return (torch.sigmoid(self.v) * (_ZETA - _GAMMA) + _GAMMA).clamp(0.0, 1.0)
@@ -154,23 +152,6 @@ class _RoundedLayer(nn.Module):
 
     def regulariser(self, beta: float) -> torch.Tensor:
         return (1 - (2 * self.h() - 1).abs().pow(beta)).sum()
-
-    def set_input_moments(self, mean: torch.Tensor, var: torch.Tensor) -> None:
-        """Store the input's per-channel mean and variance where each weight element reads them."""
-        w = self.w_float
-        if isinstance(self.layer, nn.Conv2d):  # weight [o, j] reads channel (o // outputs per group) · Cg + j
-            per_group, cin = w.shape[0] // self.layer.groups, w.shape[1]
-            index = (torch.arange(w.shape[0], device=w.device) // per_group)[:, None] * cin + torch.arange(cin, device=w.device)
-            mean, var = mean[index][..., None, None], var[index][..., None, None]
-        self.in_mean, self.in_var = mean.expand_as(w).contiguous(), var.expand_as(w).contiguous()
-
-    def prior(self) -> torch.Tensor:
-        """The soft weight's squared output error, summed over output channels, on inputs whose channels are
-        independent with the stored moments: Σ_o Σ_i Δw²·var_i + (Σ_i Δw·mean_i)²."""
-        if self.in_var is None:
-            return torch.zeros((), device=self.v.device)
-        dw = torch.clamp(self.w_floor + self.h(), -self.qmax, self.qmax) * self.scale() - self.w_float
-        return ((dw.pow(2) * self.in_var).flatten(1).sum() + (dw * self.in_mean).flatten(1).sum(1).pow(2).sum())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, layer = self.weight(), self.layer
@@ -475,30 +456,6 @@ def _reconstruction_error(out: torch.Tensor, target: torch.Tensor, weights: torc
     return err.sum(1).mean()
 
 
-@contextlib.contextmanager
-def _input_moments(layers: list[_RoundedLayer]):
-    """While open, accumulate each layer's input per-channel sums; on exit give the layers their moments."""
-    sums: dict[_RoundedLayer, list] = {}
-
-    def hook(layer, args):
-        x = args[0].detach().double()
-        dims = [d for d in range(x.dim()) if d != 1]
-        acc = sums.setdefault(layer, [0, 0.0, 0.0])
-        acc[0] += x.numel() // x.shape[1]
-        acc[1] = acc[1] + x.sum(dims)
-        acc[2] = acc[2] + x.pow(2).sum(dims)
-
-    handles = [layer.register_forward_pre_hook(hook) for layer in layers]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-    for layer, (n, s1, s2) in sums.items():
-        mean = s1 / n
-        layer.set_input_moments(mean.float(), (s2 / n - mean.pow(2)).clamp_min(0).float())
-
-
 def _has_residual_add(unit: _Unit) -> bool:
     """Whether the unit holds a residual add (its output is then a residual stream), as the simulator counts
     one (it gives such adds their own quantizer)."""
@@ -667,20 +624,17 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             state.mode = "float"
             x_fp = _capture(work, unit.input, calib)
         state.mode = "float"
-        with _input_moments(unit_weights if config.prior_weight > 0 else []):
-            target = _run(module, x_fp)
+        target = _run(module, x_fp)
         loss = config.loss
         if loss == "residual-normalized":  # channel-normalized on the units that end a residual block, else mse
             loss = "channel-normalized" if _has_residual_add(unit) else "mse"
         channel_weights = _channel_weights(target, loss, config.channel_floor)
         # Local units on maps wider than config.crop learn on one random window per step (see ReconstructConfig).
         crop_stride, crop = None, config.crop
-        if x_q.dim() == 4 and (config.crop or config.pool_window):
+        if x_q.dim() == 4 and config.crop:
             stride, side = _unit_stride(unit, work_modules), max(x_q.shape[2:])
-            if stride is not None and config.crop and side > config.crop:
+            if stride is not None and side > config.crop:
                 crop_stride = stride
-            elif stride is None and config.pool_window and side > config.pool_window:  # a global op: windows
-                crop_stride, crop = (1, 1), config.pool_window
 
         opt_v = torch.optim.Adam([w.v for w in unit_weights], lr=config.lr)
         scales = [a.log_scale for a in learn_acts]
@@ -726,8 +680,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             if ranks > 1:  # this rank's part of the whole batch's mean
                 rec = rec * (len(idx) / config.batch_size)
             loss = rec
-            if config.prior_weight > 0:
-                loss = loss + config.prior_weight * sum(w.prior() for w in unit_weights) / ranks
             if step >= warm and config.reg_weight > 0:
                 progress_share = (step - warm) / max(1, config.iters - warm)
                 beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress_share)
