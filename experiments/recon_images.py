@@ -203,7 +203,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # smoothness prior at twice the weight
     "local_long_it50": tuple((k, 50 if k == "iterations" else v) for k, v in _LOCAL_LONG),
     "local_long_tv880": tuple((k, 880.0 if k == "tv_weight" else v) for k, v in _LOCAL_LONG),
-    # local-long with half of its crop copies mixed: a box from another copy pasted in (DistillConfig.expand_mix)
+    # local-long with half of its crop copies mixed: a box from another copy pasted in (CutMix; DistillConfig.expand_mix,
+    # removed after commit e6662b8: run it with --code e6662b8)
     "local_long_mix0.5": _LOCAL_LONG + (("expand_mix", 0.5),),
     # local-long started from 1/f noise with photos' colour correlation instead of white noise
     "local_long_natural": _LOCAL_LONG + (("init_spectrum", 1.0), ("init_colour", 0.85)),

@@ -87,25 +87,6 @@ def test_crop_expansion_makes_resized_crops_of_the_distilled_images():
         DistillConfig(expand_crop_scale=0.0)
 
 
-def test_mixed_copies_take_one_box_from_another_copy():
-    flat = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 2, 16, 16).contiguous()  # image k is all k
-    out = distill_loop._expand(flat, 40, torch.Generator().manual_seed(0), crop_scale=1.0, mix=1.0)
-    assert torch.equal(out[:4], flat)  # the distilled images themselves are never mixed
-    mixed = 0
-    for copy in out[4:]:
-        values = copy.unique()
-        assert len(values) <= 2
-        if len(values) == 2:
-            mixed += 1
-            share = (copy == copy[0, 0, 0]).float().mean()  # a corner: the copy's own image, unless the box covers it
-            assert 0.2 - 0.05 <= min(share, 1 - share) <= 0.5 + 0.05
-    assert mixed >= 20  # most copies drew another image (a quarter draw their own)
-    plain = distill_loop._expand(flat, 40, torch.Generator().manual_seed(0))
-    assert all(len(c.unique()) == 1 for c in plain)  # mix 0: copies stay whole
-    with pytest.raises(ConfigError, match="expand_mix"):
-        DistillConfig(expand_mix=1.5)
-
-
 def test_augmented_view_is_a_differentiable_crop_drawn_from_the_step_alone():
     flat = torch.full((2, 3, 12, 12), 0.7)
     assert torch.allclose(distill_loop._augmented_view(flat, 0.5, 2, (1, 0, 3)), flat)  # a crop of a flat image

@@ -204,10 +204,6 @@ class DistillConfig:
     # MobileNetV2 67.7 against 62.5 with flips/shifts, Lite0 59.3 against 58.2; int8 unchanged
     # (results/lowbit/what_limits_reconstruction.md §9). 1: flips and shifts.
     expand_crop_scale: float = 1.0
-    # The share of those copies into which a box cut from another distilled image's copy is pasted (CutMix: the
-    # box covers 20–50 % of the area, at the same place in both). Real photos hold several objects and textures;
-    # a copy mixing two distilled patterns gives the deep units combinations no single image shows. 0: off.
-    expand_mix: float = 0.0
     # Each step the model sees a random flipped crop of every optimized image (area share in [this, 1], resized
     # back), so the images match their targets at many scales and positions rather than at one pixel grid, as the
     # crop copies will need. At 0.5 in `local-long`, W4A8, 3 seeds: MobileNetV2 71.7 against 67.7, Lite0 64.5 against
@@ -263,8 +259,6 @@ class DistillConfig:
             raise ConfigError(f"init_spectrum must be in [0, 2], got {self.init_spectrum!r}")
         if not 0.0 < self.expand_crop_scale <= 1.0:
             raise ConfigError(f"expand_crop_scale must be in (0, 1], got {self.expand_crop_scale!r}")
-        if not 0.0 <= self.expand_mix <= 1.0:
-            raise ConfigError(f"expand_mix must be in [0, 1] (0: off), got {self.expand_mix!r}")
         if not 0.0 <= self.augment_crop_scale <= 1.0:
             raise ConfigError(f"augment_crop_scale must be in [0, 1] (0: off), got {self.augment_crop_scale!r}")
         if not 0.0 <= self.channel_std_share <= 0.5:

@@ -353,7 +353,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
         images = _set_colour(images, config.centre_colour, config.channel_std_share,
                              pixel_bounds if config.clamp_pixels or config.channel_std_share else None)
     if len(images) < n:
-        images = _expand(images, n, gen, config.expand_crop_scale, config.expand_mix)
+        images = _expand(images, n, gen, config.expand_crop_scale)
     log = {"iterations": iters_run, "local_batches": objective.local_batches,
            "final_loss": [c[-1] for c in curves], "loss_curve": curves[0],
            "seconds": earlier_seconds + time.perf_counter() - start,
@@ -407,11 +407,9 @@ def _set_colour(images: torch.Tensor, centre: bool, std_share: float, pixel_boun
     return images
 
 
-def _expand(images: torch.Tensor, n: int, gen: torch.Generator, crop_scale: float = 1.0,
-            mix: float = 0.0) -> torch.Tensor:
+def _expand(images: torch.Tensor, n: int, gen: torch.Generator, crop_scale: float = 1.0) -> torch.Tensor:
     """More images from fewer: horizontal flips and small circular shifts of the distilled ones, or, with
-    crop_scale < 1, flipped random crops of them (area share in [crop_scale, 1], aspect 3:4 to 4:3) resized back.
-    With mix > 0, that share of the copies gets a box (20–50 % of the area) from another copy pasted in."""
+    crop_scale < 1, flipped random crops of them (area share in [crop_scale, 1], aspect 3:4 to 4:3) resized back."""
     out = [images]
     total = len(images)
     while total < n:
@@ -419,35 +417,12 @@ def _expand(images: torch.Tensor, n: int, gen: torch.Generator, crop_scale: floa
         flip = torch.rand(len(src), generator=gen) < 0.5
         src = torch.where(flip.view(-1, 1, 1, 1), src.flip(-1), src)
         if crop_scale < 1.0:
-            copies = torch.cat([_random_crop(img, crop_scale, gen) for img in src])
+            out.append(torch.cat([_random_crop(img, crop_scale, gen) for img in src]))
         else:
             dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
-            copies = torch.roll(src, shifts=(dy, dx), dims=(-2, -1))
-        if mix > 0.0:
-            copies = _paste_boxes(copies, mix, gen)
-        out.append(copies)
+            out.append(torch.roll(src, shifts=(dy, dx), dims=(-2, -1)))
         total += len(src)
     return torch.cat(out)[:n]
-
-
-def _paste_boxes(copies: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
-    """CutMix among copies: each copy, with probability `share`, takes a box of 20–50 % of its area from another
-    copy of the batch (drawn at random, so at times a copy of the same distilled image), at the same place."""
-    out = copies.clone()
-    k, h, w = len(copies), copies.shape[-2], copies.shape[-1]
-    if k < 2:
-        return out
-    for i in range(k):
-        if float(torch.rand((), generator=gen)) >= share:
-            continue
-        j = (i + 1 + int(torch.randint(k - 1, (), generator=gen))) % k
-        area = 0.2 + 0.3 * float(torch.rand((), generator=gen))
-        bh = max(1, min(h, round(h * math.sqrt(area))))
-        bw = max(1, min(w, round(area * h * w / bh)))
-        y0 = int(torch.randint(h - bh + 1, (), generator=gen))
-        x0 = int(torch.randint(w - bw + 1, (), generator=gen))
-        out[i, :, y0:y0 + bh, x0:x0 + bw] = copies[j, :, y0:y0 + bh, x0:x0 + bw]
-    return out
 
 
 def _random_crop(image: torch.Tensor, min_area: float, gen: torch.Generator) -> torch.Tensor:
