@@ -163,13 +163,11 @@ def test_fused_fake_quant_matches_autograd_of_the_plain_formula(drop):
 
 def test_batch_crop_and_lr_chosen_by_image_size():
     config = ReconstructConfig()
-    assert (config.batch_size, config.crop, config.lr, config.act_lr) == (None, None, None, None)
+    assert (config.batch_size, config.crop, config.lr) == (None, None, None)
     small, large = config.for_images(32, 32), config.for_images(224, 224)
-    # CIFAR: full maps, 32 images a step, the step sizes learning faster than the rounding
-    assert (small.batch_size, small.crop, small.lr, small.act_lr) == (32, 0, 1e-3, 3e-2)
-    # noisy window steps want a larger Adam step on the rounding
-    assert (large.batch_size, large.crop, large.lr, large.act_lr) == (8, 16, 1e-2, 1e-2)
-    given = ReconstructConfig(batch_size=4, crop=0, lr=3e-3, act_lr=0.0)
+    assert (small.batch_size, small.crop, small.lr) == (32, 0, 1e-3)  # CIFAR: full maps, 32 images a step, as before
+    assert (large.batch_size, large.crop, large.lr) == (8, 16, 1e-2)  # noisy window steps want a larger Adam step
+    given = ReconstructConfig(batch_size=4, crop=0, lr=3e-3)
     assert given.for_images(224, 224) == given
     model = make_tiny()
     calib = torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(0))

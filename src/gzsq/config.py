@@ -471,11 +471,7 @@ class ReconstructConfig:
     # under-trained: at 1e-2 MobileNetV2 W4A8 gains 9.6 pt on gzsq's images (3 seeds) and 4.4 on real ones, Lite0
     # 1.1 (results/lowbit/what_limits_reconstruction.md §6), where CIFAR ResNets on full maps lose 0.8–1.5 pt (§3).
     lr: float | None = None
-    # Adam on each activation's log(step size), cosine-annealed; 0 keeps the calibrated ranges. None: 3e-2 for
-    # images up to 64×64, 1e-2 above. On the CIFAR ResNets' W4A4 the step sizes learned at 1e-2 stay wider than real
-    # images' (results/lowbit/what_limits_reconstruction.md §1) and 3e-2 measured better (§15); at 224×224 1e-2 is
-    # the measured setting. Keeping the ranges (0) costs 0.6–1.8 pt at W4A4 and 2.4–2.8 at W4A8 (§15).
-    act_lr: float | None = None
+    act_lr: float = 1e-2  # Adam on log(step size), cosine-annealed; 0 keeps the calibrated ranges
     # Adam on each weight scale's log gain (per output channel), cosine-annealed, beside the rounding: the grid the
     # integers sit on can widen or narrow where the MSE-clipped start is off for the block's output. Measured at
     # 1e-2 on the CIFAR ResNets' W4A4 (six model/seed pairs: −0.8 to +0.7 pt, mean 0) and at 1e-3 on MobileNetV2
@@ -524,7 +520,7 @@ class ReconstructConfig:
                                                ("warmup", 0, 1, False, True),
                                                ("channel_floor", 0, math.inf, True, True)):
             value = getattr(self, name)
-            if name in ("lr", "act_lr") and value is None:
+            if name == "lr" and value is None:
                 continue
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                   and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi))
@@ -533,12 +529,11 @@ class ReconstructConfig:
                 raise ConfigError(f"{name} must be a number in {interval}, got {value!r}")
 
     def for_images(self, height: int, width: int) -> "ReconstructConfig":
-        """This config with `batch_size`, `crop`, `lr` and `act_lr` set for calibration images of this size."""
+        """This config with `batch_size`, `crop` and `lr` set for calibration images of this size."""
         large = height * width > 64 * 64
         return replace(self, batch_size=self.batch_size if self.batch_size is not None else (8 if large else 32),
                        crop=self.crop if self.crop is not None else (16 if large else 0),
-                       lr=self.lr if self.lr is not None else (1e-2 if large else 1e-3),
-                       act_lr=self.act_lr if self.act_lr is not None else (1e-2 if large else 3e-2))
+                       lr=self.lr if self.lr is not None else (1e-2 if large else 1e-3))
 
     def to_dict(self) -> dict:
         return asdict(self)
