@@ -17,13 +17,16 @@ case $model in cifar10-*) data=../shared/data/cifar10/test.npz ;; esac
 work=$(mktemp -d)
 args=(quantize "$model" "${weights[@]}" -o "$work/$model-s$seed.onnx" "$@" --setting bn-free --calib gzsq --seed "$seed"
       --eval-data "$data" --threads 1 --json --force)
+# the commit of the gzsq package the command imports (PYTHONPATH may point at another checkout's src/)
+src=$("$(dirname "$GZSQ")/python" -c 'import gzsq, os; print(os.path.dirname(gzsq.__file__))' 2>/dev/null)
+code=$(git -C "${src:-.}" rev-parse --short HEAD 2>/dev/null || echo unknown)
 start=$(date +%s)
 line=$($GZSQ "${args[@]}" 2>/dev/null | tail -1)
 status=$?
 {
   echo "\$ gzsq ${args[*]}" | sed "s#$work#WORK#g"
   echo "$line" | sed "s#$work#WORK#g"
-  echo "(exit $status, wall $(( $(date +%s) - start )) s, code of commit $(git rev-parse --short HEAD))"
+  echo "(exit $status, wall $(( $(date +%s) - start )) s, code of commit $code)"
   echo
 } >> "$out"
 rm -rf "$work"
