@@ -630,7 +630,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             loss = "channel-normalized" if _has_residual_add(unit) else "mse"
         channel_weights = _channel_weights(target, loss, config.channel_floor)
         # Local units on maps wider than config.crop learn on one random window per step (see ReconstructConfig).
-        crop_stride, crop = None, config.crop
+        crop_stride = None
         if x_q.dim() == 4 and config.crop:
             stride, side = _unit_stride(unit, work_modules), max(x_q.shape[2:])
             if stride is not None and side > config.crop:
@@ -668,7 +668,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                 if state.drop:
                     inp = state.mix(inp, x_fp[idx])
             else:  # the float unit on the same window: zero padding at its borders is the same on both sides
-                rows, cols = _window(x_q.shape[2], x_q.shape[3], crop, crop_stride, generator)
+                rows, cols = _window(x_q.shape[2], x_q.shape[3], config.crop, crop_stride, generator)
                 inp, fp_in = x_q[idx, :, rows, cols], x_fp[idx, :, rows, cols]
                 state.mode = "float"
                 with torch.no_grad():
@@ -714,7 +714,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         final = float(_reconstruction_error(out_q, target, channel_weights))
         log.append({"unit": unit.name, "layers": [str(n.target) for n in unit.nodes if is_weight(n)],
                     "seconds": round(time.perf_counter() - t_unit, 2), "final_loss": final,
-                    "crop": None if crop_stride is None else min(crop, max(x_q.shape[2:]))})
+                    "crop": None if crop_stride is None else min(config.crop, max(x_q.shape[2:]))})
         previous = unit
         if on_unit is not None:
             on_unit(_progress_state(units[:index + 1], len(units), weights, acts, generator, log))
