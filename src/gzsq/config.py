@@ -480,7 +480,7 @@ class ReconstructConfig:
     # Adam on a per-output-channel shift of each layer's bias, cosine-annealed, beside the rounding: rounding and
     # clipping move the mean of a channel's output, which a shift undoes directly (measured in
     # results/lowbit/what_limits_reconstruction.md §16). 0: the float biases are kept.
-    bias_lr: float = 1e-2
+    bias_lr: float = 1e-3
     drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
     reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
     warmup: float = 0.2  # share of the steps before the regulariser starts
