@@ -232,6 +232,10 @@ class DistillConfig:
     init_spectrum: float = 0.0
     # Correlation between the colour channels of the starting images (natural images' RGB: about 0.85). 0: none.
     init_colour: float = 0.0
+    # Slope α of a filter on every step's pixel gradient: each spatial frequency's amplitude times f^−α, so the
+    # images grow the way natural images' spectra fall off, large structures first, not only start so (a start
+    # alone fades: `init_spectrum`). Measured in results/lowbit/what_limits_reconstruction.md §16. 0: off.
+    grad_spectrum: float = 0.0
 
     def images_to_optimize(self, n: int, shape: tuple[int, ...]) -> int:
         """How many of the n images are optimized (the rest are flips/shifts of them)."""
@@ -257,6 +261,8 @@ class DistillConfig:
             raise ConfigError(f"noise_fraction must be in [0, 1), got {self.noise_fraction!r}")
         if not 0.0 <= self.init_spectrum <= 2.0:
             raise ConfigError(f"init_spectrum must be in [0, 2], got {self.init_spectrum!r}")
+        if not 0.0 <= self.grad_spectrum <= 2.0:
+            raise ConfigError(f"grad_spectrum must be in [0, 2], got {self.grad_spectrum!r}")
         if not 0.0 < self.expand_crop_scale <= 1.0:
             raise ConfigError(f"expand_crop_scale must be in (0, 1], got {self.expand_crop_scale!r}")
         if not 0.0 <= self.augment_crop_scale <= 1.0:
@@ -480,7 +486,7 @@ class ReconstructConfig:
     # Adam on a per-output-channel shift of each layer's bias, cosine-annealed, beside the rounding: rounding and
     # clipping move the mean of a channel's output, which a shift undoes directly (measured in
     # results/lowbit/what_limits_reconstruction.md §16). 0: the float biases are kept.
-    bias_lr: float = 1e-3
+    bias_lr: float = 0.0
     drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
     reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
     warmup: float = 0.2  # share of the steps before the regulariser starts

@@ -123,6 +123,19 @@ def _batch_mean(per_image: torch.Tensor, n_batch: int) -> tuple[torch.Tensor, fl
     return per_image.sum() / n_batch, float(value)
 
 
+def _spectral_filter(x: torch.Tensor, slope: float) -> torch.Tensor:
+    """x (…, H, W) with each spatial frequency's amplitude times f^−slope (f in cycles per pixel; the zero
+    frequency weighed as the lowest nonzero one), the filter scaled to a mean square of 1 over frequencies."""
+    h, w = x.shape[-2:]
+    fy = torch.fft.fftfreq(h, device=x.device).abs()[:, None]
+    fx = torch.fft.rfftfreq(w, device=x.device)[None, :]
+    f = torch.sqrt(fy * fy + fx * fx)
+    f[0, 0] = 1.0 / max(h, w)
+    gain = f.pow(-slope)
+    gain = gain / gain.pow(2).mean().sqrt()
+    return torch.fft.irfft2(torch.fft.rfft2(x.float()) * gain, s=(h, w))
+
+
 def natural_noise(white: torch.Tensor, slope: float, colour: float) -> torch.Tensor:
     """White noise (N, C, H, W) given two statistics of natural images, then scaled to unit variance.
 
@@ -133,12 +146,7 @@ def natural_noise(white: torch.Tensor, slope: float, colour: float) -> torch.Ten
     """
     x = white
     if slope:
-        h, w = x.shape[-2:]
-        fy = torch.fft.fftfreq(h).abs()[:, None]
-        fx = torch.fft.rfftfreq(w)[None, :]
-        f = torch.sqrt(fy * fy + fx * fx)
-        f[0, 0] = 1.0 / max(h, w)
-        x = torch.fft.irfft2(torch.fft.rfft2(x) * f.pow(-slope), s=(h, w))
+        x = _spectral_filter(x, slope)
         x = x / x.std()
     if colour and x.shape[1] > 1:
         shared = x.mean(1, keepdim=True) * x.shape[1] ** 0.5
@@ -318,6 +326,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                                                     f"{it} (batch {bi + 1}); lower the learning rate or check "
                                                     "the model's weights")
                 loss.backward()
+                if config.grad_spectrum and x.dim() == 4:  # each image's step shaped like a natural image
+                    with torch.no_grad():
+                        x.grad = _spectral_filter(x.grad, config.grad_spectrum).contiguous(memory_format=layout)
                 opt.step()
                 sched.step(value)
                 if pixel_bounds is not None and config.clamp_pixels:
