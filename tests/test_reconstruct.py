@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import torch
-from torch import nn
 
 from gzsq import reconstruct as R
 from gzsq.config import QuantConfig
@@ -41,8 +40,7 @@ def _same(a: dict, b: dict) -> bool:
     (dict(iters=2.5), "iters"), (dict(lr=0), "lr"), (dict(lr=float("nan")), "lr"), (dict(act_lr=-1e-3), "act_lr"),
     (dict(drop_prob=1.5), "drop_prob"), (dict(reg_weight=-1), "reg_weight"), (dict(warmup=1.0), "warmup"),
     (dict(loss="l1"), "loss"), (dict(w_scale_lr=-1e-3), "w_scale_lr"),
-    (dict(w_scale_lr=float("inf")), "w_scale_lr"), (dict(bias_lr=-1e-3), "bias_lr"),
-    (dict(bias_lr=float("nan")), "bias_lr"),
+    (dict(w_scale_lr=float("inf")), "w_scale_lr"),
 ])
 def test_config_rejects_bad_values_in_one_line(kw, word):
     with pytest.raises(ConfigError) as err:
@@ -230,40 +228,6 @@ def test_learned_weight_scales_are_what_the_weights_and_encodings_hold():
     assert moved > 0, "some weight scales moved from the round-to-nearest start"
     kept = reconstruct(model, sim, calib, FAST, seed=3)
     assert all(torch.equal(kept.weight_scales[n][1], sim.weight_scales[n][1]) for n in sim.weight_scales)
-
-
-def test_learned_bias_shifts_are_what_the_biases_hold():
-    """With bias_lr the biases move off the float ones and the result holds them; without, they stay."""
-    model, calib, sim = _tiny_sim()
-    out = reconstruct(model, sim, calib, ReconstructConfig(iters=40, batch_size=16, bias_lr=1e-2), seed=3)
-    kept = reconstruct(model, sim, calib, FAST, seed=3)
-    moved = 0
-    for name in sim.weight_scales:
-        before = sim.net.get_submodule(name).bias
-        if before is None:
-            continue
-        assert torch.equal(kept.net.get_submodule(name).bias, before)
-        after = out.net.get_submodule(name).bias
-        assert after.shape == before.shape and bool(torch.isfinite(after).all())
-        moved += int((after != before).sum())
-    assert moved > 0, "some biases moved from the float ones"
-
-
-def test_bias_shifts_take_away_the_mean_error_that_coarse_activations_leave():
-    """3-bit ReLU outputs feed a conv: rounding them moves each output channel's mean. With the step sizes kept,
-    the bias shifts alone must take most of that mean error away, on images the reconstruction did not see."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1)).eval()
-    calib = torch.randn(128, 3, 8, 8)
-    sim = quantize(model, calib, QuantConfig(w_bits=8, a_bits=3, observer="minmax", weight_clip="maxabs"))
-    kept = dict(iters=200, batch_size=32, act_lr=0.0, drop_prob=0.0)
-    with_shift = reconstruct(model, sim, calib, ReconstructConfig(bias_lr=3e-2, **kept))
-    without = reconstruct(model, sim, calib, ReconstructConfig(**kept))
-    x = torch.randn(256, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ref = model(x)
-        mean_err = [float((m(x) - ref).mean((0, 2, 3)).pow(2).mean()) for m in (with_shift, without)]
-    assert mean_err[0] < 0.3 * mean_err[1], mean_err
 
 
 def test_act_lr_zero_keeps_the_calibrated_ranges():

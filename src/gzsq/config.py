@@ -483,10 +483,6 @@ class ReconstructConfig:
     # 1e-2 on the CIFAR ResNets' W4A4 (six model/seed pairs: −0.8 to +0.7 pt, mean 0) and at 1e-3 on MobileNetV2
     # W4A8 (−4.0 pt; results/lowbit/what_limits_reconstruction.md §3). 0: the round-to-nearest scale is kept.
     w_scale_lr: float = 0.0
-    # Adam on a per-output-channel shift of each layer's bias, cosine-annealed, beside the rounding: rounding and
-    # clipping move the mean of a channel's output, which a shift undoes directly (measured in
-    # results/lowbit/what_limits_reconstruction.md §16). 0: the float biases are kept.
-    bias_lr: float = 0.0
     drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
     reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
     warmup: float = 0.2  # share of the steps before the regulariser starts
@@ -525,7 +521,6 @@ class ReconstructConfig:
             raise ConfigError(f"crop must be a whole number ≥ 0 (0: full maps) or None, got {self.crop!r}")
         for name, lo, hi, lo_open, hi_open in (("lr", 0, math.inf, True, True), ("act_lr", 0, math.inf, False, True),
                                                ("w_scale_lr", 0, math.inf, False, True),
-                                               ("bias_lr", 0, math.inf, False, True),
                                                ("drop_prob", 0, 1, False, False),
                                                ("reg_weight", 0, math.inf, False, True),
                                                ("warmup", 0, 1, False, True),

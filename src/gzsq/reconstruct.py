@@ -130,12 +130,6 @@ class _RoundedLayer(nn.Module):
         p = ((rest - _GAMMA) / (_ZETA - _GAMMA)).clamp(1e-6, 1 - 1e-6)  # h(V) = rest at the start
         self.v = nn.Parameter(torch.log(p / (1 - p)))
         self.log_gain = nn.Parameter(torch.zeros_like(self.s))  # learned scale = s · exp(log_gain)
-        # A learned shift of the bias, in units of one weight step times √fan-in per output channel (the size of
-        # the output error that rounding every weight of the channel makes on unit-scale inputs), so one
-        # learning rate suits layers of any width and scale. Layers without a bias get none.
-        out_channels, fan_in = w_float.shape[0], w_float[0].numel()
-        self.register_buffer("bias_unit", (self.s.reshape(-1) * fan_in ** 0.5).expand(out_channels).clone())
-        self.bias_shift = nn.Parameter(torch.zeros(out_channels), requires_grad=False)
         self.learned = False
 
     def h(self) -> torch.Tensor:
@@ -159,23 +153,11 @@ class _RoundedLayer(nn.Module):
     def regulariser(self, beta: float) -> torch.Tensor:
         return (1 - (2 * self.h() - 1).abs().pow(beta)).sum()
 
-    def learned_bias(self) -> torch.Tensor | None:
-        """The bias with its learned shift (the float layer's own when there is none)."""
-        if self.layer.bias is None:
-            return None
-        return self.layer.bias.detach() + self.bias_shift * self.bias_unit
-
-    def bias(self) -> torch.Tensor | None:
-        mode = self.state.mode
-        if mode == "float" or (mode == "hard" and not self.learned) or self.layer.bias is None:
-            return self.layer.bias
-        return self.learned_bias()
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b, layer = self.weight(), self.bias(), self.layer
+        w, layer = self.weight(), self.layer
         if isinstance(layer, nn.Conv2d):
-            return layer._conv_forward(x, w, b)
-        return F.linear(x, w, b)
+            return layer._conv_forward(x, w, layer.bias)
+        return F.linear(x, w, layer.bias)
 
 
 class _FakeQuant(torch.autograd.Function):
@@ -493,7 +475,7 @@ def _channel_weights(target: torch.Tensor, loss: str, floor: float = 0.01) -> to
     return (weights * var.sum().clamp_min(1e-12) / (weights * var).sum().clamp_min(1e-12)).float()
 
 
-_PROGRESS_FORMAT = "gzsq-reconstruct-progress/3"
+_PROGRESS_FORMAT = "gzsq-reconstruct-progress/2"
 
 
 def _progress_state(finished: list[_Unit], total: int, weights: dict, acts: dict, generator: torch.Generator,
@@ -503,7 +485,6 @@ def _progress_state(finished: list[_Unit], total: int, weights: dict, acts: dict
     return {"format": _PROGRESS_FORMAT, "units": [u.name for u in finished], "total_units": total,
             "round_up": {n: (w.v.detach() >= 0).cpu() for n, w in weights.items() if w.learned},
             "log_gain": {n: w.log_gain.detach().cpu().clone() for n, w in weights.items() if w.learned},
-            "bias_shift": {n: w.bias_shift.detach().cpu().clone() for n, w in weights.items() if w.learned},
             "log_scale": {n: float(a.log_scale.detach()) for n, a in acts.items() if a.learned},
             "generator": generator.get_state(), "log": [dict(entry) for entry in log]}
 
@@ -516,7 +497,7 @@ def _restore(progress: dict, units: list[_Unit], weights: dict, acts: dict, gene
                                      "settings; start over")
     try:
         names, round_up, log_scale = progress["units"], progress["round_up"], progress["log_scale"]
-        log_gain, bias_shift = progress["log_gain"], progress["bias_shift"]
+        log_gain = progress["log_gain"]
         ok = (progress.get("format") == _PROGRESS_FORMAT and isinstance(names, list) and len(names) <= len(units)
               and progress.get("total_units") == len(units)
               and names == [u.name for u in units[:len(names)]]
@@ -527,10 +508,6 @@ def _restore(progress: dict, units: list[_Unit], weights: dict, acts: dict, gene
               and all(isinstance(t, torch.Tensor) and t.dtype == weights[n].log_gain.dtype
                       and t.shape == weights[n].log_gain.shape and bool(torch.isfinite(t).all())
                       for n, t in log_gain.items())
-              and set(bias_shift) == set(round_up)
-              and all(isinstance(t, torch.Tensor) and t.dtype == weights[n].bias_shift.dtype
-                      and t.shape == weights[n].bias_shift.shape and bool(torch.isfinite(t).all())
-                      for n, t in bias_shift.items())
               and all(isinstance(v, float) and math.isfinite(v) for v in log_scale.values())
               and isinstance(progress["log"], list) and len(progress["log"]) == len(names))
     except (KeyError, TypeError, AttributeError):
@@ -546,7 +523,6 @@ def _restore(progress: dict, units: list[_Unit], weights: dict, acts: dict, gene
             w = weights[n]
             w.v.copy_(torch.where(up.to(w.v.device), 1.0, -1.0).to(w.v.dtype))  # only the sign is read now
             w.log_gain.copy_(log_gain[n].to(w.log_gain.device))
-            w.bias_shift.copy_(bias_shift[n].to(w.bias_shift.device))
             w.learned = True
         for n, value in log_scale.items():
             acts[n].log_scale.fill_(value)
@@ -608,7 +584,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             bits, scale = sim.weight_scales[node.target]
             weights[node.target] = root[node.target] = _RoundedLayer(module, w_float, scale, bits, state)
             weights[node.target].log_gain.requires_grad_(config.w_scale_lr > 0)  # no gradient work when kept
-            weights[node.target].bias_shift.requires_grad_(config.bias_lr > 0 and module.bias is not None)
         elif isinstance(module, ActQuantizer):
             learnable = config.act_lr > 0 and module.role != "input"  # the pixel grid is known exactly
             acts[node.target] = root[node.target] = _LearnedActQuant(module, state, learnable)
@@ -668,9 +643,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         gains = [w.log_gain for w in unit_weights] if config.w_scale_lr > 0 else []
         opt_g = torch.optim.Adam(gains, lr=config.w_scale_lr) if gains else None
         sched_g = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, config.iters, eta_min=0.0) if opt_g else None
-        shifts = [w.bias_shift for w in unit_weights if w.bias_shift.requires_grad]
-        opt_b = torch.optim.Adam(shifts, lr=config.bias_lr) if shifts else None
-        sched_b = torch.optim.lr_scheduler.CosineAnnealingLR(opt_b, config.iters, eta_min=0.0) if opt_b else None
         warm = int(config.warmup * config.iters)
         state.mode, state.drop = "soft", config.drop_prob > 0
         state.reseed_masks(dev)
@@ -684,7 +656,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                 raise UnsupportedModelError(f"a reconstruction batch of {config.batch_size} images cannot be "
                                             f"shared by {ranks} processes")
             state.batch, state.rows = config.batch_size, distributed.shard(config.batch_size)
-        learned = [w.v for w in unit_weights] + scales + gains + shifts
+        learned = [w.v for w in unit_weights] + scales + gains
         for step in bar:
             if ranks == 1:
                 interrupt.check("reconstruct")
@@ -714,7 +686,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                 reg = sum(w.regulariser(beta) for w in unit_weights)
                 loss = loss + config.reg_weight * reg / ranks  # counted once when the ranks' gradients add up
             opt_v.zero_grad(set_to_none=True)
-            for opt in (opt_s, opt_g, opt_b):
+            for opt in (opt_s, opt_g):
                 if opt:
                     opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -725,7 +697,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                     p.grad = g.view_as(p)
                 rec = distributed.all_reduce_sum(rec.detach().clone())
             opt_v.step()
-            for opt, schedule in ((opt_s, sched), (opt_g, sched_g), (opt_b, sched_b)):
+            for opt, schedule in ((opt_s, sched), (opt_g, sched_g)):
                 if opt:
                     opt.step()
                     schedule.step()
@@ -751,8 +723,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         for name, w in weights.items():
             if w.learned:
                 w.layer.weight.copy_(w.hard_weight())
-                if w.layer.bias is not None:
-                    w.layer.bias.copy_(w.learned_bias())
                 bits, scale = result.weight_scales[name]
                 result.weight_scales[name] = (bits, w.scale().reshape(scale.shape).detach().cpu().clone())
         for a in acts.values():
