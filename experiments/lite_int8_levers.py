@@ -70,6 +70,8 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     # residual adds' ranges come out narrow, and a maximum over more distinct images reaches further
     "local_ce1_d32": ("default", (("local", True), ("ce_weight", 1.0), ("distill_images", 32))),
     "local_ce1_d64": ("default", (("local", True), ("ce_weight", 1.0), ("distill_images", 64))),
+    # `local-classes` with every step's pixel gradient shaped to a 1/f amplitude spectrum (DistillConfig.grad_spectrum)
+    "local_ce1_gs1": ("default", (("local", True), ("ce_weight", 1.0), ("grad_spectrum", 1.0))),
     # the `local` images with a percentile observer instead of min/max (QUANTIZE_ARGS)
     "local_percentile": ("default", (("local", True),)),
 }

@@ -246,6 +246,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # half-local distilled through random crops of its images each step (DistillConfig.augment_crop_scale), which
     # lifted the 224×224 local-long images as reconstruction data
     "half_local_aug0.5": (("local", True), ("local_fraction", 0.5), ("augment_crop_scale", 0.5)),
+    # half-local with every step's pixel gradient shaped to a 1/f amplitude spectrum (DistillConfig.grad_spectrum)
+    "half_local_gs1": (("local", True), ("local_fraction", 0.5), ("grad_spectrum", 1.0)),
     "half_local_aug0.75": (("local", True), ("local_fraction", 0.5), ("augment_crop_scale", 0.75)),
     # half-local on a larger set, every image distilled (each half's pixel budget covers it): do more distinct
     # images make the learned rounding generalize better?
