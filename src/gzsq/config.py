@@ -234,7 +234,7 @@ class DistillConfig:
     init_colour: float = 0.0
     # Slope α of a filter on every step's pixel gradient: each spatial frequency's amplitude times f^−α, so the
     # images grow the way natural images' spectra fall off, large structures first, not only start so (a start
-    # alone fades: `init_spectrum`). Measured in results/lowbit/what_limits_reconstruction.md §16. 0: off.
+    # alone fades: `init_spectrum`). Measured in results/lowbit/what_limits_reconstruction.md §17. 0: off.
     grad_spectrum: float = 0.0
 
     def images_to_optimize(self, n: int, shape: tuple[int, ...]) -> int:

@@ -131,12 +131,16 @@ PRESETS["local-classes"] = GzsqRecipe(PRESETS["local"].targets, replace(PRESETS[
 #   by under 1.5 %, 73.5 ± 0.9 through the command (74.1 ± 0.2 before): the seeds' spread.
 #   Twice that weight, 880, lifts Lite0 W4A8 to 73.1 ± 1.2 (every seed up) but costs W6A6 on both models (Lite0
 #   83.2 against 84.5, every seed down; MobileNetV2 77.2 against 78.1): a trade between bit widths, not adopted.
+# - every step's pixel gradient shaped to a 1/f amplitude spectrum (`grad_spectrum` 1), so the images build large
+#   structures first, as photos' spectra fall off (rows local_long_gs1; results/lowbit/what_limits_reconstruction.md
+#   §17).
 # Distillation takes 55–80 s on one thread (70–80 s with the prior, beside one other job), against 5–10 minutes of
 # reconstruction.
 PRESETS["local-long"] = GzsqRecipe(PRESETS["local"].targets,
                                    replace(PRESETS["default"].distill, iterations=100, min_distill_images=8,
                                            ce_weight=1.0, expand_crop_scale=0.5, augment_crop_scale=0.5,
-                                           tv_weight=440.0, tv_on_pixels=True, centre_colour=True))
+                                           tv_weight=440.0, tv_on_pixels=True, centre_colour=True,
+                                           grad_spectrum=1.0))
 
 # Half the set with local targets, half with the propagated ones, each half optimized as a batch of its own: for
 # learned rounding, which fits whatever inputs it sees. The propagated half's deep layers come out narrower than real
