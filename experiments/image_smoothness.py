@@ -4,8 +4,8 @@ For each (model, overrides) this distills the set a preset makes (one thread, se
 preset's DistillConfig fields, as the recipes of recon_images.py and lite_int8_levers.py do) and prints, for the
 optimized images only (not their copies) and for the first 64 (224×224) or 256 (32×32) real images of the
 evaluation set: the total variation (mean |difference| of neighbouring pixels, both directions added), the same
-over the colour channels' mean std (white noise ≈ 2.3), and each colour channel's mean and std, all in the model's
-normalized input space. One line per set, appended to OUT.
+over the colour channels' mean std (white noise ≈ 2.3), the slope of the amplitude spectrum (`spectral_slope`),
+and each colour channel's mean and std, all in the model's normalized input space. One line per set, appended to OUT.
 
     python experiments/image_smoothness.py --model efficientnet-lite0 --preset local-long \\
         --variants tv_weight=0,centre_colour=False - --out results/fidelity/image_smoothness.txt
@@ -32,9 +32,22 @@ WEIGHTS = {"mobilenet-v2": SHARED / "models" / "imagenet" / "mobilenet_v2-b03531
            **{f"cifar10-resnet{n}": SHARED / "models" / "cifar10" / f"resnet{n}.th" for n in (20, 32, 44)}}
 
 
+def spectral_slope(x: torch.Tensor) -> float:
+    """Log-log slope of the images' amplitude spectrum over spatial frequency (each image's mean removed; frequencies
+    from 2 cycles per image to a quarter of the sampling rate): photos ≈ −1 to −1.5, white noise 0."""
+    h, w = x.shape[-2:]
+    amplitude = torch.fft.rfft2(x - x.mean((-2, -1), keepdim=True)).abs().mean((0, 1))
+    fy, fx = torch.fft.fftfreq(h).abs()[:, None], torch.fft.rfftfreq(w)[None, :]
+    f = torch.sqrt(fy * fy + fx * fx)
+    keep = (f >= 2.0 / max(h, w)) & (f <= 0.25)
+    logf, loga = f[keep].log(), amplitude[keep].log()
+    return float(((logf - logf.mean()) * (loga - loga.mean())).sum() / ((logf - logf.mean()) ** 2).sum())
+
+
 def describe(x: torch.Tensor) -> dict:
     tv = float(total_variation(x))
     return {"images": len(x), "tv": round(tv, 3), "tv_over_channel_std": round(tv / float(x.std((0, 2, 3)).mean()), 3),
+            "spectral_slope": round(spectral_slope(x), 3),
             "channel_mean": [round(v, 3) for v in x.mean((0, 2, 3)).tolist()],
             "channel_std": [round(v, 3) for v in x.std((0, 2, 3)).tolist()]}
 
