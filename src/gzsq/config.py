@@ -232,9 +232,10 @@ class DistillConfig:
     init_spectrum: float = 0.0
     # Correlation between the colour channels of the starting images (natural images' RGB: about 0.85). 0: none.
     init_colour: float = 0.0
-    # Slope α of a filter on every step's pixel gradient: each spatial frequency's amplitude times f^−α, so the
-    # images grow the way natural images' spectra fall off, large structures first, not only start so (a start
-    # alone fades: `init_spectrum`). Measured in results/lowbit/what_limits_reconstruction.md §17. 0: off.
+    # Slope α of a filter on every step's pixel gradient: each spatial frequency's amplitude times f^−α, so every
+    # step moves the images' large structures more than their fine ones, and their spectra end up falling off
+    # nearly as photos' do (a 1/f start alone, `init_spectrum`, did not help). Measured in
+    # results/lowbit/what_limits_reconstruction.md §17. 0: off.
     grad_spectrum: float = 0.0
 
     def images_to_optimize(self, n: int, shape: tuple[int, ...]) -> int:
