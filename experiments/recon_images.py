@@ -210,7 +210,6 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_long_natural": _LOCAL_LONG + (("init_spectrum", 1.0), ("init_colour", 0.85)),
     # every step's pixel gradient filtered to a 1/f^α amplitude spectrum (DistillConfig.grad_spectrum)
     "local_long_gs1": _LOCAL_LONG + (("grad_spectrum", 1.0),),
-    "local_long_gs0.5": _LOCAL_LONG + (("grad_spectrum", 0.5),),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
     "local_it100_d8_ce1_crop0.5_n128": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                         ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),

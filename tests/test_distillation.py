@@ -256,15 +256,12 @@ def test_natural_init_changes_only_the_start(tiny):
 
 
 def test_gradient_spectrum_makes_smoother_images_from_the_same_start(tiny):
-    """With grad_spectrum the images start as the same white noise but every step is low-pass shaped: after a few
-    steps their neighbouring pixels correlate more than without; 0 leaves the run as it was, bit for bit."""
+    """With grad_spectrum the images start as the same white noise but every step is low-pass shaped: what the steps
+    added has neighbouring pixels far more correlated than without."""
     net = fold_bn(tiny)
     obj = _objective(net)
     base = DistillConfig(iterations=30, batch_size=8, lr=0.1, input_weight=0.0)
     plain, _ = distill_images(net, obj, 8, (3, 16, 16), base, seed=2)
-    again, _ = distill_images(net, obj, 8, (3, 16, 16), DistillConfig(**{**base.__dict__, "grad_spectrum": 0.0}),
-                              seed=2)
-    assert torch.equal(plain, again)
     start = torch.randn((8, 3, 16, 16), generator=torch.Generator().manual_seed(2))
     shaped, _ = distill_images(net, obj, 8, (3, 16, 16), DistillConfig(**{**base.__dict__, "grad_spectrum": 1.0}),
                                seed=2)
