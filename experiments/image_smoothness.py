@@ -22,6 +22,7 @@ import torch
 
 from gzsq.config import CalibrationConfig
 from gzsq.data import load_eval_set
+from gzsq.distillation.loop import spatial_frequency
 from gzsq.distillation.losses import total_variation
 from gzsq.models import load_model
 from gzsq.sources.calibrate import calibrate
@@ -37,8 +38,7 @@ def spectral_slope(x: torch.Tensor) -> float:
     from 2 cycles per image to a quarter of the sampling rate): photos ≈ −1 to −1.5, white noise 0."""
     h, w = x.shape[-2:]
     amplitude = torch.fft.rfft2(x - x.mean((-2, -1), keepdim=True)).abs().mean((0, 1))
-    fy, fx = torch.fft.fftfreq(h).abs()[:, None], torch.fft.rfftfreq(w)[None, :]
-    f = torch.sqrt(fy * fy + fx * fx)
+    f = spatial_frequency(h, w)
     keep = (f >= 2.0 / max(h, w)) & (f <= 0.25)
     logf, loga = f[keep].log(), amplitude[keep].log()
     return float(((logf - logf.mean()) * (loga - loga.mean())).sum() / ((logf - logf.mean()) ** 2).sum())

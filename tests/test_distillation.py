@@ -225,8 +225,7 @@ def test_natural_noise_has_the_asked_spectrum_and_colour_correlation():
     x = distill_loop.natural_noise(white, 1.0, 0.85)
     assert abs(float(x.mean())) < 1e-5 and abs(float(x.std()) - 1) < 1e-5
     power = torch.fft.rfft2(x).abs().pow(2).mean((0, 1))
-    fy, fx = torch.fft.fftfreq(64).abs()[:, None], torch.fft.rfftfreq(64)[None, :]
-    f = torch.sqrt(fy * fy + fx * fx)
+    f = distill_loop.spatial_frequency(64, 64)
     keep = (f > 0.03) & (f < 0.4)
     logf, logp = f[keep].log(), power[keep].log()
     slope = float(((logf - logf.mean()) * (logp - logp.mean())).sum() / ((logf - logf.mean()) ** 2).sum())

@@ -123,13 +123,18 @@ def _batch_mean(per_image: torch.Tensor, n_batch: int) -> tuple[torch.Tensor, fl
     return per_image.sum() / n_batch, float(value)
 
 
+def spatial_frequency(h: int, w: int, device=None) -> torch.Tensor:
+    """|f| in cycles per pixel for each coefficient of an H×W `torch.fft.rfft2` (shape H × (W // 2 + 1))."""
+    fy = torch.fft.fftfreq(h, device=device).abs()[:, None]
+    fx = torch.fft.rfftfreq(w, device=device)[None, :]
+    return torch.sqrt(fy * fy + fx * fx)
+
+
 def _spectral_filter(x: torch.Tensor, slope: float) -> torch.Tensor:
     """x (…, H, W) with each spatial frequency's amplitude times f^−slope (f in cycles per pixel; the zero
     frequency weighed as the lowest nonzero one), the filter scaled to a mean square of 1 over frequencies."""
     h, w = x.shape[-2:]
-    fy = torch.fft.fftfreq(h, device=x.device).abs()[:, None]
-    fx = torch.fft.rfftfreq(w, device=x.device)[None, :]
-    f = torch.sqrt(fy * fy + fx * fx)
+    f = spatial_frequency(h, w, x.device)
     f[0, 0] = 1.0 / max(h, w)
     gain = f.pow(-slope)
     gain = gain / gain.pow(2).mean().sqrt()
