@@ -38,10 +38,10 @@ def _same_model(a, b) -> bool:
     return a.encodings() == b.encodings() and sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("method, w_scale_lr", [("block", 0.0), ("adaround", 0.0), ("block", 1e-2)])
-def test_resuming_after_any_unit_gives_the_uninterrupted_result(method, w_scale_lr):
+@pytest.mark.parametrize("method", ["block", "adaround"])
+def test_resuming_after_any_unit_gives_the_uninterrupted_result(method):
     model, calib, sim = _tiny()
-    config = ReconstructConfig(method=method, iters=20, batch_size=16, w_scale_lr=w_scale_lr)
+    config = ReconstructConfig(method=method, iters=20, batch_size=16)
     states = []
     whole = reconstruct(model, sim, calib, config, seed=5, on_unit=states.append)
     assert len(states) >= 3 and [len(s["units"]) for s in states] == list(range(1, len(states) + 1))
@@ -71,9 +71,9 @@ def test_progress_of_another_model_is_refused_in_one_line():
     wrong_shape = dict(states[0], round_up={layer: torch.zeros(3, dtype=torch.bool)})
     with pytest.raises(UnsupportedModelError):
         reconstruct(model, sim, calib, FAST, resume=wrong_shape)
-    no_gains = {k: v for k, v in states[0].items() if k != "log_gain"}  # progress saved before scales learned
+    older = dict(states[0], format="gzsq-reconstruct-progress/2")  # a format this version does not read
     with pytest.raises(UnsupportedModelError):
-        reconstruct(model, sim, calib, FAST, resume=no_gains)
+        reconstruct(model, sim, calib, FAST, resume=older)
 
 
 def _r20_w4a4(out: Path, *extra) -> list:

@@ -479,11 +479,6 @@ class ReconstructConfig:
     # 1.1 (results/lowbit/what_limits_reconstruction.md §6), where CIFAR ResNets on full maps lose 0.8–1.5 pt (§3).
     lr: float | None = None
     act_lr: float = 1e-2  # Adam on log(step size), cosine-annealed; 0 keeps the calibrated ranges
-    # Adam on each weight scale's log gain (per output channel), cosine-annealed, beside the rounding: the grid the
-    # integers sit on can widen or narrow where the MSE-clipped start is off for the block's output. Measured at
-    # 1e-2 on the CIFAR ResNets' W4A4 (six model/seed pairs: −0.8 to +0.7 pt, mean 0) and at 1e-3 on MobileNetV2
-    # W4A8 (−4.0 pt; results/lowbit/what_limits_reconstruction.md §3). 0: the round-to-nearest scale is kept.
-    w_scale_lr: float = 0.0
     drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
     reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
     warmup: float = 0.2  # share of the steps before the regulariser starts
@@ -521,7 +516,6 @@ class ReconstructConfig:
         if self.crop is not None and (isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 0):
             raise ConfigError(f"crop must be a whole number ≥ 0 (0: full maps) or None, got {self.crop!r}")
         for name, lo, hi, lo_open, hi_open in (("lr", 0, math.inf, True, True), ("act_lr", 0, math.inf, False, True),
-                                               ("w_scale_lr", 0, math.inf, False, True),
                                                ("drop_prob", 0, 1, False, False),
                                                ("reg_weight", 0, math.inf, False, True),
                                                ("warmup", 0, 1, False, True),

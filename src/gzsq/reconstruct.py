@@ -18,10 +18,10 @@ earlier units are already learned and hard-rounded, and, QDrop-style (Wei et al.
 element of the unit's input and of each quantized activation inside it is replaced at random by
 its float counterpart with probability `drop_prob` during training.
 
-The weight scale is the round-to-nearest quantizer's, kept unless `w_scale_lr` > 0 lets a per-channel
-gain on it learn beside the rounding; activation zero points are kept and only the step size moves.
-The result is a new `SimModel` whose weights are the hard-rounded learned integers times their
-scales, whose `weight_scales` and `ActQuantizer`s hold the learned scales, so that
+The weight scale is the round-to-nearest quantizer's and is kept (a learned gain on it lost on gzsq's
+images: results/lowbit/what_limits_reconstruction.md §3); activation zero points are kept and only the
+step size moves. The result is a new `SimModel` whose weights are the hard-rounded learned integers
+times their scales, whose `weight_scales` and `ActQuantizer`s hold the scales, so that
 `SimModel.encodings()` and every exporter read exactly the learned encodings.
 
     from gzsq.reconstruct import reconstruct, ReconstructConfig
@@ -114,8 +114,7 @@ class _State:
 
 
 class _RoundedLayer(nn.Module):
-    """A Conv2d/Linear whose weight is s·g · clamp(⌊w/s⌋ + rounding, ±qmax); the rounding (and, if asked,
-    the gain g on the scale) is learned."""
+    """A Conv2d/Linear whose weight is s · clamp(⌊w/s⌋ + rounding, ±qmax); the rounding is learned."""
 
     def __init__(self, layer: nn.Module, w_float: torch.Tensor, scale: torch.Tensor, bits: int, state: _State):
         super().__init__()
@@ -129,25 +128,21 @@ class _RoundedLayer(nn.Module):
         rest = (ratio - self.w_floor).clamp(0.0, 1.0)
         p = ((rest - _GAMMA) / (_ZETA - _GAMMA)).clamp(1e-6, 1 - 1e-6)  # h(V) = rest at the start
         self.v = nn.Parameter(torch.log(p / (1 - p)))
-        self.log_gain = nn.Parameter(torch.zeros_like(self.s))  # learned scale = s · exp(log_gain)
         self.learned = False
 
     def h(self) -> torch.Tensor:
         return (torch.sigmoid(self.v) * (_ZETA - _GAMMA) + _GAMMA).clamp(0.0, 1.0)
 
-    def scale(self) -> torch.Tensor:
-        return self.s * self.log_gain.exp()
-
     def hard_weight(self) -> torch.Tensor:
         q = torch.clamp(self.w_floor + (self.v >= 0).to(self.w_floor.dtype), -self.qmax, self.qmax)
-        return q * self.scale()
+        return q * self.s
 
     def weight(self) -> torch.Tensor:
         mode = self.state.mode
         if mode == "float":
             return self.w_float
         if mode == "soft":
-            return torch.clamp(self.w_floor + self.h(), -self.qmax, self.qmax) * self.scale()
+            return torch.clamp(self.w_floor + self.h(), -self.qmax, self.qmax) * self.s
         return self.hard_weight() if self.learned else self.w_rtn
 
     def regulariser(self, beta: float) -> torch.Tensor:
@@ -475,7 +470,7 @@ def _channel_weights(target: torch.Tensor, loss: str, floor: float = 0.01) -> to
     return (weights * var.sum().clamp_min(1e-12) / (weights * var).sum().clamp_min(1e-12)).float()
 
 
-_PROGRESS_FORMAT = "gzsq-reconstruct-progress/2"
+_PROGRESS_FORMAT = "gzsq-reconstruct-progress/3"
 
 
 def _progress_state(finished: list[_Unit], total: int, weights: dict, acts: dict, generator: torch.Generator,
@@ -484,7 +479,6 @@ def _progress_state(finished: list[_Unit], total: int, weights: dict, acts: dict
     learned step sizes, the draws' RNG state, and the log. Plain values and tensors only."""
     return {"format": _PROGRESS_FORMAT, "units": [u.name for u in finished], "total_units": total,
             "round_up": {n: (w.v.detach() >= 0).cpu() for n, w in weights.items() if w.learned},
-            "log_gain": {n: w.log_gain.detach().cpu().clone() for n, w in weights.items() if w.learned},
             "log_scale": {n: float(a.log_scale.detach()) for n, a in acts.items() if a.learned},
             "generator": generator.get_state(), "log": [dict(entry) for entry in log]}
 
@@ -497,17 +491,12 @@ def _restore(progress: dict, units: list[_Unit], weights: dict, acts: dict, gene
                                      "settings; start over")
     try:
         names, round_up, log_scale = progress["units"], progress["round_up"], progress["log_scale"]
-        log_gain = progress["log_gain"]
         ok = (progress.get("format") == _PROGRESS_FORMAT and isinstance(names, list) and len(names) <= len(units)
               and progress.get("total_units") == len(units)
               and names == [u.name for u in units[:len(names)]]
               and set(round_up) <= set(weights) and set(log_scale) <= set(acts)
               and all(isinstance(t, torch.Tensor) and t.dtype == torch.bool and t.shape == weights[n].v.shape
                       for n, t in round_up.items())
-              and set(log_gain) == set(round_up)
-              and all(isinstance(t, torch.Tensor) and t.dtype == weights[n].log_gain.dtype
-                      and t.shape == weights[n].log_gain.shape and bool(torch.isfinite(t).all())
-                      for n, t in log_gain.items())
               and all(isinstance(v, float) and math.isfinite(v) for v in log_scale.values())
               and isinstance(progress["log"], list) and len(progress["log"]) == len(names))
     except (KeyError, TypeError, AttributeError):
@@ -522,7 +511,6 @@ def _restore(progress: dict, units: list[_Unit], weights: dict, acts: dict, gene
         for n, up in round_up.items():
             w = weights[n]
             w.v.copy_(torch.where(up.to(w.v.device), 1.0, -1.0).to(w.v.dtype))  # only the sign is read now
-            w.log_gain.copy_(log_gain[n].to(w.log_gain.device))
             w.learned = True
         for n, value in log_scale.items():
             acts[n].log_scale.fill_(value)
@@ -583,7 +571,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                 raise UnsupportedModelError(f"layer {node.target!r} differs between the model and the SimModel")
             bits, scale = sim.weight_scales[node.target]
             weights[node.target] = root[node.target] = _RoundedLayer(module, w_float, scale, bits, state)
-            weights[node.target].log_gain.requires_grad_(config.w_scale_lr > 0)  # no gradient work when kept
         elif isinstance(module, ActQuantizer):
             learnable = config.act_lr > 0 and module.role != "input"  # the pixel grid is known exactly
             acts[node.target] = root[node.target] = _LearnedActQuant(module, state, learnable)
@@ -640,9 +627,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         scales = [a.log_scale for a in learn_acts]
         opt_s = torch.optim.Adam(scales, lr=config.act_lr) if scales else None
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, config.iters, eta_min=0.0) if opt_s else None
-        gains = [w.log_gain for w in unit_weights] if config.w_scale_lr > 0 else []
-        opt_g = torch.optim.Adam(gains, lr=config.w_scale_lr) if gains else None
-        sched_g = torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, config.iters, eta_min=0.0) if opt_g else None
         warm = int(config.warmup * config.iters)
         state.mode, state.drop = "soft", config.drop_prob > 0
         state.reseed_masks(dev)
@@ -656,7 +640,7 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                 raise UnsupportedModelError(f"a reconstruction batch of {config.batch_size} images cannot be "
                                             f"shared by {ranks} processes")
             state.batch, state.rows = config.batch_size, distributed.shard(config.batch_size)
-        learned = [w.v for w in unit_weights] + scales + gains
+        learned = [w.v for w in unit_weights] + scales
         for step in bar:
             if ranks == 1:
                 interrupt.check("reconstruct")
@@ -686,9 +670,8 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                 reg = sum(w.regulariser(beta) for w in unit_weights)
                 loss = loss + config.reg_weight * reg / ranks  # counted once when the ranks' gradients add up
             opt_v.zero_grad(set_to_none=True)
-            for opt in (opt_s, opt_g):
-                if opt:
-                    opt.zero_grad(set_to_none=True)
+            if opt_s:
+                opt_s.zero_grad(set_to_none=True)
             loss.backward()
             if ranks > 1:
                 grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in learned]
@@ -697,10 +680,9 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
                     p.grad = g.view_as(p)
                 rec = distributed.all_reduce_sum(rec.detach().clone())
             opt_v.step()
-            for opt, schedule in ((opt_s, sched), (opt_g, sched_g)):
-                if opt:
-                    opt.step()
-                    schedule.step()
+            if opt_s:
+                opt_s.step()
+                sched.step()
             if step % 10 == 0 or step == config.iters - 1:
                 bar.set_postfix(loss=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.4g}")
         bar.close()
@@ -720,11 +702,9 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             on_unit(_progress_state(units[:index + 1], len(units), weights, acts, generator, log))
 
     with torch.no_grad():
-        for name, w in weights.items():
+        for w in weights.values():
             if w.learned:
                 w.layer.weight.copy_(w.hard_weight())
-                bits, scale = result.weight_scales[name]
-                result.weight_scales[name] = (bits, w.scale().reshape(scale.shape).detach().cpu().clone())
         for a in acts.values():
             if a.learned:
                 a.write_back()
