@@ -213,7 +213,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # the same with the smoothness prior at a quarter of its weight: with the shaped steps the images come out smoother
     # than photos (total variation over the channels' std 0.18 at 440, 0.38 at 110 on MobileNetV2, photos 0.40;
     # results/fidelity/image_smoothness.txt)
-    # the same with the colour channels' contrast evened out over their pixel ranges (DistillConfig.balance_colour)
+    # the same with the colour channels' contrast evened out over their pixel ranges (DistillConfig.balance_colour,
+    # removed after commit adcf0b5: run it with --code adcf0b5)
     "local_long_gs1_balance": _LOCAL_LONG + (("grad_spectrum", 1.0), ("balance_colour", True)),
     "local_long_gs1_tv110": tuple((k, 110.0 if k == "tv_weight" else v) for k, v in _LOCAL_LONG)
     + (("grad_spectrum", 1.0),),

@@ -139,26 +139,6 @@ def test_channel_contrast_scales_each_channel_to_its_share_of_the_pixel_range(ti
     assert torch.allclose(images[:4].std((0, 2, 3)), torch.full((3,), 2.0), rtol=1e-4)
 
 
-def test_balanced_colour_evens_the_channels_contrast_over_their_ranges_and_keeps_its_mean(tiny):
-    gen = torch.Generator().manual_seed(2)
-    cast = torch.randn(4, 3, 6, 6, generator=gen) * torch.tensor([0.3, 0.2, 0.05]).view(1, 3, 1, 1) + 0.1
-    bounds = (torch.tensor([-1.0, -1.0, -2.0]).view(1, 3, 1, 1), torch.tensor([1.0, 1.0, 2.0]).view(1, 3, 1, 1))
-    share = (cast.std((0, 2, 3)) / torch.tensor([2.0, 2.0, 4.0])).mean()
-    out = distill_loop._set_colour(cast, False, 0.0, bounds, balance=True)
-    assert torch.allclose(out.std((0, 2, 3)), share * torch.tensor([2.0, 2.0, 4.0]), rtol=1e-4)
-    assert torch.allclose(out.mean((0, 2, 3)), cast.mean((0, 2, 3)), atol=1e-5)
-    assert torch.equal(distill_loop._set_colour(cast, False, 0.1, bounds, balance=True),
-                       distill_loop._set_colour(cast, False, 0.1, bounds))  # a set share wins
-    with pytest.raises(ConfigError, match="pixel range"):
-        distill_loop._set_colour(cast, False, 0.0, balance=True)
-    net = fold_bn(tiny)
-    cfg = DistillConfig(iterations=3, lr=0.1, batch_size=4, loss="kl", balance_colour=True, distill_images=4)
-    lo, hi = torch.full((1, 3, 1, 1), -50.0), torch.full((1, 3, 1, 1), 50.0)
-    images, _ = distill_images(net, _objective(net), 8, (3, 8, 8), cfg, seed=0, pixel_bounds=(lo, hi))
-    stds = images[:4].std((0, 2, 3))
-    assert torch.allclose(stds, stds.mean().expand(3), rtol=1e-4)
-
-
 def test_smoothness_prior_on_pixels_is_the_normalized_one_over_the_range_width(tiny):
     net = fold_bn(tiny)
     bounds = (torch.full((1, 3, 1, 1), -2.0), torch.full((1, 3, 1, 1), 2.0))  # 4 wide

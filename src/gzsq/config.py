@@ -220,11 +220,6 @@ class DistillConfig:
     # less contrast than that. Needs the model's pixel range. At 0.23, W4A8, seed 0: Lite0 72.0 against 67.8 with the
     # prior at 100, but 70.2 against 75.4 with it at Lite0's 222; MobileNetV2 level (§12 there). 0: as distilled.
     channel_std_share: float = 0.0
-    # Or scale each colour channel so that all show the same std relative to their pixel range, the mean of their
-    # shares, as photographs' channels nearly do (ImageNet: 0.229 / 0.224 / 0.225): EfficientNet-Lite0's distilled
-    # images come out with red three times as contrasted as blue (results/fidelity/image_smoothness.txt). The total
-    # contrast is kept. Needs the model's pixel range; ignored when channel_std_share is set. False: as distilled.
-    balance_colour: bool = False
     # Share of the calibration set left as N(0, 1) noise (the `gaussian` source's images) instead of distilled:
     # the calibrated ranges are then about the wider of the two sources'. On BN-free CIFAR nets the distilled
     # images' deep ranges are narrower than real images' (results/fidelity/cifar10-vgg7-nf.md) and noise's

@@ -170,7 +170,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     std) with the target's (`config.loss`), plus the optional input, total-variation and
     cross-entropy terms; with `config.augment_crop_scale` the model sees a random crop of each image
     every step. Only `config.images_to_optimize` images are optimized: the rest of the n are flips
-    and shifts, or crops, of them, made after `config.centre_colour`, `channel_std_share` and `balance_colour`
+    and shifts, or crops, of them, made after `config.centre_colour` and `config.channel_std_share`
     have set the optimized images' colour channels. `pixel_bounds` (low, high), with
     `config.clamp_pixels`, keeps pixels valid. A NaN/Inf loss stops with DistillationDivergedError.
     Ctrl-C is acted on at the start of each step, after the steps done so far were saved to
@@ -365,10 +365,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
             h.remove()
         model.to(memory_format=torch.contiguous_format)
     images = torch.cat(batches).cpu()
-    rescale = config.channel_std_share or config.balance_colour
-    if (config.centre_colour or rescale) and images.dim() == 4:
+    if (config.centre_colour or config.channel_std_share) and images.dim() == 4:
         images = _set_colour(images, config.centre_colour, config.channel_std_share,
-                             pixel_bounds if config.clamp_pixels or rescale else None, config.balance_colour)
+                             pixel_bounds if config.clamp_pixels or config.channel_std_share else None)
     if len(images) < n:
         images = _expand(images, n, gen, config.expand_crop_scale)
     log = {"iterations": iters_run, "local_batches": objective.local_batches,
@@ -405,23 +404,20 @@ def _augmented_view(x: torch.Tensor, min_area: float, n_batch: int, step: tuple[
     return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def _set_colour(images: torch.Tensor, centre: bool, std_share: float, pixel_bounds=None,
-                balance: bool = False) -> torch.Tensor:
+def _set_colour(images: torch.Tensor, centre: bool, std_share: float, pixel_bounds=None) -> torch.Tensor:
     """Each colour channel shifted to mean 0 over all the images (centre), scaled about its mean to a std of
-    std_share × its pixel range (std_share > 0), or with balance to the channels' mean share (their contrast kept,
-    its split between the colours evened out), then clamped to the pixel range."""
+    std_share × its pixel range (std_share > 0), then clamped to the pixel range."""
     low, high = (None, None) if pixel_bounds is None else (
         torch.as_tensor(b).cpu().to(images.dtype) for b in pixel_bounds)
     mean = images.mean((0, 2, 3), keepdim=True)
     if centre:
         images, mean = images - mean, torch.zeros_like(mean)
-    if std_share or balance:
+    if std_share:
         if low is None:
-            raise ConfigError("channel_std_share and balance_colour need the model's pixel range")
+            raise ConfigError("channel_std_share needs the model's pixel range")
         width = (high - low).expand_as(mean)
         std = images.std((0, 2, 3), keepdim=True).clamp_min(1e-8)
-        share = std_share if std_share else (std / width).mean()
-        images = mean + (images - mean) * (share * width / std)
+        images = mean + (images - mean) * (std_share * width / std)
     if low is not None:
         images = images.clamp(low, high)
     return images
