@@ -135,7 +135,8 @@ def test_default_int8_export_of_efficientnet_lite0_agrees_with_fp32(tmp_path):
     command of results/imagenet_int8/ (98.6 % agreement, int8 89.2 vs FP32 88.8). The bound, 98.2 %, is two
     images under that (room for another CPU's float rounding) and above every seed of the `default` preset (at
     most 97.8 % there, 98.0 % in results/quantize/), so the test fails if the default stops picking local targets
-    for this depthwise-separable model."""
+    for this depthwise-separable model. Top-1 is held to FP32 − 0.5: on an AMD EPYC with AVX2 and no VNNI the same
+    command gives 88.4 % (agreement 98.8 %), two images under FP32 − 0.3, as ONNX Runtime's int8 kernels differ by CPU."""
     out = tmp_path / "lite0.onnx"
     r = run_cli(["quantize", "efficientnet-lite0", "-o", out, "--setting", "bn-free", "--eval-data", needs(IMAGENET),
                  "--seed", "0", "--threads", "1", "--json"])
@@ -145,7 +146,7 @@ def test_default_int8_export_of_efficientnet_lite0_agrees_with_fp32(tmp_path):
     e = report["evaluation"]
     assert e["images"] == 500 and e["fp32_top1"] == 88.8
     assert e["agreement"] >= 98.2, e
-    assert e["int8_top1"] >= e["fp32_top1"] - 0.3, e
+    assert e["int8_top1"] >= e["fp32_top1"] - 0.5, e
 
 
 @pytest.mark.timeout(300)
