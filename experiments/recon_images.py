@@ -210,12 +210,12 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_long_natural": _LOCAL_LONG + (("init_spectrum", 1.0), ("init_colour", 0.85)),
     # every step's pixel gradient filtered to a 1/f^α amplitude spectrum (DistillConfig.grad_spectrum)
     "local_long_gs1": _LOCAL_LONG + (("grad_spectrum", 1.0),),
-    # the same with the smoothness prior at a quarter of its weight: with the shaped steps the images come out smoother
-    # than photos (total variation over the channels' std 0.18 at 440, 0.38 at 110 on MobileNetV2, photos 0.40;
-    # results/fidelity/image_smoothness.txt)
     # the same with the colour channels' contrast evened out over their pixel ranges (DistillConfig.balance_colour,
     # removed after commit adcf0b5: run it with --code adcf0b5)
     "local_long_gs1_balance": _LOCAL_LONG + (("grad_spectrum", 1.0), ("balance_colour", True)),
+    # the same with the smoothness prior at a quarter of its weight: with the shaped steps the images come out smoother
+    # than photos (total variation over the channels' std 0.18 at 440, 0.38 at 110 on MobileNetV2, photos 0.40;
+    # results/fidelity/image_smoothness.txt)
     "local_long_gs1_tv110": tuple((k, 110.0 if k == "tv_weight" else v) for k, v in _LOCAL_LONG)
     + (("grad_spectrum", 1.0),),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
