@@ -532,8 +532,8 @@ class ReconstructConfig:
     def for_images(self, height: int, width: int) -> "ReconstructConfig":
         """This config with `batch_size`, `crop` and `lr` set for calibration images of this size."""
         large = height * width > 64 * 64
-        return replace(self, batch_size=self.batch_size if self.batch_size is not None else (32 if large else 32),
-                       crop=self.crop if self.crop is not None else (8 if large else 0),
+        return replace(self, batch_size=self.batch_size if self.batch_size is not None else (8 if large else 32),
+                       crop=self.crop if self.crop is not None else (16 if large else 0),
                        lr=self.lr if self.lr is not None else (1e-2 if large else 1e-3))
 
     def to_dict(self) -> dict:
