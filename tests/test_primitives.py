@@ -49,6 +49,38 @@ def test_weight_quantizer_grid_error_idempotence(bits, seed, per_channel):
     assert torch.allclose(P.fake_quant_weight(wq, scale, bits), wq)
 
 
+def _pair_sums_of_integers(q: torch.Tensor) -> float:
+    """Largest |q_k| + |q_k+1| over same-sign neighbouring pairs, in both orders, checked pair by pair."""
+    worst = 0.0
+    for order in (q.reshape(len(q), -1), q.permute(0, 2, 3, 1).reshape(len(q), -1)):
+        for row in order.tolist():
+            row = row + [0.0] * (len(row) % 2)
+            for a, b in zip(row[0::2], row[1::2]):
+                if a * b > 0:
+                    worst = max(worst, abs(a) + abs(b))
+    return worst
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seed_st, per_channel=st.booleans(), clip=st.floats(0.3, 1.0), shape=st.sampled_from(
+    [(4, 3, 3, 3), (5, 8, 1, 1), (3, 7, 3, 3)]))
+def test_pair_safe_8bit_grid_keeps_every_same_sign_pair_within_128(seed, per_channel, clip, shape):
+    """Rounded to nearest, or up/down as learned rounding may, no two neighbouring integers of one sign add past
+    128 (255 · 128 < 2^15), even from a clipped scale; and the grid never gets finer than the one it starts from."""
+    w = _tensor(seed, shape)
+    w[0].fill_(0.5)  # a channel of equal weights: every pair at the channel's maximum, the worst case
+    start = P.weight_scale(w, 8, per_channel) * clip
+    scale = P.pair_safe_scale(w, start)
+    assert torch.all(scale >= start)
+    s = scale.view(-1, 1, 1, 1) if per_channel else scale
+    nearest = torch.clamp(torch.round(w / s), -127, 127)
+    up_or_down = torch.clamp(torch.where(torch.rand(w.shape, generator=torch.Generator().manual_seed(seed)) < 0.5,
+                                         torch.floor(w / s), torch.ceil(w / s)), -127, 127)
+    for q in (nearest, up_or_down):
+        assert _pair_sums_of_integers(q) <= 128
+    assert torch.equal(P.fake_quant_weight(w, scale, 8), nearest * s)  # the simulator's rounding is `nearest`
+
+
 def test_per_channel_scales_are_per_channel():
     w = torch.zeros(4, 2, 3, 3)
     for c in range(4):

@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--keep-fp32", action="store_true", help="also write the FP32 ONNX export as OUT.fp32.onnx")
     qz.add_argument("--full-range-weights", action="store_true",
                     help="int8 weights on the full [-127, 127] grid everywhere instead of grids that cannot saturate "
-                         "16-bit sums; only for CPUs with VNNI / ARM dot-product (elsewhere int8 kernels saturate)")
+                         "16-bit sums; only for CPUs with VNNI / ARM dot-product (elsewhere int8 kernels saturate). "
+                         "Also the 8-bit layers of a model written from the simulator")
     qz.add_argument("--no-bias-correction", action="store_true",
                     help="skip bias correction (by default each conv's bias absorbs the mean shift its weight "
                          "rounding causes, measured on the calibration images; costs a second quantization pass)")
@@ -370,9 +371,9 @@ def cmd_quantize(args) -> int:
                       quant=QuantConfig.starting_point(args.w_bits, args.a_bits, first_last_8bit=args.first_last_8bit),
                       reconstruction=_reconstruction(args), keep_fp32=args.keep_fp32, progress=_progress(args),
                       resume=args.resume)
-    if job.from_simulator and (args.full_range_weights or args.no_bias_correction):
-        raise ConfigError("--full-range-weights and --no-bias-correction set ONNX Runtime's int8 quantizer; below 8 "
-                          "bits or with --reconstruct the model is written from gzsq's simulator, so drop them")
+    if job.from_simulator and args.no_bias_correction:
+        raise ConfigError("--no-bias-correction sets ONNX Runtime's int8 quantizer; below 8 bits or with "
+                          "--reconstruct the model is written from gzsq's simulator, so drop it")
     if args.observer and job.from_simulator:
         job = replace(job, quant=replace(job.quant, observer=args.observer))
     elif args.observer == "mse":

@@ -214,7 +214,7 @@ def _quantize_from_simulator(model, out: Path, job: QuantizeJob, calibration, ca
     from .reconstruct import reconstruct
 
     t = time.perf_counter()
-    sim = simulate(model, calibration.images, job.quant, progress=job.progress)
+    sim = simulate(model, calibration.images, job.simulated_scheme, progress=job.progress)
     seconds["ranges"] = time.perf_counter() - t
     if job.reconstruction is not None:
         t = time.perf_counter()
@@ -301,14 +301,15 @@ def _run_pt2e(model, out, calibration, eval_set, seconds, progress):
 
 
 def _simulator_format(job: QuantizeJob, encodings: dict) -> str:
-    q = job.quant
+    q = job.simulated_scheme
     bits = sorted({w["bits"] for w in encodings["weights"].values()})
     a_bits = sorted({a["bits"] for a in encodings["activations"].values()})
     method = {None: "rounded to nearest", "block": "rounding and step sizes learned block by block",
               "adaround": "rounding and step sizes learned layer by layer"}[getattr(job.reconstruction, "method", None)]
     return (f"ONNX QDQ (opset 21) written from gzsq's simulation model, W{q.w_bits}A{q.a_bits}"
             f"{', first and last layer at 8 bits' if q.first_last_8bit else ''}: weights "
-            f"{'/'.join(map(str, bits))}-bit symmetric per output channel ({q.weight_clip} ranges, {method}), "
+            f"{'/'.join(map(str, bits))}-bit symmetric per output channel ({q.weight_clip} ranges, {method}"
+            f"{'; 8-bit ones on grids whose neighbouring-pair sums cannot saturate' if q.pair_safe_8bit and 8 in bits else ''}), "
             f"activations {'/'.join(map(str, a_bits))}-bit asymmetric per tensor ({q.observer} ranges), biases "
             "int32, float logits; 4-bit tensors in ONNX's int4/uint4, the others in int8/uint8 (a Clip keeps "
             f"narrower grids exact); every scale and zero point in {encodings_path_for(encodings['onnx']).name}")
@@ -353,7 +354,7 @@ def _finish(model, out, job: QuantizeJob, evaluation, calibration, calib, second
     if runtime_error is not None:  # the saved report says it too, not only the command's output
         report["runtime_error"] = runtime_error
     if encodings is not None:
-        report["quantization"] = job.quant.to_dict()
+        report["quantization"] = job.simulated_scheme.to_dict()
         report["encodings"] = str(encodings_path_for(out))
         rec = encodings.get("reconstruction")
         report["reconstruction"] = None if rec is None else {

@@ -41,12 +41,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 from onnx import numpy_helper
 
 from .. import interrupt
 from ..atomic import atomic_path
 from ..config import Int8ExportConfig
 from ..errors import ConfigError, UnsupportedModelError
+from ..quantization.primitives import same_sign_pair_sums
 from .bias_correction import correct_conv_biases
 
 
@@ -154,8 +156,8 @@ def pair_safe_weight_ranges(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     a·q_k + a'·q_k+1 with activations a, a' ≤ 255. Opposite signs never overflow; same signs stay
     ≤ 32 767 when |q_k| + |q_k+1| ≤ 128. With r = max(max |w|, largest same-sign pair |w_k| + |w_k+1|)
     and scale r / 127, rounding adds at most 1 to a pair's 127, so every pair is safe, and the grid
-    is never coarser than reduce_range's (r ≤ 2·max |w| ⇔ scale ≤ max |w| / 63.5). Neighbours are
-    taken in both orders a GEMM can see a conv's weights in (channels-first and channels-last im2col).
+    is never coarser than reduce_range's (r ≤ 2·max |w| ⇔ scale ≤ max |w| / 63.5). The pairs:
+    `same_sign_pair_sums`, which the simulator's pair-safe 8-bit grids use too.
     """
     consts = {i.name: i for i in proto.graph.initializer}
     ranges = {}
@@ -166,13 +168,7 @@ def pair_safe_weight_ranges(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
         w = numpy_helper.to_array(consts[node.input[1]]).astype(np.float64)
         if w.ndim != 4:
             continue
-        r = np.abs(w).reshape(len(w), -1).max(axis=1)
-        for k in (w.reshape(len(w), -1), w.transpose(0, 2, 3, 1).reshape(len(w), -1)):
-            if k.shape[1] % 2:
-                k = np.concatenate([k, np.zeros((len(k), 1))], axis=1)
-            a, b = k[:, 0::2], k[:, 1::2]
-            same = np.sign(a) * np.sign(b) > 0
-            r = np.maximum(r, np.where(same, np.abs(a) + np.abs(b), 0).max(axis=1))
+        r = np.maximum(np.abs(w).reshape(len(w), -1).max(axis=1), same_sign_pair_sums(torch.from_numpy(w)).numpy())
         ranges[node.input[1]] = r
     return ranges
 

@@ -24,6 +24,38 @@ def weight_scale(w: torch.Tensor, bits: int, per_channel: bool = True) -> torch.
     return maxabs.clamp_min(_EPS) / qmax
 
 
+def same_sign_pair_sums(w: torch.Tensor) -> torch.Tensor:
+    """Per output channel, the largest |w_k| + |w_k+1| over neighbouring same-sign pairs (k even).
+
+    x86 int8 kernels without VNNI add two neighbouring u8×s8 products in 16 bits; with activations
+    ≤ 255 that sum saturates once two same-sign integer weights add past 128. The pairs are taken in
+    both orders a GEMM can see a conv's weights in (channels-first and channels-last im2col); a
+    2-D (linear) weight has one order. An odd length is padded with a zero.
+    """
+    w = w.detach().double()
+    orders = [w.reshape(len(w), -1)]
+    if w.dim() == 4:
+        orders.append(w.permute(0, 2, 3, 1).reshape(len(w), -1))
+    best = torch.zeros(len(w), dtype=torch.float64)
+    for k in orders:
+        if k.shape[1] % 2:
+            k = torch.cat([k, torch.zeros(len(k), 1, dtype=k.dtype)], dim=1)
+        a, b = k[:, 0::2], k[:, 1::2]
+        same = torch.sign(a) * torch.sign(b) > 0
+        best = torch.maximum(best, torch.where(same, a.abs() + b.abs(), torch.zeros_like(a)).amax(dim=1))
+    return best
+
+
+def pair_safe_scale(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """`scale` (an 8-bit weight scale) raised where needed so no neighbouring pair's integers add past 128.
+
+    A pair's integers are at most (|w_k| + |w_k+1|) / s + 2 whether rounded to nearest or learned
+    (floor or ceil), so s ≥ pair sum / 126.5 keeps every pair ≤ 128: 255 · 128 fits in 16 bits.
+    """
+    floor = (same_sign_pair_sums(w) / 126.5).to(scale.dtype)
+    return torch.maximum(scale, floor if scale.dim() else floor.amax())
+
+
 def fake_quant_weight(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
     qmax = 2 ** (bits - 1) - 1
     s = scale.reshape((-1,) + (1,) * (w.dim() - 1)) if scale.dim() else scale
