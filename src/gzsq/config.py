@@ -375,7 +375,8 @@ class Int8ExportConfig:
         saturate without VNNI; False for CPUs with VNNI or ARM dot-product instructions.
     depthwise_full_range, pair_safe: under reduce_range, give depthwise convs the full grid
         (their kernel widens to 32 bits) and other convs the finest grid on which no pair of
-        neighbouring products can overflow (`pair_safe_weight_ranges`).
+        neighbouring products can overflow (`pair_safe_weight_ranges`). Both on, a file written from the
+        simulator gets pair-safe 8-bit layers too (`QuantizeJob.simulated_scheme`).
     bias_correction: each conv's bias absorbs E[(W_q − W)·x] (`gzsq.export.bias_correction`).
     clip_ranges: quantize every ReLU6 (Clip) output over its bounds, [0, 6], instead of the calibrated
         min/max (`clip_bounds`). Off: on the four 224×224 models it moved gzsq's mean int8 agreement by −0.9
