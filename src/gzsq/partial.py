@@ -36,7 +36,8 @@ def partial_path(out: str | Path) -> Path:
 def job_key(model: nn.Module, job: QuantizeJob, calibration_config) -> str:
     """A hash of the weights and of every setting that shapes the reconstruction's result."""
     h = hashlib.sha256()
-    settings = {"model": model_name(model), "calibration": asdict(calibration_config), "quant": job.simulated_scheme.to_dict(),
+    settings = {"model": model_name(model), "calibration": asdict(calibration_config),
+                "quant": job.simulated_scheme.to_dict(),
                 "reconstruction": job.reconstruction.to_dict() if job.reconstruction else None}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():

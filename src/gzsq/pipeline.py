@@ -306,10 +306,12 @@ def _simulator_format(job: QuantizeJob, encodings: dict) -> str:
     a_bits = sorted({a["bits"] for a in encodings["activations"].values()})
     method = {None: "rounded to nearest", "block": "rounding and step sizes learned block by block",
               "adaround": "rounding and step sizes learned layer by layer"}[getattr(job.reconstruction, "method", None)]
+    pair_safe = ("; 8-bit ones on grids whose neighbouring-pair sums cannot saturate"
+                 if q.pair_safe_8bit and 8 in bits else "")
     return (f"ONNX QDQ (opset 21) written from gzsq's simulation model, W{q.w_bits}A{q.a_bits}"
             f"{', first and last layer at 8 bits' if q.first_last_8bit else ''}: weights "
-            f"{'/'.join(map(str, bits))}-bit symmetric per output channel ({q.weight_clip} ranges, {method}"
-            f"{'; 8-bit ones on grids whose neighbouring-pair sums cannot saturate' if q.pair_safe_8bit and 8 in bits else ''}), "
+            f"{'/'.join(map(str, bits))}-bit symmetric per output channel "
+            f"({q.weight_clip} ranges, {method}{pair_safe}), "
             f"activations {'/'.join(map(str, a_bits))}-bit asymmetric per tensor ({q.observer} ranges), biases "
             "int32, float logits; 4-bit tensors in ONNX's int4/uint4, the others in int8/uint8 (a Clip keeps "
             f"narrower grids exact); every scale and zero point in {encodings_path_for(encodings['onnx']).name}")

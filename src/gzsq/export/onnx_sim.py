@@ -10,10 +10,9 @@ bit for bit, and nothing is calibrated twice.
 Containers (ONNX opset 21):
 - 4 bits: int4 weights, uint4 activations (ONNX's 4-bit types).
 - 8 bits: int8 weights; activations int8 with the zero point moved by −128, the very grid of the
-  simulator's uint8 (x = s·(u − z) = s·((u − 128) − (z − 128))). ONNX Runtime still runs them through
-  u8×s8 kernels, which without VNNI add neighbouring products in 16 bits: full-range 8-bit weights
-  saturate there, so `gzsq quantize` simulates 8-bit weights on pair-safe grids
-  (`QuantConfig.pair_safe_8bit`).
+  simulator's uint8 (x = s·(u − z) = s·((u − 128) − (z − 128))). Even so, ONNX Runtime's fused kernels
+  on x86 CPUs without VNNI saturate on full-range 8-bit weights (results/sim_export_pair_safe.txt), so
+  `gzsq quantize` simulates 8-bit weights on pair-safe grids (`QuantConfig.pair_safe_8bit`).
 - 2, 3, 5, 6, 7 bits: the 8-bit container holding values of the narrower grid; an activation gets
   a Clip to its grid's ends in front of QuantizeLinear, so its values are exactly the narrow grid's.
 
