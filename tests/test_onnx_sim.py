@@ -154,7 +154,7 @@ def test_low_bits_need_an_onnx_output_and_no_onnxruntime_quantizer_flags(tmp_pat
 def test_8bit_layers_of_simulator_files_cannot_saturate_unless_full_range_weights(tmp_path):
     """`gzsq quantize` simulates the 8-bit layers of a file it writes from the simulator on pair-safe grids (no two
     neighbouring same-sign integers add past 128), so int8 kernels without VNNI compute what the file holds;
-    --full-range-weights leaves them on the clipped full grid, where such pairs reach 254."""
+    --full-range-weights leaves them on the full grid, where such pairs add past 128."""
     src = export_fp32_onnx(make_tiny(), tmp_path / "tiny.onnx")
     common = ["--input-mean", "0.5", "--input-std", "0.25", "--calib", "gaussian", "--n-calib", "8",
               "--w-bits", "4", "--a-bits", "8", "--first-last-8bit", "--reconstruct", "none"]
