@@ -1,5 +1,7 @@
 """The simulation model: where quantizers sit, what they hold, and that W8A8 is near-lossless."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,29 @@ def test_first_last_8bit(tiny):
     sim = quantize(tiny, torch.randn(8, 3, 8, 8), QuantConfig(w_bits=4, a_bits=4, first_last_8bit=True))
     assert sim.weight_scales["conv1"][0] == 8 and sim.weight_scales["fc"][0] == 8
     assert sim.weight_scales["conv2"][0] == 4
+
+
+def test_pair_safe_8bit_grids_spare_depthwise_convs_and_leave_lower_bits_alone():
+    """Pair-safe grids reach the 8-bit convs and linear layers whose neighbouring products a GEMM adds in 16 bits,
+    not depthwise convs (ONNX Runtime's depthwise kernel widens to 32 bits) and not narrower grids."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    with torch.no_grad():
+        for layer in (net[0], net[2], net[6]):
+            layer.weight.abs_()  # every pair of one sign: the pair rule binds on every layer
+    calib = torch.randn(8, 3, 8, 8)
+    full = quantize(net, calib, QuantConfig()).weight_scales
+    safe = quantize(net, calib, QuantConfig(pair_safe_8bit=True)).weight_scales
+    for name in ("0", "6"):  # the first conv and the classifier: coarser, and no pair past 128
+        assert torch.all(safe[name][1] >= full[name][1]) and torch.any(safe[name][1] > full[name][1] * 1.01), name
+    assert torch.equal(safe["2"][1], full["2"][1])  # the depthwise conv keeps the full grid
+    low = QuantConfig(w_bits=6, a_bits=8)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(quantize(net, calib, low).weight_scales.values(),
+                                                       quantize(net, calib, replace(low, pair_safe_8bit=True))
+                                                       .weight_scales.values()))
 
 
 def test_bad_config_refused():

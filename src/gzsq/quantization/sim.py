@@ -182,7 +182,9 @@ def _quantize_weights(gm: fx.GraphModule, config: QuantConfig) -> dict:
             scale = P.mse_weight_scale(layer.weight, bits, config.per_channel_weights)
         else:
             scale = P.weight_scale(layer.weight, bits, config.per_channel_weights)
-        depthwise = isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
+        # one input channel per group, one output each: ONNX Runtime's depthwise kernel, which widens to 32 bits
+        depthwise = isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.weight.shape[1] == 1 \
+            and layer.weight.shape[0] == layer.groups
         if bits == 8 and config.pair_safe_8bit and not depthwise:
             scale = P.pair_safe_scale(layer.weight, scale)
         layer.weight.copy_(P.fake_quant_weight(layer.weight, scale, bits))
