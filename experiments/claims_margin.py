@@ -1,12 +1,13 @@
 """The measurement behind tests/test_claims.py's W4A4 margin, with the test's exact settings.
 
-ResNet-32, bn-free, W4A4, min/max, 256 calibration images, every 10th CIFAR-10 test image (1000),
+ResNet-32 (or --model), bn-free, W4A4, min/max, 256 calibration images, every 10th CIFAR-10 test image (1000),
 seeds 0-2, torch on one thread (as the suite runs). Prints each seed's top-1 for gzsq and Gaussian
 noise, the mean gap and the spread of the per-seed gaps; the test's margin is the gap minus that
 spread, rounded down.
 
     python experiments/claims_margin.py > results/claims_margin.txt
     python experiments/claims_margin.py --reconstruct > results/claims_margin_reconstruct.txt
+    python experiments/claims_margin.py --reconstruct --model cifar10-resnet20 > results/claims_margin_reconstruct_r20.txt
 
 With `--reconstruct`: the same with the job's W4A4 reconstruction shortened for the suite (MSE-clipped start,
 block reconstruction with the default loss, 80 steps per block, 128 calibration images; gzsq's images are the
@@ -35,18 +36,20 @@ RECONSTRUCT_SETTINGS = dict(n_images=128, quant=QuantConfig.starting_point(4, 4)
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reconstruct", action="store_true", help="the reconstruction claim's measurement")
+    p.add_argument("--model", default="cifar10-resnet32", choices=["cifar10-resnet20", "cifar10-resnet32"])
     args = p.parse_args()
     torch.set_num_threads(1)
-    model = load_model("cifar10-resnet32", SHARED / "models/cifar10/resnet32.th")
+    net = args.model.removeprefix("cifar10-")
+    model = load_model(args.model, SHARED / f"models/cifar10/{net}.th")
     full = load_eval_set(model, SHARED / "data/cifar10/test.npz")
     subset = EvalSet(full.path, full.images[::10].clone(), full.labels[::10])
     quant, n_images, reconstruction = QuantConfig(w_bits=4, a_bits=4), 256, None
     if args.reconstruct:
         quant, n_images, reconstruction = (RECONSTRUCT_SETTINGS[k] for k in ("quant", "n_images", "reconstruction"))
-        print("# python experiments/claims_margin.py --reconstruct   (ResNet-32, bn-free, W4A4, MSE-clipped start, "
-              "block reconstruction 80 steps, default loss, 128 images, 1000 test images, 1 thread)")
+        print(f"# python experiments/claims_margin.py --reconstruct --model {args.model}   (bn-free, W4A4, MSE-clipped "
+              "start, block reconstruction 80 steps, default loss, 128 images, 1000 test images, 1 thread)")
     else:
-        print("# python experiments/claims_margin.py   (ResNet-32, bn-free, W4A4, min/max, 256 images, "
+        print(f"# python experiments/claims_margin.py --model {args.model}   (bn-free, W4A4, min/max, 256 images, "
               "1000 test images, 1 thread)")
     top1 = {}
     for source in ("gzsq", "gaussian"):
