@@ -219,7 +219,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_long_gs1_tv110": tuple((k, 110.0 if k == "tv_weight" else v) for k, v in _LOCAL_LONG)
     + (("grad_spectrum", 1.0),),
     # the same (`local-long` as the command distils it) with half of each image's class target on a second class
-    # (DistillConfig.ce_second_weight): images on the boundary between two classes rather than deep inside one
+    # (DistillConfig.ce_second_weight, removed after commit 42dcac6: run it with --code 42dcac6): images on the
+    # boundary between two classes rather than deep inside one
     "local_long_gs1_two_class0.5": _LOCAL_LONG + (("grad_spectrum", 1.0), ("ce_second_weight", 0.5)),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
     "local_it100_d8_ce1_crop0.5_n128": (("local", True), ("iterations", 100), ("distill_pixels", 0),

@@ -174,10 +174,6 @@ class DistillConfig:
     # of range, W4A8, 3 seeds: 73.1 against 68.9 (§12 there). Needs the model's pixel range.
     tv_on_pixels: bool = False
     ce_weight: float = 0.0  # cross-entropy towards random target classes ("enriched" data)
-    # Share of each image's cross-entropy target given to a second class (a fixed partner of its own class), so the
-    # image is pushed towards the boundary between two classes instead of deep into one: quantization error flips
-    # the predictions of such inputs first, so they may teach learned rounding more. 0: one class per image.
-    ce_second_weight: float = 0.0
     # Weight of a term that keeps each target layer's channels from moving together (their mean squared
     # correlation, `losses.channel_correlation`): distilled images' deep features otherwise collapse onto a few
     # directions, which real images' do not (results/fidelity/input_correlations.txt). Measured at 1000 (seed 0,
@@ -254,8 +250,6 @@ class DistillConfig:
     def __post_init__(self):
         if self.loss not in LOSS_NAMES:
             raise ConfigError(f"unknown distillation loss {self.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
-        if not 0.0 <= self.ce_second_weight <= 0.5:
-            raise ConfigError(f"ce_second_weight must lie in [0, 0.5], got {self.ce_second_weight!r}")
         if self.iterations < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ConfigError("distillation needs iterations >= 1, batch_size >= 2 and lr > 0")
         steps = self.local_iterations

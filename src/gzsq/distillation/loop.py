@@ -130,16 +130,6 @@ def spatial_frequency(h: int, w: int, device=None) -> torch.Tensor:
     return torch.sqrt(fy * fy + fx * fx)
 
 
-def _two_class_target(labels: torch.Tensor, num_classes: int, second: float) -> torch.Tensor:
-    """Class probabilities with `second` of the mass on a partner class fixed by the first (never the same one),
-    so resuming and any number of processes draw nothing new."""
-    partner = (labels + 1 + (labels * 389) % max(1, num_classes - 1)) % num_classes
-    target = torch.zeros(len(labels), num_classes, device=labels.device)
-    target[torch.arange(len(labels)), labels] = 1.0 - second
-    target[torch.arange(len(labels)), partner] += second
-    return target
-
-
 def _spectral_filter(x: torch.Tensor, slope: float) -> torch.Tensor:
     """x (…, H, W) with each spatial frequency's amplitude times f^−slope (f in cycles per pixel; the zero
     frequency weighed as the lowest nonzero one), the filter scaled to a mean square of 1 over frequencies."""
@@ -333,10 +323,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     part, part_value = _batch_mean(total_variation(x * tv_scale, per_image=True), size)
                     loss, value = loss + config.tv_weight * part, value + config.tv_weight * part_value
                 if config.ce_weight and num_classes:
-                    target = labels
-                    if config.ce_second_weight:
-                        target = _two_class_target(labels, num_classes, config.ce_second_weight)
-                    ce = nn.functional.cross_entropy(logits, target, reduction="none")
+                    ce = nn.functional.cross_entropy(logits, labels, reduction="none")
                     part, part_value = _batch_mean(ce, size)
                     loss, value = loss + config.ce_weight * part, value + config.ce_weight * part_value
                 if not torch.isfinite(loss):
