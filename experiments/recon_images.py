@@ -222,9 +222,6 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # (DistillConfig.ce_second_weight, removed after commit 42dcac6: run it with --code 42dcac6): images on the
     # boundary between two classes rather than deep inside one
     "local_long_gs1_two_class0.5": _LOCAL_LONG + (("grad_spectrum", 1.0), ("ce_second_weight", 0.5)),
-    # `local-long` with the images made by a small random conv decoder from a latent map each, its weights and the
-    # latents optimized instead of the pixels (DistillConfig.generator): the decoder's structure as the image prior
-    "local_long_generator": _LOCAL_LONG + (("generator", True),),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
     "local_it100_d8_ce1_crop0.5_n128": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                         ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),
