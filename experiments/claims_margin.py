@@ -7,7 +7,8 @@ spread, rounded down.
 
     python experiments/claims_margin.py > results/claims_margin.txt
     python experiments/claims_margin.py --reconstruct > results/claims_margin_reconstruct.txt
-    python experiments/claims_margin.py --reconstruct --model cifar10-resnet20 > results/claims_margin_reconstruct_r20.txt
+    python experiments/claims_margin.py --reconstruct --model cifar10-resnet20 \
+        > results/claims_margin_reconstruct_r20.txt
 
 With `--reconstruct`: the same with the job's W4A4 reconstruction shortened for the suite (MSE-clipped start,
 block reconstruction with the default loss, 80 steps per block, 128 calibration images; gzsq's images are the
