@@ -222,6 +222,10 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # (DistillConfig.ce_second_weight, removed after commit 42dcac6: run it with --code 42dcac6): images on the
     # boundary between two classes rather than deep inside one
     "local_long_gs1_two_class0.5": _LOCAL_LONG + (("grad_spectrum", 1.0), ("ce_second_weight", 0.5)),
+    # `local-long` with the images made by a small random conv decoder from a latent map each, the decoder's weights
+    # frozen and only the latents optimized (DistillConfig.generator, generator_latent_lr)
+    "local_long_decoder_latents": _LOCAL_LONG + (("generator", True), ("generator_lr", 0.0),
+                                                 ("generator_latent_lr", 0.2)),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?
     "local_it100_d8_ce1_crop0.5_n128": (("local", True), ("iterations", 100), ("distill_pixels", 0),
                                         ("distill_images", 8), ("ce_weight", 1.0), ("expand_crop_scale", 0.5)),
