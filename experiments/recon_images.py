@@ -223,7 +223,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # boundary between two classes rather than deep inside one
     "local_long_gs1_two_class0.5": _LOCAL_LONG + (("grad_spectrum", 1.0), ("ce_second_weight", 0.5)),
     # `local-long` with the images made by a small random conv decoder from a latent map each, the decoder's weights
-    # frozen and only the latents optimized (DistillConfig.generator, generator_latent_lr)
+    # frozen and only the latents optimized (DistillConfig.generator, generator_latent_lr; removed after commit
+    # 99714de: run it with --code 99714de)
     "local_long_decoder_latents": _LOCAL_LONG + (("generator", True), ("generator_lr", 0.0),
                                                  ("generator_latent_lr", 0.2)),
     # the same on a set of 128 (8 distilled, 120 crops): do more copies add variety the rounding can use?

@@ -237,13 +237,6 @@ class DistillConfig:
     # nearly as photos' do (a 1/f start alone, `init_spectrum`, did not help). Measured in
     # results/lowbit/what_limits_reconstruction.md §17. 0: off.
     grad_spectrum: float = 0.0
-    # Make each batch's images with a small convolutional decoder (random weights, a latent map per image at 1/16 of
-    # the image's side; bilinear upsampling, 3×3 convs, tanh into the pixel range), optimizing its weights and the
-    # latents instead of the pixels: a decoder's structure is itself a prior for natural images. Learning rate of
-    # that optimization: generator_lr. False: the pixels themselves.
-    generator: bool = False
-    generator_lr: float = 0.01
-    generator_latent_lr: float = 0.0  # the latents' own rate (0: generator_lr); decoder weights frozen at 0 lr
 
     def images_to_optimize(self, n: int, shape: tuple[int, ...]) -> int:
         """How many of the n images are optimized (the rest are flips/shifts of them)."""

@@ -182,8 +182,6 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                           "features in one process")
     if distributed.active():
         checkpoint = None  # each rank holds only its share of the images: --resume is for one process
-    if config.generator:
-        checkpoint = None  # the decoder's state is not part of a checkpoint
         progress = progress and distributed.is_main()
     dev = device.current()  # the model and images go there; random draws stay on the CPU
     model = device.on_device(model).eval()
@@ -273,20 +271,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     x, labels = x[distributed.shard(size)], labels[distributed.shard(size)]
                 x = x.to(dev).contiguous(memory_format=layout).requires_grad_(True)
                 labels = labels.to(dev)
-            decoder = None
-            if config.generator and x.dim() == 4:
-                decoder = _Decoder(x.shape, gen, pixel_bounds).to(dev)
-                weights = [q for name, q in decoder.named_parameters() if name != "latent"]
-                groups = [{"params": [decoder.latent], "lr": config.generator_latent_lr or config.generator_lr}]
-                if config.generator_lr:
-                    groups.append({"params": weights, "lr": config.generator_lr})
-                else:
-                    for q in weights:
-                        q.requires_grad_(False)
-                opt = torch.optim.Adam(groups)
-                x = decoder()
-            else:
-                opt = torch.optim.Adam([x], lr=config.lr)
+            opt = torch.optim.Adam([x], lr=config.lr)
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=20, min_lr=1e-4)
             best, since_best, curve, it0 = float("inf"), 0, [], 0
             if resuming:
@@ -304,8 +289,6 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                                                                curve))
                     interrupt.check()
                 opt.zero_grad(set_to_none=True)
-                if decoder is not None:
-                    x = decoder().contiguous(memory_format=layout)
                 if config.augment_crop_scale and x.dim() == 4:
                     logits = model(_augmented_view(x, config.augment_crop_scale, size, (seed, bi, it)))
                 else:
@@ -348,7 +331,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                                                     f"{it} (batch {bi + 1}); lower the learning rate or check "
                                                     "the model's weights")
                 loss.backward()
-                if config.grad_spectrum and x.dim() == 4 and decoder is None:  # each step shaped like a natural image
+                if config.grad_spectrum and x.dim() == 4:  # each image's step shaped like a natural image
                     with torch.no_grad():
                         x.grad = _spectral_filter(x.grad, config.grad_spectrum).contiguous(memory_format=layout)
                 opt.step()
@@ -370,9 +353,6 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 if checkpoint and (it + 1) % checkpoint.every == 0 and it + 1 < steps[bi]:
                     checkpoints.save_checkpoint(checkpoint, state_now(bi, it + 1, x, labels, opt, sched, best, since_best,
                                                            curve))
-            if decoder is not None:
-                with torch.no_grad():
-                    x = decoder()
             whole = distributed.gather_shards(x.detach().contiguous(), size)
             batches.append(whole[: min(config.batch_size, n_opt - b0)].contiguous())
             curves.append(curve)
@@ -396,39 +376,6 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
            "optimized_images": len(batches and torch.cat(batches)),
            "stopped_early": any(i < s for i, s in zip(iters_run, steps))}
     return images, log
-
-
-class _Decoder(nn.Module):
-    """A batch of images made by a small random conv decoder from a latent map per image (1/16 of the side)."""
-
-    def __init__(self, shape: torch.Size, gen: torch.Generator, pixel_bounds=None, width: int = 48):
-        super().__init__()
-        size, _, h, w = shape
-        self.out_hw = (h, w)
-        self.latent = nn.Parameter(torch.randn(size, width, max(1, h // 16), max(1, w // 16), generator=gen))
-        widths = [width, width, width, 32, 32]
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(widths, widths[1:]))
-        self.head = nn.Conv2d(widths[-1], shape[1], 3, padding=1)
-        for conv in [*self.convs, self.head]:
-            bound = (6.0 / (9 * conv.in_channels)) ** 0.5  # He-uniform, drawn from the run's own generator
-            with torch.no_grad():
-                conv.weight.copy_((2 * torch.rand(conv.weight.shape, generator=gen) - 1) * bound)
-                conv.bias.zero_()
-        if pixel_bounds is None:
-            low, high = torch.full((1,), -3.0), torch.full((1,), 3.0)
-        else:
-            low, high = (torch.as_tensor(b, dtype=torch.float32).reshape(-1) for b in pixel_bounds)
-        self.register_buffer("low", low.reshape(1, -1, 1, 1))
-        self.register_buffer("high", high.reshape(1, -1, 1, 1))
-
-    def forward(self) -> torch.Tensor:
-        y = self.latent
-        for conv in self.convs:
-            y = nn.functional.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
-            y = nn.functional.leaky_relu(conv(y), 0.2)
-        y = nn.functional.interpolate(y, size=self.out_hw, mode="bilinear", align_corners=False)
-        y = self.head(y)  # y / √(1 + y²): into the pixel range without tanh's flat tails, where a step can strand it
-        return self.low + (self.high - self.low) * (y / (1 + y * y).sqrt() + 1) / 2
 
 
 def _augmented_view(x: torch.Tensor, min_area: float, n_batch: int, step: tuple[int, int, int]) -> torch.Tensor:
