@@ -5,7 +5,8 @@ preset's DistillConfig fields, as the recipes of recon_images.py and lite_int8_l
 optimized images only (not their copies) and for the first 64 (224×224) or 256 (32×32) real images of the
 evaluation set: the total variation (mean |difference| of neighbouring pixels, both directions added), the same
 over the colour channels' mean std (white noise ≈ 2.3), the slope of the amplitude spectrum (`spectral_slope`),
-and each colour channel's mean and std, all in the model's normalized input space. One line per set, appended to OUT.
+each colour channel's mean and std, and the mean correlation between colour channels, all in the model's
+normalized input space. One line per set, appended to OUT.
 
     python experiments/image_smoothness.py --model efficientnet-lite0 --preset local-long \\
         --variants tv_weight=0,centre_colour=False - --out results/fidelity/image_smoothness.txt
@@ -49,7 +50,16 @@ def describe(x: torch.Tensor) -> dict:
     return {"images": len(x), "tv": round(tv, 3), "tv_over_channel_std": round(tv / float(x.std((0, 2, 3)).mean()), 3),
             "spectral_slope": round(spectral_slope(x), 3),
             "channel_mean": [round(v, 3) for v in x.mean((0, 2, 3)).tolist()],
-            "channel_std": [round(v, 3) for v in x.std((0, 2, 3)).tolist()]}
+            "channel_std": [round(v, 3) for v in x.std((0, 2, 3)).tolist()],
+            "colour_correlation": round(colour_correlation(x), 3)}
+
+
+def colour_correlation(x: torch.Tensor) -> float:
+    """Mean correlation between the colour channels over all pixels, each image's channel means removed
+    (photos ≈ 0.9)."""
+    c = (x - x.mean((2, 3), keepdim=True)).transpose(0, 1).reshape(x.shape[1], -1)
+    r = torch.corrcoef(c)
+    return float(r[~torch.eye(len(r), dtype=torch.bool)].mean())
 
 
 def parse(variant: str) -> tuple:
