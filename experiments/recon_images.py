@@ -212,6 +212,7 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_long_gs1": _LOCAL_LONG + (("grad_spectrum", 1.0),),
     # and every step's colour channels correlated as photos' are (`DistillConfig.grad_colour`)
     "local_long_gs1_gc0.85": _LOCAL_LONG + (("grad_spectrum", 1.0), ("grad_colour", 0.85)),
+    "local_long_gs1_gc0.95": _LOCAL_LONG + (("grad_spectrum", 1.0), ("grad_colour", 0.95)),
     # the same with the colour channels' contrast evened out over their pixel ranges (DistillConfig.balance_colour,
     # removed after commit adcf0b5: run it with --code adcf0b5)
     "local_long_gs1_balance": _LOCAL_LONG + (("grad_spectrum", 1.0), ("balance_colour", True)),
