@@ -30,7 +30,8 @@ from recon_images import RECIPES, WEIGHTS, distill_set, eval_data  # noqa: E402
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
-    p.add_argument("--recipe", default="local_long_gs1", choices=sorted(RECIPES))
+    p.add_argument("--recipe", default="local_long_gs1", choices=sorted(RECIPES), metavar="RECIPE",
+                   help="a recipe of recon_images.py (default: local_long_gs1, the command's set at 224×224)")
     p.add_argument("--set-seed", type=int, default=0, help="the seed the set is distilled with")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the reconstruction's seeds")
     p.add_argument("--bits", default="4,8", help="W,A")
