@@ -210,7 +210,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_long_natural": _LOCAL_LONG + (("init_spectrum", 1.0), ("init_colour", 0.85)),
     # every step's pixel gradient filtered to a 1/f^α amplitude spectrum (DistillConfig.grad_spectrum)
     "local_long_gs1": _LOCAL_LONG + (("grad_spectrum", 1.0),),
-    # and every step's colour channels correlated as photos' are (`DistillConfig.grad_colour`)
+    # and every step's colour channels moved together, as photos' vary (`DistillConfig.grad_colour`, removed after
+    # measurement: run these two with --code e1c2b72)
     "local_long_gs1_gc0.85": _LOCAL_LONG + (("grad_spectrum", 1.0), ("grad_colour", 0.85)),
     "local_long_gs1_gc0.95": _LOCAL_LONG + (("grad_spectrum", 1.0), ("grad_colour", 0.95)),
     # the same with the colour channels' contrast evened out over their pixel ranges (DistillConfig.balance_colour,

@@ -213,7 +213,7 @@ def test_bad_config_refused():
 
 def test_bad_init_settings_refused():
     for kwargs in ({"init_spectrum": -0.5}, {"init_spectrum": 2.5}, {"init_colour": 1.0}, {"init_colour": -0.1},
-                   {"grad_spectrum": -1.0}, {"grad_spectrum": 3.0}, {"grad_colour": 1.0}, {"grad_colour": -0.1}):
+                   {"grad_spectrum": -1.0}, {"grad_spectrum": 3.0}):
         with pytest.raises(ConfigError, match=next(iter(kwargs))):
             DistillConfig(**kwargs)
 
@@ -495,25 +495,3 @@ def test_cross_entropy_spreads_the_images_over_classes(tiny):
         with torch.no_grad():
             spread[weight] = float(net(images).softmax(1).std(0).mean())
     assert spread[1.0] > 1.1 * spread[0.0], spread
-
-
-
-def test_colour_steps_move_the_colour_channels_together(tiny):
-    """With grad_colour every step mixes the channels' common direction into each: from the same white start, what
-    the steps added is far more correlated across colour channels than without (and independent unit channels come
-    out of the mix correlated at about the asked value)."""
-    from gzsq.distillation.loop import _colour_mix
-
-    mixed = _colour_mix(torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)), 0.85)
-    assert 0.85 <= float(torch.corrcoef(mixed.transpose(0, 1).reshape(3, -1))[0, 1]) <= 0.95
-    net = fold_bn(tiny)
-    obj = _objective(net)
-    base = DistillConfig(iterations=30, batch_size=8, lr=0.1, input_weight=0.0)
-    start = torch.randn((8, 3, 16, 16), generator=torch.Generator().manual_seed(2))
-
-    def colour_corr(config):
-        images, _ = distill_images(net, obj, 8, (3, 16, 16), config, seed=2)
-        moved = (images - start).transpose(0, 1).reshape(3, -1)
-        assert moved.abs().mean() > 0.05  # the images did move
-        return float(torch.corrcoef(moved)[~torch.eye(3, dtype=torch.bool)].mean())
-    assert colour_corr(DistillConfig(**{**base.__dict__, "grad_colour": 0.85})) > colour_corr(base) + 0.3

@@ -237,11 +237,6 @@ class DistillConfig:
     # nearly as photos' do (a 1/f start alone, `init_spectrum`, did not help). Measured in
     # results/lowbit/what_limits_reconstruction.md §17. 0: off.
     grad_spectrum: float = 0.0
-    # Correlation imposed between the colour channels of every step's pixel gradient (after `grad_spectrum`): a share
-    # of the channels' common direction is mixed into each, so the images change mostly in brightness, as photos
-    # vary (their RGB channels correlate at about 0.85; distilled images' at 0.24 without it). The colour half of
-    # feature visualization's decorrelated parametrization, whose spatial half is `grad_spectrum`. 0: off.
-    grad_colour: float = 0.0
 
     def images_to_optimize(self, n: int, shape: tuple[int, ...]) -> int:
         """How many of the n images are optimized (the rest are flips/shifts of them)."""
@@ -269,8 +264,6 @@ class DistillConfig:
             raise ConfigError(f"init_spectrum must be in [0, 2], got {self.init_spectrum!r}")
         if not 0.0 <= self.grad_spectrum <= 2.0:
             raise ConfigError(f"grad_spectrum must be in [0, 2], got {self.grad_spectrum!r}")
-        if not 0.0 <= self.grad_colour < 1.0:
-            raise ConfigError(f"grad_colour must be in [0, 1) (0: off), got {self.grad_colour!r}")
         if not 0.0 < self.expand_crop_scale <= 1.0:
             raise ConfigError(f"expand_crop_scale must be in (0, 1], got {self.expand_crop_scale!r}")
         if not 0.0 <= self.augment_crop_scale <= 1.0:

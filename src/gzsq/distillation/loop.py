@@ -154,15 +154,9 @@ def natural_noise(white: torch.Tensor, slope: float, colour: float) -> torch.Ten
         x = _spectral_filter(x, slope)
         x = x / x.std()
     if colour and x.shape[1] > 1:
-        x = _colour_mix(x, colour)
+        shared = x.mean(1, keepdim=True) * x.shape[1] ** 0.5
+        x = colour ** 0.5 * shared + (1.0 - colour) ** 0.5 * x
     return (x - x.mean()) / x.std()
-
-
-def _colour_mix(x: torch.Tensor, colour: float) -> torch.Tensor:
-    """x (N, C, H, W) with `colour` of the channels' common direction mixed into each: independent unit-variance
-    channels come out correlated at about `colour`."""
-    shared = x.mean(1, keepdim=True) * x.shape[1] ** 0.5
-    return colour ** 0.5 * shared + (1.0 - colour) ** 0.5 * x
 
 
 def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[int, int, int],
@@ -340,9 +334,6 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 if config.grad_spectrum and x.dim() == 4:  # each image's step shaped like a natural image
                     with torch.no_grad():
                         x.grad = _spectral_filter(x.grad, config.grad_spectrum).contiguous(memory_format=layout)
-                if config.grad_colour and x.dim() == 4 and x.shape[1] > 1:  # and moved mostly in brightness
-                    with torch.no_grad():
-                        x.grad = _colour_mix(x.grad, config.grad_colour).contiguous(memory_format=layout)
                 opt.step()
                 sched.step(value)
                 if pixel_bounds is not None and config.clamp_pixels:
