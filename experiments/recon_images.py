@@ -282,12 +282,11 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "half_local_n512_aug": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 128 * 32 * 32)),
     "half_local_n512_crop0.5": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 128 * 32 * 32),
                                 ("expand_crop_scale", 0.5)),
-    # half-local's 256 images with fewer of them distilled: 64 or 32 per half, the rest flips and ±2-pixel shifts
+    # half-local's 256 images with fewer of them distilled: 64 per half, the rest flips and ±2-pixel shifts
     # of them. At 224×224 fewer distinct images taught learned rounding better (8 of 64 over 16 or 64:
     # results/lowbit/what_limits_reconstruction.md §5), and at 32×32 512 distinct images did worse on ResNet-44 than
     # 256 (77.61 against the command's 79.76 at seed 0).
     "half_local_d64": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 64 * 32 * 32)),
-    "half_local_d32": (("local", True), ("local_fraction", 0.5), ("distill_pixels", 32 * 32 * 32)),
 }
 # Sets made of parts distilled separately (part k with seed 10·S + k) and concatenated: name → (share of the set,
 # overrides of `default`) per part. Which half of `half-local` wants more steps, the local or the propagated one?
