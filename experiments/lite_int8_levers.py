@@ -73,7 +73,8 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     # `local-classes` with every step's pixel gradient shaped to a 1/f amplitude spectrum (DistillConfig.grad_spectrum)
     "local_ce1_gs1": ("default", (("local", True), ("ce_weight", 1.0), ("grad_spectrum", 1.0))),
     # `local-classes` with the optimized images started from dead-leaves pictures (DistillConfig.init_leaves):
-    # flat regions, edges and occlusions that white noise lacks
+    # flat regions, edges and occlusions that white noise lacks (the option was removed after measurement: run
+    # this lever from a checkout of commit b43a7f4)
     "local_ce1_leaves": ("default", (("local", True), ("ce_weight", 1.0), ("init_leaves", True))),
     # the `local` images with a percentile observer instead of min/max (QUANTIZE_ARGS)
     "local_percentile": ("default", (("local", True),)),

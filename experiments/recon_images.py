@@ -210,8 +210,9 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_long_natural": _LOCAL_LONG + (("init_spectrum", 1.0), ("init_colour", 0.85)),
     # every step's pixel gradient filtered to a 1/f^α amplitude spectrum (DistillConfig.grad_spectrum)
     "local_long_gs1": _LOCAL_LONG + (("grad_spectrum", 1.0),),
-    # the optimized images start from dead-leaves pictures (DistillConfig.init_leaves); `_it1`: one step at a
-    # negligible rate, so the set is the pictures themselves with the recipe's crops and colour centring
+    # the optimized images start from dead-leaves pictures (`DistillConfig.init_leaves`, removed after measurement:
+    # run these three with --code cdbebf4); `_it1`: one step at a negligible rate, so the set is the pictures
+    # themselves with the recipe's crops and colour centring
     "local_long_gs1_leaves": _LOCAL_LONG + (("grad_spectrum", 1.0), ("init_leaves", True)),
     "local_long_gs1_leaves_it1": tuple((k, 1 if k == "iterations" else v) for k, v in _LOCAL_LONG)
     + (("grad_spectrum", 1.0), ("init_leaves", True), ("lr", 1e-6)),
@@ -242,7 +243,7 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_natural": (("local", True), ("init_spectrum", 1.0), ("init_colour", 0.85)),
     # half the set distilled with local targets, half with the propagated ones (each half from its own start)
     "half_local": (("local", True), ("local_fraction", 0.5)),
-    "half_local_leaves": (("local", True), ("local_fraction", 0.5), ("init_leaves", True)),
+    "half_local_leaves": (("local", True), ("local_fraction", 0.5), ("init_leaves", True)),  # --code cdbebf4
     # the same with the total-variation prior (at 32×32, weight 1 brings neighbouring pixels' differences over the
     # channel std from 2.1 to 1.1, real images 0.4, but the channels' std from 1.0 to 0.7:
     # results/fidelity/image_smoothness_cifar.txt), and with the contrast set back to photographs' (0.25 of the range)

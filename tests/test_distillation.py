@@ -495,16 +495,3 @@ def test_cross_entropy_spreads_the_images_over_classes(tiny):
         with torch.no_grad():
             spread[weight] = float(net(images).softmax(1).std(0).mean())
     assert spread[1.0] > 1.1 * spread[0.0], spread
-
-
-def test_dead_leaves_start_is_seeded_and_inside_the_pixel_range():
-    """The dead-leaves start: same seed, same pictures; inside the bounds given; flat patches, so neighbours agree."""
-    from gzsq.distillation.loop import dead_leaves
-    low, high = torch.tensor([-1.0, -2.0, 0.0]).view(1, 3, 1, 1), torch.tensor([1.0, 2.0, 1.0]).view(1, 3, 1, 1)
-    a = dead_leaves(3, (3, 32, 32), torch.Generator().manual_seed(5), (low, high))
-    b = dead_leaves(3, (3, 32, 32), torch.Generator().manual_seed(5), (low, high))
-    assert torch.equal(a, b) and a.shape == (3, 3, 32, 32)
-    assert bool((a >= low).all() and (a <= high).all())
-    assert float((a[..., 1:] == a[..., :-1]).float().mean()) > 0.5  # most neighbouring pixels lie on one disc
-    free = dead_leaves(2, (3, 16, 16), torch.Generator().manual_seed(1))
-    assert abs(float(free.mean())) < 1e-5 and abs(float(free.std()) - 1.0) < 1e-5

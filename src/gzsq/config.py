@@ -232,10 +232,6 @@ class DistillConfig:
     init_spectrum: float = 0.0
     # Correlation between the colour channels of the starting images (natural images' RGB: about 0.85). 0: none.
     init_colour: float = 0.0
-    # Start the optimized images from a dead-leaves picture instead of noise: uniformly coloured discs, radii drawn
-    # ∝ r^−3 (scale-invariant, as photos' objects are), each occluding the ones laid before it, mapped onto the
-    # model's pixel range. It has what a 1/f start lacks: flat regions, sharp edges and occlusions. False: noise.
-    init_leaves: bool = False
     # Slope α of a filter on every step's pixel gradient: each spatial frequency's amplitude times f^−α, so every
     # step moves the images' large structures more than their fine ones, and their spectra end up falling off
     # nearly as photos' do (a 1/f start alone, `init_spectrum`, did not help). Measured in

@@ -159,39 +159,6 @@ def natural_noise(white: torch.Tensor, slope: float, colour: float) -> torch.Ten
     return (x - x.mean()) / x.std()
 
 
-def dead_leaves(n: int, shape: tuple[int, int, int], gen: torch.Generator, pixel_bounds=None) -> torch.Tensor:
-    """n dead-leaves pictures (N, C, H, W): discs of uniform random colour laid one on another.
-
-    Radii follow p(r) ∝ r^−3 between 2 % of the side (at least a pixel) and half of it, so the picture looks alike
-    at every scale; enough discs are laid to cover the picture about four times over a background of its own.
-    Colours are uniform in [0, 1] per channel, mapped onto `pixel_bounds` (low, high) when given, else standardized.
-    """
-    c, h, w = shape
-    side = max(h, w)
-    r_min, r_max = max(1.0, 0.02 * side), 0.5 * side
-    mean_area = 2.0 * math.pi * math.log(r_max / r_min) / (r_min ** -2 - r_max ** -2)
-    k = int(math.ceil(4.0 * h * w / mean_area))
-    yy = torch.arange(h, dtype=torch.float32)[:, None]
-    xx = torch.arange(w, dtype=torch.float32)[None, :]
-    out = torch.empty(n, c, h, w)
-    for i in range(n):
-        u = torch.rand(k, generator=gen)
-        radius = (r_min ** -2 - u * (r_min ** -2 - r_max ** -2)).rsqrt()
-        cy, cx = torch.rand(k, generator=gen) * h, torch.rand(k, generator=gen) * w
-        colours = torch.rand(k + 1, c, generator=gen)  # row 0: the background
-        top = torch.zeros(h, w, dtype=torch.long)  # index of the last disc laid on each pixel
-        for j0 in range(0, k, 256):
-            j = slice(j0, min(k, j0 + 256))
-            inside = (yy - cy[j, None, None]) ** 2 + (xx - cx[j, None, None]) ** 2 <= radius[j, None, None] ** 2
-            order = torch.arange(j.start + 1, j.stop + 1)[:, None, None]
-            top = torch.maximum(top, (inside * order).amax(0))
-        out[i] = colours[top].permute(2, 0, 1)
-    if pixel_bounds is None:
-        return (out - out.mean()) / out.std()
-    low, high = (torch.as_tensor(b, dtype=torch.float32).cpu() for b in pixel_bounds)
-    return low + (high - low) * out
-
-
 def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[int, int, int],
                    config: DistillConfig, *, seed: int = 0, pixel_bounds=None, num_classes: int | None = None,
                    progress: bool = False, desc: str = "distill",
@@ -294,9 +261,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 labels = saved["labels"].to(dev)
             else:
                 x = torch.randn((size,) + tuple(shape), generator=gen)
-                if config.init_leaves and x.dim() == 4:
-                    x = dead_leaves(size, tuple(shape), gen, pixel_bounds)
-                elif (config.init_spectrum or config.init_colour) and x.dim() == 4:
+                if (config.init_spectrum or config.init_colour) and x.dim() == 4:
                     x = natural_noise(x, config.init_spectrum, config.init_colour)
                 labels = torch.randint(num_classes or 1, (size,), generator=gen)
                 if distributed.active():  # every rank draws the whole batch, then keeps its share
