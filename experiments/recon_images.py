@@ -55,6 +55,13 @@ def eval_data(model_name: str) -> Path:
     """All 10 000 CIFAR-10 test images, or the 500-image ImageNet sample for the 224×224 models."""
     return EVAL_SETS["imagenet" if is_imagenet(model_name) else "cifar10"]
 
+
+def quantize_command(model: str, w: int, a: int, calib_set: Path, seed: int, out: Path) -> list[str]:
+    """The command line that quantizes `model` with a saved calibration set and evaluates it, one thread."""
+    weights = ["--weights", str(WEIGHTS[model])] if model in WEIGHTS else []
+    return ["gzsq", "quantize", model, *weights, "--w-bits", str(w), "--a-bits", str(a), "--calib-set", str(calib_set),
+            "--eval-data", str(eval_data(model)), "--threads", "1", "--seed", str(seed), "-o", str(out), "--json"]
+
 # name → overrides of the `default` preset (iterations 20, lr 0.2, batch 256, KL, clamped pixels)
 _LOCAL_LONG = (("local", True), ("iterations", 100), ("min_distill_images", 8), ("ce_weight", 1.0),
                ("expand_crop_scale", 0.5), ("augment_crop_scale", 0.5), ("tv_weight", 440.0), ("tv_on_pixels", True),
@@ -415,9 +422,7 @@ def run(model, w, a, fl8, recipe, seed) -> dict:
         calib_set = work / f"{name}.npz"
         distill_seconds, loss = distill_set(model, recipe, seed, calib_set)
         out = work / f"{name}.onnx"
-        weights = ["--weights", str(WEIGHTS[model])] if model in WEIGHTS else []
-        cmd = ["gzsq", "quantize", model, *weights, "--w-bits", str(w), "--a-bits", str(a), "--calib-set", str(calib_set),
-               "--eval-data", str(eval_data(model)), "--threads", "1", "--seed", str(seed), "-o", str(out), "--json"]
+        cmd = quantize_command(model, w, a, calib_set, seed, out)
         if fl8:
             cmd.append("--first-last-8bit")
         report, seconds, shown = run_quantize(cmd, name, work, OUT / name, (".report.json", ".report.md"))

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 
 from lowbit_quantize import run_quantize  # noqa: E402
-from recon_images import RECIPES, WEIGHTS, distill_set, eval_data  # noqa: E402
+from recon_images import RECIPES, distill_set, quantize_command  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -52,10 +52,7 @@ def main(argv=None) -> None:
             name = f"{args.model}_w{w}a{a}_{args.recipe}_set{args.set_seed}_recon{seed}"
             copy = work / f"{name}.npz"
             save_calibration(copy, dataclasses.replace(calib, seed=seed), meta)
-            weights = ["--weights", str(WEIGHTS[args.model])] if args.model in WEIGHTS else []
-            cmd = ["gzsq", "quantize", args.model, *weights, "--w-bits", str(w), "--a-bits", str(a),
-                   "--calib-set", str(copy), "--eval-data", str(eval_data(args.model)), "--threads", "1",
-                   "--seed", str(seed), "-o", str(work / f"{name}.onnx"), "--json"]
+            cmd = quantize_command(args.model, w, a, copy, seed, work / f"{name}.onnx")
             report, seconds, shown = run_quantize(cmd, name, work, work / "kept", ())
             e = report["evaluation"]
             row = {"model": args.model, "bits": f"W{w}A{a}", "recipe": args.recipe, "set_seed": args.set_seed,
