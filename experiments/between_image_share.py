@@ -1,0 +1,84 @@
+"""How much do the calibration images differ from one another in what each conv's input channels respond to?
+
+gzsq's targets fix each channel's mean and spread over the whole set, and say nothing of how that spread splits
+between positions within an image and differences from image to image. Real images differ a lot: a deep channel
+fires on some images (their class, their objects) and stays quiet on others. For every Conv2d input (BN folded),
+per source, this prints:
+
+- `between`: the share of a channel's variance that is between images (variance over images of the channel's
+  per-image spatial mean, over its variance over images and positions), mean over live channels;
+- `img rank`: participation ratio of the covariance of the images' per-image channel-mean vectors, over
+  min(images, channels) − 1 (how many directions the images differ from one another in).
+
+Sources: real images (CIFAR-10 training images; the ImageNet sample), the set gzsq's reconstruction job uses
+(the preset it resolves to, with its crop copies), Gaussian noise.
+
+    python experiments/between_image_share.py --model cifar10-resnet44 --seed 0
+    python experiments/between_image_share.py --model efficientnet-lite0 --seed 0 --n-images 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+import gzsq
+from assets import CIFAR_TRAIN, IMAGENET_SAMPLE, WEIGHTS
+from gzsq.config import ImagesFor
+from gzsq.sources.calibrate import calibrate
+from input_correlations import conv_inputs
+
+
+def between_statistics(x: torch.Tensor) -> tuple[float, float]:
+    """(between-image share of the variance, per-image-mean effective rank) of one N×C×H×W input."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1)
+    live = flat.std(1) > 1e-6
+    if int(live.sum()) < 2:
+        return float("nan"), float("nan")
+    x = x[:, live]
+    total = x.transpose(0, 1).reshape(x.shape[1], -1).var(1)
+    means = x.mean((2, 3))  # N × C'
+    share = (means.var(0) / total).mean()
+    cov = torch.cov(means.T)
+    eig = torch.linalg.eigvalsh(cov).clamp(min=0)
+    rank = eig.sum() ** 2 / (eig ** 2).sum().clamp(min=1e-30) / max(1, min(means.shape) - 1)
+    return float(share), float(rank)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="cifar10-resnet20")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-images", type=int, default=None, help="images per source (default: 256 CIFAR, 64 at 224×224)")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    model = gzsq.load_model(args.model, str(WEIGHTS[args.model]) if args.model in WEIGHTS else None)
+    cifar = args.model.startswith("cifar10")
+    base = dict(seed=args.seed, setting="bn-free", n_images=args.n_images or (256 if cifar else 64))
+    recon = gzsq.CalibrationConfig(source="gzsq", **base).resolved(model, ImagesFor(reconstructing=True))
+    sources = {"real": gzsq.CalibrationConfig(source="real", data=str(CIFAR_TRAIN if cifar else IMAGENET_SAMPLE),
+                                                   **base),
+               f"gzsq-{recon.preset}": recon,
+               "gaussian": gzsq.CalibrationConfig(source="gaussian", **base)}
+    stats = {}
+    for label, config in sources.items():
+        images = calibrate(model, config).images
+        stats[label] = {k: between_statistics(v) for k, v in conv_inputs(model, images).items()}
+    print("# python experiments/between_image_share.py " + " ".join(sys.argv[1:]))
+    labels = list(stats)
+    print("| conv input of | " + " | ".join(f"{s}: between / img rank" for s in labels) + " |")
+    print("| --- |" + " --- |" * len(labels))
+    layers = list(stats["real"])
+    for layer in layers:
+        print(f"| {layer} | " + " | ".join("{:.2f} / {:.2f}".format(*stats[s][layer]) for s in labels) + " |")
+    n = len(layers)
+    for part, rows in (("first third", layers[: n // 3]), ("middle third", layers[n // 3: 2 * n // 3]),
+                       ("last third", layers[2 * n // 3:])):
+        means = {s: [sum(stats[s][k][i] for k in rows) / len(rows) for i in range(2)] for s in labels}
+        print(f"| **mean, {part}** | " + " | ".join("{:.2f} / {:.2f}".format(*means[s]) for s in labels) + " |")
+
+
+if __name__ == "__main__":
+    main()
