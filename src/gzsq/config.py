@@ -186,6 +186,10 @@ class DistillConfig:
     # Measured at 1 (seed 0, results/recon_images/): MobileNetV2 W4A8 with 64 distilled images 34.2 against 31.6,
     # with 8 55.6 against 55.0; ResNet-20 W4A4 1.5 pt worse; Lite2 int8 unchanged over 3 seeds. 0: off.
     per_image_weight: float = 0.0
+    # Weight of a reward for images that differ from one another (distillation.losses.image_spread: the entropy of
+    # each target layer's per-image channel means). Batch statistics can be met by images that all differ along
+    # one or two directions; real images' deep per-image means span many (results/fidelity/). 0: off.
+    image_spread_weight: float = 0.0
     clamp_pixels: bool = False  # keep every pixel inside the valid image range
     early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
     min_iterations: int = 0
@@ -276,6 +280,8 @@ class DistillConfig:
             raise ConfigError(f"decorrelation_weight must be a number ≥ 0, got {self.decorrelation_weight!r}")
         if not (self.per_image_weight >= 0.0 and math.isfinite(self.per_image_weight)):
             raise ConfigError(f"per_image_weight must be a number ≥ 0, got {self.per_image_weight!r}")
+        if not (self.image_spread_weight >= 0.0 and math.isfinite(self.image_spread_weight)):
+            raise ConfigError(f"image_spread_weight must be a number ≥ 0, got {self.image_spread_weight!r}")
 
 
 @dataclass(frozen=True)
