@@ -223,6 +223,7 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_long_gs1_leaves": _LOCAL_LONG + (("grad_spectrum", 1.0), ("init_leaves", True)),
     # with a reward for images that differ from one another (DistillConfig.image_spread_weight)
     "local_long_gs1_spread1": _LOCAL_LONG + (("grad_spectrum", 1.0), ("image_spread_weight", 1.0)),
+    "local_long_gs1_spread0.1": _LOCAL_LONG + (("grad_spectrum", 1.0), ("image_spread_weight", 0.1)),
     "local_long_gs1_leaves_it1": tuple((k, 1 if k == "iterations" else v) for k, v in _LOCAL_LONG)
     + (("grad_spectrum", 1.0), ("init_leaves", True), ("lr", 1e-6)),
     # and every step's colour channels moved together, as photos' vary (`DistillConfig.grad_colour`, removed after
@@ -257,6 +258,7 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # per-image channel means (DistillConfig.image_spread_weight; results/fidelity/between_image_share.txt)
     "half_local_spread0.1": (("local", True), ("local_fraction", 0.5), ("image_spread_weight", 0.1)),
     "half_local_spread1": (("local", True), ("local_fraction", 0.5), ("image_spread_weight", 1.0)),
+    "half_local_alike0.1": (("local", True), ("local_fraction", 0.5), ("image_spread_weight", -0.1)),
     # the same with the total-variation prior (at 32×32, weight 1 brings neighbouring pixels' differences over the
     # channel std from 2.1 to 1.1, real images 0.4, but the channels' std from 1.0 to 0.7:
     # results/fidelity/image_smoothness_cifar.txt), and with the contrast set back to photographs' (0.25 of the range)

@@ -188,7 +188,8 @@ class DistillConfig:
     per_image_weight: float = 0.0
     # Weight of a reward for images that differ from one another (distillation.losses.image_spread: the entropy of
     # each target layer's per-image channel means). Batch statistics can be met by images that all differ along
-    # one or two directions; real images' deep per-image means span many (results/fidelity/). 0: off.
+    # one or two directions; real images' deep per-image means span many (results/fidelity/). 0: off; below 0 the
+    # term pulls the images' per-image means together instead.
     image_spread_weight: float = 0.0
     clamp_pixels: bool = False  # keep every pixel inside the valid image range
     early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
@@ -280,8 +281,8 @@ class DistillConfig:
             raise ConfigError(f"decorrelation_weight must be a number ≥ 0, got {self.decorrelation_weight!r}")
         if not (self.per_image_weight >= 0.0 and math.isfinite(self.per_image_weight)):
             raise ConfigError(f"per_image_weight must be a number ≥ 0, got {self.per_image_weight!r}")
-        if not (self.image_spread_weight >= 0.0 and math.isfinite(self.image_spread_weight)):
-            raise ConfigError(f"image_spread_weight must be a number ≥ 0, got {self.image_spread_weight!r}")
+        if not math.isfinite(self.image_spread_weight):
+            raise ConfigError(f"image_spread_weight must be a finite number, got {self.image_spread_weight!r}")
 
 
 @dataclass(frozen=True)
