@@ -522,6 +522,10 @@ class ReconstructConfig:
     # it divides the error; 0.01 weighs nearly every channel alike, while at 1 a channel far weaker than the mean
     # weighs about as under mse.
     channel_floor: float = 0.01
+    # False: a unit that reads one vector per image (a classifier after global pooling) and has fewer calibration
+    # images than its widest layer's fan-in keeps round-to-nearest weights and its calibrated ranges, since its
+    # rounding would be an underdetermined fit to those few vectors.
+    fit_underdetermined: bool = True
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
@@ -534,6 +538,8 @@ class ReconstructConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
+        if not isinstance(self.fit_underdetermined, bool):
+            raise ConfigError(f"fit_underdetermined must be True or False, got {self.fit_underdetermined!r}")
         if self.crop is not None and (isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 0):
             raise ConfigError(f"crop must be a whole number ≥ 0 (0: full maps) or None, got {self.crop!r}")
         for name, lo, hi, lo_open, hi_open in (("lr", 0, math.inf, True, True), ("act_lr", 0, math.inf, False, True),
