@@ -8,13 +8,16 @@ per source, this prints:
 - `between`: the share of a channel's variance that is between images (variance over images of the channel's
   per-image spatial mean, over its variance over images and positions), mean over live channels;
 - `img rank`: participation ratio of the covariance of the images' per-image channel-mean vectors, over
-  min(images, channels) − 1 (how many directions the images differ from one another in).
+  min(images, channels) − 1 (how many directions the images differ from one another in);
+- `eff. rank`: the same over the channel covariance of every image and position (input_correlations.py's).
 
 Sources: real images (CIFAR-10 training images; the ImageNet sample), the set gzsq's reconstruction job uses
 (the preset it resolves to, with its crop copies), Gaussian noise.
 
     python experiments/between_image_share.py --model cifar10-resnet44 --seed 0
     python experiments/between_image_share.py --model efficientnet-lite0 --seed 0 --n-images 64
+    python experiments/between_image_share.py --model cifar10-resnet44 --summary \
+        --variants half-local+image_spread_weight=0.1    # more gzsq sets (preset+overrides), the thirds' means only
 """
 
 from __future__ import annotations
@@ -28,15 +31,17 @@ import gzsq
 from assets import CIFAR_TRAIN, IMAGENET_SAMPLE, WEIGHTS
 from gzsq.config import ImagesFor
 from gzsq.sources.calibrate import calibrate
-from input_correlations import conv_inputs
+from input_correlations import conv_inputs, statistics_of
+from overrides import parse_overrides
 
 
-def between_statistics(x: torch.Tensor) -> tuple[float, float]:
-    """(between-image share of the variance, per-image-mean effective rank) of one N×C×H×W input."""
+def between_statistics(x: torch.Tensor) -> tuple[float, float, float]:
+    """(between-image share of the variance, per-image-mean effective rank, effective rank) of one N×C×H×W input."""
     flat = x.transpose(0, 1).reshape(x.shape[1], -1)
     live = flat.std(1) > 1e-6
     if int(live.sum()) < 2:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
+    eff_rank = statistics_of(x)[1]
     x = x[:, live]
     total = x.transpose(0, 1).reshape(x.shape[1], -1).var(1)
     means = x.mean((2, 3))  # N × C'
@@ -44,7 +49,7 @@ def between_statistics(x: torch.Tensor) -> tuple[float, float]:
     cov = torch.cov(means.T)
     eig = torch.linalg.eigvalsh(cov).clamp(min=0)
     rank = eig.sum() ** 2 / (eig ** 2).sum().clamp(min=1e-30) / max(1, min(means.shape) - 1)
-    return float(share), float(rank)
+    return float(share), float(rank), eff_rank
 
 
 def main() -> None:
@@ -52,6 +57,8 @@ def main() -> None:
     p.add_argument("--model", default="cifar10-resnet20")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-images", type=int, default=None, help="images per source (default: 256 CIFAR, 64 at 224×224)")
+    p.add_argument("--variants", nargs="*", default=[], help="more gzsq sets: PRESET+KEY=VALUE[,KEY=VALUE]")
+    p.add_argument("--summary", action="store_true", help="only the means over each third of the convs")
     args = p.parse_args()
     torch.set_num_threads(1)
     model = gzsq.load_model(args.model, str(WEIGHTS[args.model]) if args.model in WEIGHTS else None)
@@ -62,22 +69,28 @@ def main() -> None:
                                                    **base),
                f"gzsq-{recon.preset}": recon,
                "gaussian": gzsq.CalibrationConfig(source="gaussian", **base)}
+    overrides = {}
+    for variant in args.variants:
+        preset, _, pairs = variant.partition("+")
+        sources[f"gzsq-{variant}"] = gzsq.CalibrationConfig(source="gzsq", preset=preset, **base)
+        overrides[f"gzsq-{variant}"] = parse_overrides(pairs)
     stats = {}
     for label, config in sources.items():
-        images = calibrate(model, config).images
+        images = calibrate(model, config, overrides=overrides.get(label, ())).images
         stats[label] = {k: between_statistics(v) for k, v in conv_inputs(model, images).items()}
     print("# python experiments/between_image_share.py " + " ".join(sys.argv[1:]))
     labels = list(stats)
-    print("| conv input of | " + " | ".join(f"{s}: between / img rank" for s in labels) + " |")
+    print("| conv input of | " + " | ".join(f"{s}: between / img rank / eff. rank" for s in labels) + " |")
     print("| --- |" + " --- |" * len(labels))
     layers = list(stats["real"])
-    for layer in layers:
-        print(f"| {layer} | " + " | ".join("{:.2f} / {:.2f}".format(*stats[s][layer]) for s in labels) + " |")
+    for layer in [] if args.summary else layers:
+        print(f"| {layer} | " + " | ".join("{:.2f} / {:.2f} / {:.2f}".format(*stats[s][layer]) for s in labels) + " |")
     n = len(layers)
     for part, rows in (("first third", layers[: n // 3]), ("middle third", layers[n // 3: 2 * n // 3]),
                        ("last third", layers[2 * n // 3:])):
-        means = {s: [sum(stats[s][k][i] for k in rows) / len(rows) for i in range(2)] for s in labels}
-        print(f"| **mean, {part}** | " + " | ".join("{:.2f} / {:.2f}".format(*means[s]) for s in labels) + " |")
+        means = {s: [sum(stats[s][k][i] for k in rows) / len(rows) for i in range(3)] for s in labels}
+        print(f"| **mean, {part}** | " + " | ".join("{:.3f} / {:.3f} / {:.3f}".format(*means[s]) for s in labels)
+              + " |")
 
 
 if __name__ == "__main__":
