@@ -76,6 +76,10 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     # flat regions, edges and occlusions that white noise lacks (the option was removed after measurement: run
     # this lever from a checkout of commit b43a7f4)
     "local_ce1_leaves": ("default", (("local", True), ("ce_weight", 1.0), ("init_leaves", True))),
+    # `local-classes` with a reward for images whose per-image channel means differ along many directions
+    # (DistillConfig.image_spread_weight): deep per-image variation, and with it the deep min/max ranges, grows
+    "local_ce1_spread0.1": ("default", (("local", True), ("ce_weight", 1.0), ("image_spread_weight", 0.1))),
+    "local_ce1_spread1": ("default", (("local", True), ("ce_weight", 1.0), ("image_spread_weight", 1.0))),
     # the `local` images with a percentile observer instead of min/max (QUANTIZE_ARGS)
     "local_percentile": ("default", (("local", True),)),
 }
