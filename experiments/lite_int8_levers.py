@@ -78,6 +78,7 @@ LEVERS: dict[str, tuple[str, tuple[tuple[str, object], ...]]] = {
     "local_ce1_leaves": ("default", (("local", True), ("ce_weight", 1.0), ("init_leaves", True))),
     # `local-classes` with a reward for images whose per-image channel means differ along many directions
     # (DistillConfig.image_spread_weight): deep per-image variation, and with it the deep min/max ranges, grows
+    # (the option was removed after measurement: run these from a checkout of commit 868a820)
     "local_ce1_spread0.1": ("default", (("local", True), ("ce_weight", 1.0), ("image_spread_weight", 0.1))),
     "local_ce1_spread1": ("default", (("local", True), ("ce_weight", 1.0), ("image_spread_weight", 1.0))),
     # the `local` images with a percentile observer instead of min/max (QUANTIZE_ARGS)

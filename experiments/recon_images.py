@@ -221,8 +221,7 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # run these three with --code cdbebf4); `_it1`: one step at a negligible rate, so the set is the pictures
     # themselves with the recipe's crops and colour centring
     "local_long_gs1_leaves": _LOCAL_LONG + (("grad_spectrum", 1.0), ("init_leaves", True)),
-    # with a reward for images that differ from one another (DistillConfig.image_spread_weight)
-    "local_long_gs1_spread1": _LOCAL_LONG + (("grad_spectrum", 1.0), ("image_spread_weight", 1.0)),
+    # with a reward for images that differ from one another (DistillConfig.image_spread_weight; --code 3094171)
     "local_long_gs1_spread0.1": _LOCAL_LONG + (("grad_spectrum", 1.0), ("image_spread_weight", 0.1)),
     "local_long_gs1_leaves_it1": tuple((k, 1 if k == "iterations" else v) for k, v in _LOCAL_LONG)
     + (("grad_spectrum", 1.0), ("init_leaves", True), ("lr", 1e-6)),
@@ -255,7 +254,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "half_local": (("local", True), ("local_fraction", 0.5)),
     "half_local_leaves": (("local", True), ("local_fraction", 0.5), ("init_leaves", True)),  # --code cdbebf4
     # the same with a reward for images that differ from one another along many directions of each target layer's
-    # per-image channel means (DistillConfig.image_spread_weight; results/fidelity/between_image_share.txt)
+    # per-image channel means (DistillConfig.image_spread_weight, below 0 pulling them together; removed after
+    # measurement: run these three with --code 3094171; results/fidelity/between_image_share.txt)
     "half_local_spread0.1": (("local", True), ("local_fraction", 0.5), ("image_spread_weight", 0.1)),
     "half_local_spread1": (("local", True), ("local_fraction", 0.5), ("image_spread_weight", 1.0)),
     "half_local_alike0.1": (("local", True), ("local_fraction", 0.5), ("image_spread_weight", -0.1)),

@@ -224,22 +224,6 @@ def test_learned_weights_are_integers_on_the_kept_scales_that_the_encodings_hold
     assert changed > 0, "some integers moved from round to nearest"
 
 
-def test_a_head_with_fewer_images_than_its_fan_in_can_keep_round_to_nearest():
-    """fit_underdetermined=False: the linear head reads one vector per image, 4 images against a fan-in of 8, so it
-    keeps its round-to-nearest weights and ranges; the convs still learn. By default every unit learns."""
-    model = make_tiny()
-    calib = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    sim = quantize(model, calib, QuantConfig(w_bits=4, a_bits=4))
-    kept = reconstruct(model, sim, calib, ReconstructConfig(iters=40, batch_size=4, fit_underdetermined=False))
-    fitted = reconstruct(model, sim, calib, ReconstructConfig(iters=40, batch_size=4))
-    assert [u.get("kept_nearest", False) for u in kept.reconstruction["units"]] == [False, False, True]
-    assert not any(u.get("kept_nearest") for u in fitted.reconstruction["units"])
-    assert torch.equal(kept.net.get_submodule("fc").weight, sim.net.get_submodule("fc").weight)
-    assert not torch.equal(kept.net.get_submodule("conv2").weight, sim.net.get_submodule("conv2").weight)
-    with pytest.raises(ConfigError, match="fit_underdetermined"):
-        ReconstructConfig(fit_underdetermined=1)
-
-
 def test_act_lr_zero_keeps_the_calibrated_ranges():
     model, calib, sim = _tiny_sim()
     out = reconstruct(model, sim, calib, ReconstructConfig(iters=20, act_lr=0.0))

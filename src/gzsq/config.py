@@ -186,11 +186,6 @@ class DistillConfig:
     # Measured at 1 (seed 0, results/recon_images/): MobileNetV2 W4A8 with 64 distilled images 34.2 against 31.6,
     # with 8 55.6 against 55.0; ResNet-20 W4A4 1.5 pt worse; Lite2 int8 unchanged over 3 seeds. 0: off.
     per_image_weight: float = 0.0
-    # Weight of a reward for images that differ from one another (distillation.losses.image_spread: the entropy of
-    # each target layer's per-image channel means). Batch statistics can be met by images that all differ along
-    # one or two directions; real images' deep per-image means span many (results/fidelity/). 0: off; below 0 the
-    # term pulls the images' per-image means together instead.
-    image_spread_weight: float = 0.0
     clamp_pixels: bool = False  # keep every pixel inside the valid image range
     early_stop_patience: int = 0  # stop after this many iterations without 1 % improvement; 0 = never
     min_iterations: int = 0
@@ -281,8 +276,6 @@ class DistillConfig:
             raise ConfigError(f"decorrelation_weight must be a number ≥ 0, got {self.decorrelation_weight!r}")
         if not (self.per_image_weight >= 0.0 and math.isfinite(self.per_image_weight)):
             raise ConfigError(f"per_image_weight must be a number ≥ 0, got {self.per_image_weight!r}")
-        if not math.isfinite(self.image_spread_weight):
-            raise ConfigError(f"image_spread_weight must be a finite number, got {self.image_spread_weight!r}")
 
 
 @dataclass(frozen=True)
@@ -522,10 +515,6 @@ class ReconstructConfig:
     # it divides the error; 0.01 weighs nearly every channel alike, while at 1 a channel far weaker than the mean
     # weighs about as under mse.
     channel_floor: float = 0.01
-    # False: a unit that reads one vector per image (a classifier after global pooling) and has fewer calibration
-    # images than its widest layer's fan-in keeps round-to-nearest weights and its calibrated ranges, since its
-    # rounding would be an underdetermined fit to those few vectors.
-    fit_underdetermined: bool = True
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
@@ -538,8 +527,6 @@ class ReconstructConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number ≥ 1, got {value!r}")
-        if not isinstance(self.fit_underdetermined, bool):
-            raise ConfigError(f"fit_underdetermined must be True or False, got {self.fit_underdetermined!r}")
         if self.crop is not None and (isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 0):
             raise ConfigError(f"crop must be a whole number ≥ 0 (0: full maps) or None, got {self.crop!r}")
         for name, lo, hi, lo_open, hi_open in (("lr", 0, math.inf, True, True), ("act_lr", 0, math.inf, False, True),

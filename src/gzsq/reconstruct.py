@@ -612,17 +612,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             x_fp = _capture(work, unit.input, calib)
         state.mode = "float"
         target = _run(module, x_fp)
-        fan_in = max(w.w_float[0].numel() for w in unit_weights) if unit_weights else 0
-        if not config.fit_underdetermined and x_q.dim() == 2 and len(x_q) < fan_in:
-            state.mode = "hard"  # round to nearest, calibrated ranges: too few vectors to fit this unit's rounding
-            out_q = _run(module, x_q)
-            log.append({"unit": unit.name, "layers": [str(n.target) for n in unit.nodes if is_weight(n)],
-                        "seconds": 0.0, "final_loss": float(_reconstruction_error(out_q, target)), "crop": None,
-                        "kept_nearest": True})
-            previous = unit
-            if on_unit is not None:
-                on_unit(_progress_state(units[:index + 1], len(units), weights, acts, generator, log))
-            continue
         loss = config.loss
         if loss == "residual-normalized":  # channel-normalized on the units that end a residual block, else mse
             loss = "channel-normalized" if _has_residual_add(unit) else "mse"

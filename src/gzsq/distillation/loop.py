@@ -24,7 +24,7 @@ from ..config import DistillConfig
 from ..errors import ConfigError, DistillationDivergedError
 from . import checkpoint as checkpoints
 from .checkpoint import Checkpoint
-from .losses import LOSSES, channel_correlation, image_spread, total_variation
+from .losses import LOSSES, channel_correlation, total_variation
 
 
 @dataclass
@@ -177,10 +177,9 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     `checkpoint`. The log holds the iterations run per batch, final losses, the first batch's loss
     curve and the seconds taken.
     """
-    for field in ("decorrelation_weight", "image_spread_weight"):
-        if distributed.active() and getattr(config, field):
-            raise ConfigError(f"{field} is not available under torchrun: its term needs every image's "
-                              "features in one process")
+    if distributed.active() and config.decorrelation_weight:
+        raise ConfigError("decorrelation_weight is not available under torchrun: its term needs every image's "
+                          "features in one process")
     if distributed.active():
         checkpoint = None  # each rank holds only its share of the images: --resume is for one process
         progress = progress and distributed.is_main()
@@ -310,9 +309,6 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 if config.decorrelation_weight:  # this process's images: refused under torchrun
                     together = sum(channel_correlation(captured[name]) for name in objective.targets)
                     loss = loss + config.decorrelation_weight * together / max(1, len(objective.targets))
-                if config.image_spread_weight:  # this process's images: refused under torchrun
-                    apart = sum(image_spread(captured[name]) for name in objective.targets)
-                    loss = loss - config.image_spread_weight * apart / max(1, len(objective.targets))
                 if config.input_weight:  # all pixels as one channel; unbiased std, as x.std()
                     m, var = _ChannelMoments.apply(x.reshape(len(x), 1, -1), size)
                     pixels = size * x[0].numel()

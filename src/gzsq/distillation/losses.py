@@ -51,24 +51,6 @@ def channel_correlation(t: torch.Tensor, max_rows: int = 1024) -> torch.Tensor:
     return (corr.pow(2).sum() - corr.diagonal().pow(2).sum()) / (channels * (channels - 1))
 
 
-def image_spread(t: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """How far apart the images of `t` (N, C, ...) lie in their per-image channel means: the mean log eigenvalue of
-    their N×N Gram matrix, each channel's means centred over the images and divided by the channel's spread over
-    images and positions (the Gaussian entropy of the per-image means, per image). It grows with the share of each
-    channel's variance that lies between images and with the number of directions the images differ along, so
-    maximizing it cannot be met by shrinking the differences. Distilled CIFAR images' deep per-image means span a
-    few directions where real images' span many (results/fidelity/between_image_share.txt)."""
-    means = t.flatten(2).mean(2) if t.dim() > 2 else t
-    n, channels = means.shape
-    if n < 2:
-        return t.new_zeros(())
-    spread = t.transpose(0, 1).reshape(channels, -1).std(1).detach() + 1e-6
-    z = (means - means.mean(0)) / spread
-    gram = z @ z.T / channels
-    eig = torch.linalg.eigvalsh(gram + eps * torch.eye(n, dtype=gram.dtype, device=gram.device))
-    return eig.clamp(min=eps).log()[1:].mean()  # centring leaves one eigenvalue at eps
-
-
 def total_variation(x: torch.Tensor, per_image: bool = False) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels: a smoothness prior on images (one value per
     image with `per_image`, whose mean over the images is the batch's value)."""
