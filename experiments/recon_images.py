@@ -221,8 +221,6 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # run these three with --code cdbebf4); `_it1`: one step at a negligible rate, so the set is the pictures
     # themselves with the recipe's crops and colour centring
     "local_long_gs1_leaves": _LOCAL_LONG + (("grad_spectrum", 1.0), ("init_leaves", True)),
-    # with a reward for images that differ from one another (DistillConfig.image_spread_weight; --code 3094171)
-    "local_long_gs1_spread0.1": _LOCAL_LONG + (("grad_spectrum", 1.0), ("image_spread_weight", 0.1)),
     "local_long_gs1_leaves_it1": tuple((k, 1 if k == "iterations" else v) for k, v in _LOCAL_LONG)
     + (("grad_spectrum", 1.0), ("init_leaves", True), ("lr", 1e-6)),
     # and every step's colour channels moved together, as photos' vary (`DistillConfig.grad_colour`, removed after
@@ -241,6 +239,9 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # (DistillConfig.ce_second_weight, removed after commit 42dcac6: run it with --code 42dcac6): images on the
     # boundary between two classes rather than deep inside one
     "local_long_gs1_two_class0.5": _LOCAL_LONG + (("grad_spectrum", 1.0), ("ce_second_weight", 0.5)),
+    # the same with a reward for images that differ from one another (DistillConfig.image_spread_weight, removed
+    # after measurement: run it with --code 3094171)
+    "local_long_gs1_spread0.1": _LOCAL_LONG + (("grad_spectrum", 1.0), ("image_spread_weight", 0.1)),
     # `local-long` with the images made by a small random conv decoder from a latent map each, the decoder's weights
     # frozen and only the latents optimized (DistillConfig.generator, generator_latent_lr; removed after commit
     # 99714de: run it with --code 99714de)
