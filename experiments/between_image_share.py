@@ -17,7 +17,7 @@ Sources: real images (CIFAR-10 training images; the ImageNet sample), the set gz
     python experiments/between_image_share.py --model cifar10-resnet44 --seed 0
     python experiments/between_image_share.py --model efficientnet-lite0 --seed 0 --n-images 64
     python experiments/between_image_share.py --model cifar10-resnet44 --summary \
-        --variants half-local+image_spread_weight=0.1    # more gzsq sets (preset+overrides), the thirds' means only
+        --variants half-local+ce_weight=1.0    # more gzsq sets (preset+overrides), the thirds' means only
 """
 
 from __future__ import annotations
@@ -27,12 +27,8 @@ import sys
 
 import torch
 
-import gzsq
-from assets import CIFAR_TRAIN, IMAGENET_SAMPLE, WEIGHTS
-from gzsq.config import ImagesFor
 from gzsq.sources.calibrate import calibrate
-from input_correlations import conv_inputs, statistics_of
-from overrides import parse_overrides
+from input_correlations import add_variants, conv_inputs, job_sources, print_table, statistics_of
 
 
 def between_statistics(x: torch.Tensor) -> tuple[float, float, float]:
@@ -61,36 +57,14 @@ def main() -> None:
     p.add_argument("--summary", action="store_true", help="only the means over each third of the convs")
     args = p.parse_args()
     torch.set_num_threads(1)
-    model = gzsq.load_model(args.model, str(WEIGHTS[args.model]) if args.model in WEIGHTS else None)
-    cifar = args.model.startswith("cifar10")
-    base = dict(seed=args.seed, setting="bn-free", n_images=args.n_images or (256 if cifar else 64))
-    recon = gzsq.CalibrationConfig(source="gzsq", **base).resolved(model, ImagesFor(reconstructing=True))
-    sources = {"real": gzsq.CalibrationConfig(source="real", data=str(CIFAR_TRAIN if cifar else IMAGENET_SAMPLE),
-                                                   **base),
-               f"gzsq-{recon.preset}": recon,
-               "gaussian": gzsq.CalibrationConfig(source="gaussian", **base)}
-    overrides = {}
-    for variant in args.variants:
-        preset, _, pairs = variant.partition("+")
-        sources[f"gzsq-{variant}"] = gzsq.CalibrationConfig(source="gzsq", preset=preset, **base)
-        overrides[f"gzsq-{variant}"] = parse_overrides(pairs)
+    model, sources, base = job_sources(args.model, args.seed, args.n_images, default_n_224=64)
+    overrides = add_variants(sources, args.variants, base)
     stats = {}
     for label, config in sources.items():
         images = calibrate(model, config, overrides=overrides.get(label, ())).images
         stats[label] = {k: between_statistics(v) for k, v in conv_inputs(model, images).items()}
     print("# python experiments/between_image_share.py " + " ".join(sys.argv[1:]))
-    labels = list(stats)
-    print("| conv input of | " + " | ".join(f"{s}: between / img rank / eff. rank" for s in labels) + " |")
-    print("| --- |" + " --- |" * len(labels))
-    layers = list(stats["real"])
-    for layer in [] if args.summary else layers:
-        print(f"| {layer} | " + " | ".join("{:.2f} / {:.2f} / {:.2f}".format(*stats[s][layer]) for s in labels) + " |")
-    n = len(layers)
-    for part, rows in (("first third", layers[: n // 3]), ("middle third", layers[n // 3: 2 * n // 3]),
-                       ("last third", layers[2 * n // 3:])):
-        means = {s: [sum(stats[s][k][i] for k in rows) / len(rows) for i in range(3)] for s in labels}
-        print(f"| **mean, {part}** | " + " | ".join("{:.3f} / {:.3f} / {:.3f}".format(*means[s]) for s in labels)
-              + " |")
+    print_table(stats, "between / img rank / eff. rank", args.summary, third_digits=3)
 
 
 if __name__ == "__main__":

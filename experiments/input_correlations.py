@@ -65,6 +65,49 @@ def statistics_of(x: torch.Tensor) -> tuple[float, float, float]:
     return float(off), float(rank), float(nbr)
 
 
+def job_sources(name: str, seed: int, n_images: int | None, default_n_224: int, with_default: bool = False):
+    """→ (model, sources, base settings): real images (CIFAR-10 training images; the ImageNet sample), the set gzsq's
+    reconstruction job uses, gzsq's `default` preset if asked, Gaussian noise; 256 images at 32×32 by default."""
+    model = gzsq.load_model(name, str(WEIGHTS[name]) if name in WEIGHTS else None)
+    cifar = name.startswith("cifar10")
+    base = dict(seed=seed, setting="bn-free", n_images=n_images or (256 if cifar else default_n_224))
+    recon = gzsq.CalibrationConfig(source="gzsq", **base).resolved(model, ImagesFor(reconstructing=True))
+    sources = {"real": gzsq.CalibrationConfig(source="real", data=str(CIFAR_TRAIN if cifar else IMAGENET_SAMPLE),
+                                                   **base),
+               f"gzsq-{recon.preset}": recon}
+    if with_default:
+        sources["gzsq-default"] = gzsq.CalibrationConfig(source="gzsq", preset="default", **base)
+    sources["gaussian"] = gzsq.CalibrationConfig(source="gaussian", **base)
+    return model, sources, base
+
+
+def add_variants(sources: dict, variants: list[str], base: dict) -> dict:
+    """Add a gzsq source per PRESET+KEY=VALUE[,KEY=VALUE] variant to `sources`; → its overrides by label."""
+    overrides = {}
+    for variant in variants:
+        preset, _, pairs = variant.partition("+")
+        sources[f"gzsq-{variant}"] = gzsq.CalibrationConfig(source="gzsq", preset=preset, **base)
+        overrides[f"gzsq-{variant}"] = parse_overrides(pairs)
+    return overrides
+
+
+def print_table(stats: dict, columns: str, summary: bool, third_digits: int = 2) -> None:
+    """stats: source → conv → a tuple of three numbers. Markdown rows per conv (unless `summary`), then the means
+    over each third of the convs."""
+    labels = list(stats)
+    print("| conv input of | " + " | ".join(f"{s}: {columns}" for s in labels) + " |")
+    print("| --- |" + " --- |" * len(labels))
+    layers = list(stats["real"])
+    for layer in [] if summary else layers:
+        print(f"| {layer} | " + " | ".join("{:.2f} / {:.2f} / {:.2f}".format(*stats[s][layer]) for s in labels) + " |")
+    n = len(layers)
+    third = " / ".join([f"{{:.{third_digits}f}}"] * 3)
+    for part, rows in (("first third", layers[: n // 3]), ("middle third", layers[n // 3: 2 * n // 3]),
+                       ("last third", layers[2 * n // 3:])):
+        means = {s: [sum(stats[s][k][i] for k in rows) / len(rows) for i in range(3)] for s in labels}
+        print(f"| **mean, {part}** | " + " | ".join(third.format(*means[s]) for s in labels) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="cifar10-resnet20")
@@ -75,38 +118,16 @@ def main() -> None:
     p.add_argument("--zeroq", action="store_true", help="also ZeroQ's images (from the BN statistics)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    model = gzsq.load_model(args.model, str(WEIGHTS[args.model]) if args.model in WEIGHTS else None)
-    cifar = args.model.startswith("cifar10")
-    base = dict(seed=args.seed, setting="bn-free", n_images=args.n_images or (256 if cifar else 32))
-    recon = gzsq.CalibrationConfig(source="gzsq", **base).resolved(model, ImagesFor(reconstructing=True))
-    sources = {"real": gzsq.CalibrationConfig(source="real", data=str(CIFAR_TRAIN if cifar else IMAGENET_SAMPLE),
-                                                   **base),
-               f"gzsq-{recon.preset}": recon,
-               "gzsq-default": gzsq.CalibrationConfig(source="gzsq", preset="default", **base),
-               "gaussian": gzsq.CalibrationConfig(source="gaussian", **base)}
+    model, sources, base = job_sources(args.model, args.seed, args.n_images, default_n_224=32, with_default=True)
     if args.zeroq:  # ZeroQ reads the BN statistics: setting bn
         sources["zeroq"] = gzsq.CalibrationConfig(source="zeroq", **{**base, "setting": "bn"})
-    overrides = {}
-    for variant in args.variants:
-        preset, _, pairs = variant.partition("+")
-        sources[f"gzsq-{variant}"] = gzsq.CalibrationConfig(source="gzsq", preset=preset, **base)
-        overrides[f"gzsq-{variant}"] = parse_overrides(pairs)
+    overrides = add_variants(sources, args.variants, base)
     stats = {}
     for label, config in sources.items():
         images = calibrate(model, config, overrides=overrides.get(label, ())).images
         stats[label] = {k: statistics_of(v) for k, v in conv_inputs(model, images).items()}
     print("# python experiments/input_correlations.py " + " ".join(sys.argv[1:]))
-    labels = list(stats)
-    print("| conv input of | " + " | ".join(f"{s}: chan abs r / eff. rank / nbr r" for s in labels) + " |")
-    print("| --- |" + " --- |" * len(labels))
-    layers = list(stats["real"])
-    for layer in [] if args.summary else layers:
-        print(f"| {layer} | " + " | ".join("{:.2f} / {:.2f} / {:.2f}".format(*stats[s][layer]) for s in labels) + " |")
-    n = len(layers)
-    for part, rows in (("first third", layers[: n // 3]), ("middle third", layers[n // 3: 2 * n // 3]),
-                       ("last third", layers[2 * n // 3:])):
-        means = {s: [sum(stats[s][k][i] for k in rows) / len(rows) for i in range(3)] for s in labels}
-        print(f"| **mean, {part}** | " + " | ".join("{:.2f} / {:.2f} / {:.2f}".format(*means[s]) for s in labels) + " |")
+    print_table(stats, "chan abs r / eff. rank / nbr r", args.summary)
 
 
 if __name__ == "__main__":
