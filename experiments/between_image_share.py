@@ -27,8 +27,7 @@ import sys
 
 import torch
 
-from gzsq.sources.calibrate import calibrate
-from input_correlations import add_variants, conv_inputs, job_sources, print_table, statistics_of
+from input_correlations import add_variants, job_sources, measure, print_table, statistics_of
 
 
 def between_statistics(x: torch.Tensor) -> tuple[float, float, float]:
@@ -58,11 +57,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     model, sources, base = job_sources(args.model, args.seed, args.n_images, default_n_224=64)
-    overrides = add_variants(sources, args.variants, base)
-    stats = {}
-    for label, config in sources.items():
-        images = calibrate(model, config, overrides=overrides.get(label, ())).images
-        stats[label] = {k: between_statistics(v) for k, v in conv_inputs(model, images).items()}
+    stats = measure(model, sources, add_variants(sources, args.variants, base), between_statistics)
     print("# python experiments/between_image_share.py " + " ".join(sys.argv[1:]))
     print_table(stats, "between / img rank / eff. rank", args.summary, third_digits=3)
 

@@ -91,6 +91,15 @@ def add_variants(sources: dict, variants: list[str], base: dict) -> dict:
     return overrides
 
 
+def measure(model: nn.Module, sources: dict, overrides: dict, statistic) -> dict:
+    """source label → conv path → statistic(that conv's input on the source's images)."""
+    stats = {}
+    for label, config in sources.items():
+        images = calibrate(model, config, overrides=overrides.get(label, ())).images
+        stats[label] = {k: statistic(v) for k, v in conv_inputs(model, images).items()}
+    return stats
+
+
 def print_table(stats: dict, columns: str, summary: bool, third_digits: int = 2) -> None:
     """stats: source → conv → a tuple of three numbers. Markdown rows per conv (unless `summary`), then the means
     over each third of the convs."""
@@ -121,11 +130,7 @@ def main() -> None:
     model, sources, base = job_sources(args.model, args.seed, args.n_images, default_n_224=32, with_default=True)
     if args.zeroq:  # ZeroQ reads the BN statistics: setting bn
         sources["zeroq"] = gzsq.CalibrationConfig(source="zeroq", **{**base, "setting": "bn"})
-    overrides = add_variants(sources, args.variants, base)
-    stats = {}
-    for label, config in sources.items():
-        images = calibrate(model, config, overrides=overrides.get(label, ())).images
-        stats[label] = {k: statistics_of(v) for k, v in conv_inputs(model, images).items()}
+    stats = measure(model, sources, add_variants(sources, args.variants, base), statistics_of)
     print("# python experiments/input_correlations.py " + " ".join(sys.argv[1:]))
     print_table(stats, "chan abs r / eff. rank / nbr r", args.summary)
 
