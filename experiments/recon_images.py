@@ -463,6 +463,7 @@ def write_table() -> None:
              "agreement | seeds | distill s | total s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (model, w, a, fl8, recipe), rs in sorted(groups.items(), key=lambda kv: (kv[0][:4], kv[0][4] != "default")):
+        rs = sorted(rs, key=lambda r: int(r["seed"]))  # rows in seed order, whatever order the runs ended in
         lines.append(f"| {model} | W{w}A{a} | {'yes' if fl8 == 'True' else 'no'} | {recipe} | {describe(recipe) if recipe in PARTS else rs[0]['overrides']} | "
                      f"{stat(rs, 'onnxruntime_top1')} | {' / '.join(r['onnxruntime_top1'] for r in rs)} | "
                      f"{stat(rs, 'agreement')} | {','.join(r['seed'] for r in rs)} | {stat(rs, 'distill_seconds')} | "
