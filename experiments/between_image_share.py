@@ -37,9 +37,8 @@ def between_statistics(x: torch.Tensor) -> tuple[float, float, float]:
     if int(live.sum()) < 2:
         return float("nan"), float("nan"), float("nan")
     eff_rank = statistics_of(x)[1]
-    x = x[:, live]
-    total = x.transpose(0, 1).reshape(x.shape[1], -1).var(1)
-    means = x.mean((2, 3))  # N × C'
+    total = flat[live].var(1)
+    means = x[:, live].mean((2, 3))  # N × C'
     share = (means.var(0) / total).mean()
     cov = torch.cov(means.T)
     eig = torch.linalg.eigvalsh(cov).clamp(min=0)
