@@ -5,6 +5,7 @@ Each run changes `ReconstructConfig` (batch_size, crop, iters…) and nothing el
     python experiments/recon_settings_224.py --model mobilenet-v2 --calib real --settings batch_size=32 crop=32
     python experiments/recon_settings_224.py --model mobilenet-v2 --calib real --bits 6,6
     python experiments/recon_settings_224.py --model mobilenet-v2 --calib real --bits 4,4 --first-last-8bit
+    python experiments/recon_settings_224.py --model mobilenet-v2 --calib real --bits 6,6 --quant equalize=True
     python experiments/recon_settings_224.py --table     # rewrite results/lowbit/recon_settings_224.md
 
 Protocol, as experiments/gpu_budget_224.py: `gzsq.evaluate` (the simulator) at W4A8 (or --bits W,A) from the
@@ -17,6 +18,7 @@ One JSON line per run is appended to results/lowbit/recon_settings_224.jsonl.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -48,6 +50,8 @@ def write_table(jsonl: Path = OUT) -> None:
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items() if (k, v) != ("iters", 500)) or "defaults"
         if "bits" in r:
             settings = f"{r['bits']}, {settings}"
+        if r.get("quant"):
+            settings = f"{', '.join(f'{k}={v}' for k, v in r['quant'].items())}, {settings}"
         if r.get("first_last_8bit"):
             settings = f"first and last 8-bit, {settings}"
         lines.append(f"| {r['model']} | {r['calib']} | {r['n_calib']} | {r['seed']} | {settings} | "
@@ -64,6 +68,7 @@ def main() -> None:
     p.add_argument("--n-calib", type=int, default=64)
     p.add_argument("--bits", default="4,8", help="W,A (default 4,8)")
     p.add_argument("--first-last-8bit", action="store_true", help="the first and last layers (and inputs) at 8 bits")
+    p.add_argument("--quant", default="", help="QuantConfig overrides, k=v[,k=v] (e.g. equalize=True)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table", action="store_true", help="only rewrite the table from the JSON lines")
     args = p.parse_args()
@@ -73,6 +78,8 @@ def main() -> None:
     torch.set_num_threads(1)
     commit, model = short_commit(), load_zoo_model(args.model)
     w_bits, a_bits = (int(b) for b in args.bits.split(","))
+    quant = dataclasses.replace(gzsq.QuantConfig.starting_point(w_bits, a_bits, first_last_8bit=args.first_last_8bit),
+                                **dict(parse_overrides(args.quant)))
     with tempfile.TemporaryDirectory() as tmp:
         folds = make_folds(Path(tmp), IMAGENET_SAMPLE)
         for setting in args.settings:
@@ -82,12 +89,12 @@ def main() -> None:
                                                  data=str(folds["A"]) if args.calib == "real" else None)
             t = time.time()
             row = gzsq.evaluate(model, folds["B"], calibration=calibration,
-                                quant=gzsq.QuantConfig.starting_point(w_bits, a_bits,
-                                                                      first_last_8bit=args.first_last_8bit),
+                                quant=quant,
                                 reconstruction=gzsq.ReconstructConfig(**overrides))
             line = {"model": args.model, "calib": row.get("calib"), "seed": args.seed, "n_calib": args.n_calib,
                     **({} if (w_bits, a_bits) == (4, 8) else {"bits": f"W{w_bits}A{a_bits}"}),
                     **({"first_last_8bit": True} if args.first_last_8bit else {}),
+                    **({"quant": dict(parse_overrides(args.quant))} if args.quant else {}),
                     "settings": overrides, "fp32_top1": row["fp32_top1"],
                     "top1": row["top1"], "agreement": row["agreement"], "wall_s": round(time.time() - t),
                     "seconds": row.get("seconds"), "commit": commit}
