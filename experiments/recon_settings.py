@@ -8,6 +8,7 @@ simulator top-1 on all 10 000 CIFAR-10 test images.
 
     python experiments/recon_settings.py --models cifar10-resnet20 --settings drop_prob=0.5 drop_prob=0.75 --seeds 0
     python experiments/recon_settings.py --calib real --settings drop_prob=0.75   # the same on real training images
+    python experiments/recon_settings.py --models cifar10-resnet44 --quant equalize=True   # QuantConfig overrides
 
 One JSON line per run goes to results/lowbit/recon_settings.jsonl.
 """
@@ -15,6 +16,7 @@ One JSON line per run goes to results/lowbit/recon_settings.jsonl.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import time
@@ -42,6 +44,7 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--calib", default="gzsq", choices=["gzsq", "real"])
     p.add_argument("--bits", default="4,4")
+    p.add_argument("--quant", default="", help="QuantConfig overrides of the MSE-clipped start, k=v[,k=v]")
     args = p.parse_args()
     torch.set_num_threads(1)
     w_bits, a_bits = (int(b) for b in args.bits.split(","))
@@ -55,13 +58,15 @@ def main() -> None:
                                             data=str(CIFAR_TRAIN) if args.calib == "real" else None)
             config = config.resolved(model, ImagesFor(reconstructing=True))
             calib = calibrate(model, config).images
-            start = quantize(model, calib, gzsq.QuantConfig.starting_point(w_bits, a_bits))
+            start = quantize(model, calib, dataclasses.replace(gzsq.QuantConfig.starting_point(w_bits, a_bits),
+                                                              **dict(parse_overrides(args.quant))))
             for setting in args.settings:
                 t = time.time()
                 sim = reconstruct(model, start, calib, gzsq.ReconstructConfig(**dict(parse_overrides(setting))), seed=seed)
                 pred = predict(sim, data.images)
                 line = {"model": name, "w_bits": w_bits, "a_bits": a_bits, "seed": seed,
                         "calib": args.calib if args.calib == "real" else f"gzsq-{config.preset}", "setting": setting,
+                        **({"quant": args.quant} if args.quant else {}),
                         "top1": round(top1(pred, data.labels), 2),
                         "agreement": round(float((pred == fp32).mean() * 100), 2), "wall_s": round(time.time() - t),
                         "commit": commit}
