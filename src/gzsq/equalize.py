@@ -1,16 +1,18 @@
 """Activation equalization: even out a per-tensor-quantized activation's channels before quantizing.
 
-One activation grid serves all of a tensor's channels, so it is sized by the widest: in MobileNet-class
-networks the deep layers' inputs hold channels a tenth as wide as the widest, which keep a level or two at
-4 bits. Where a layer's output reaches the next weight layer only through ReLU/ReLU6 and zero padding, channel i
-can be multiplied by s_i > 0 (row i and bias i of the first layer) and divided out again in the second layer's
-input channel i without changing the float network (cross-layer equalization, Nagel et al., 2019; here the
-scales balance the activations, as the weights are quantized per channel anyway). A depthwise second layer
-absorbs the division for free; a dense one spends some of its weight grid on it, which `strength` (α) trades:
-s_i = (R / r_i)^α, r_i the channel's largest value on the calibration images and R the tensor's.
+One activation grid serves all of a tensor's channels, so it is sized by the widest, and the narrow channels keep
+few levels at 4 bits. Where a layer's output reaches the next weight layer only through ReLU and zero padding,
+channel i can be multiplied by s_i > 0 (row i and bias i of the first layer) and divided out again in the second
+layer's input channel i without changing the float network for any input (cross-layer equalization, Nagel et al.,
+2019; here the scales balance the activations, as the weights are quantized per channel anyway). A depthwise
+second layer absorbs the division for free; a dense one spends some of its weight grid on it, which the strength α
+trades: s_i = (R / r_i)^α, r_i the channel's largest value on the calibration images and R the tensor's, α per
+pair where the second layer's predicted rounding noise is least.
 
-ReLU6 caps at 6, and min(s·y, 6) ≠ s·min(y, 6) once y passes 6/s: a channel is only ever scaled up, by at most
-6 / r_i, so the float network is unchanged on the calibration images; a channel already reaching 6 keeps s = 1.
+ReLU6 is left alone: min(s·y, 6) ≠ s·min(y, 6) once y passes 6/s, so a channel scaled up by s can only be trusted
+up to 6/s, and distilled images' per-channel maxima fall short of real images' (1.67× at the median on MobileNetV2):
+scaled on them, real images pass the cap and are clipped, at a cost of 7 pt at W6A6 and 10 pt of int8 agreement on
+EfficientNet-Lite2 (results/lowbit/what_limits_reconstruction.md §26).
 """
 
 from __future__ import annotations
@@ -20,36 +22,26 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-# Ops through which an output channel stays itself and a positive scale passes unchanged (up to ReLU6's cap).
+# Ops through which an output channel stays itself and a positive scale passes unchanged.
 _PASS_MODULES = (nn.ZeroPad2d, nn.Identity, nn.Dropout)
 MAX_SCALE = 16.0  # a channel the calibration images barely excite is scaled up at most this much
 
 
-def _activation_cap(node: fx.Node, modules: dict) -> tuple[bool, float | None]:
-    """(passes a positive per-channel scale, cap) for one node between the two layers."""
+def _passes_scale(node: fx.Node, modules: dict) -> bool:
+    """Whether f(s·x) = s·f(x) channel by channel for every s > 0: ReLU, zero padding, identities."""
     if node.op == "call_module":
         module = modules[node.target]
-        if isinstance(module, nn.ReLU):
-            return True, None
-        if isinstance(module, nn.Hardtanh):  # ReLU6 is a Hardtanh(0, 6)
-            return module.min_val == 0, float(module.max_val)
         if isinstance(module, nn.ConstantPad2d):
-            return module.value == 0, None
-        return isinstance(module, _PASS_MODULES), None
+            return module.value == 0
+        return isinstance(module, (nn.ReLU, *_PASS_MODULES))
     if node.op == "call_function":
         if node.target in (F.relu, torch.relu):
-            return True, None
-        if node.target is F.relu6:
-            return True, 6.0
-        if node.target is F.hardtanh:
-            lo = node.args[1] if len(node.args) > 1 else node.kwargs.get("min_val", -1.0)
-            hi = node.args[2] if len(node.args) > 2 else node.kwargs.get("max_val", 1.0)
-            return lo == 0, float(hi)
+            return True
         if node.target is F.pad:
             mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
             value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
-            return mode == "constant" and not value, None
-    return False, None
+            return mode == "constant" and not value
+    return False
 
 
 def _takes_channels(layer: nn.Module, channels: int) -> bool:
@@ -62,9 +54,9 @@ def _takes_channels(layer: nn.Module, channels: int) -> bool:
     return False
 
 
-def find_pairs(gm: fx.GraphModule) -> list[tuple[str, str, float | None]]:
-    """(first layer, second layer, cap) for every weight layer whose output only the next one reads,
-    through ReLU/ReLU6/zero-padding alone; cap is the lowest ReLU6-style ceiling on the way (None: none)."""
+def find_pairs(gm: fx.GraphModule) -> list[tuple[str, str]]:
+    """(first layer, second layer) for every weight layer whose output only the next one reads, through
+    ReLU and zero padding alone."""
     modules = dict(gm.named_modules())
     is_layer = lambda n: n.op == "call_module" and isinstance(modules[n.target], (nn.Conv2d, nn.Linear))  # noqa: E731
     pairs = []
@@ -72,18 +64,15 @@ def find_pairs(gm: fx.GraphModule) -> list[tuple[str, str, float | None]]:
         if not is_layer(node):
             continue
         channels = modules[node.target].weight.shape[0]
-        cap, current = None, node
+        current = node
         while len(current.users) == 1:
             (user,) = current.users
             if is_layer(user):
                 if user.args[0] is current and _takes_channels(modules[user.target], channels):
-                    pairs.append((node.target, user.target, cap))
+                    pairs.append((node.target, user.target))
                 break
-            passes, ceiling = _activation_cap(user, modules)
-            if not passes or user.args[0] is not current:
+            if not _passes_scale(user, modules) or user.args[0] is not current:
                 break
-            if ceiling is not None:
-                cap = ceiling if cap is None else min(cap, ceiling)
             current = user
     return pairs
 
@@ -117,16 +106,14 @@ def channel_ranges(gm: fx.GraphModule, seconds: list[str], calib: torch.Tensor, 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def scales_for(top: torch.Tensor, cap: float | None, strength: float) -> torch.Tensor:
-    """s_i = (R / r_i)^strength, at least 1, at most MAX_SCALE and, under a cap, at most cap / r_i."""
+def scales_for(top: torch.Tensor, strength: float) -> torch.Tensor:
+    """s_i = (R / r_i)^strength, between 1 and MAX_SCALE; a channel dead on the calibration images keeps 1."""
     top = top.clamp(min=0).double()
     live = top > 0
     scale = torch.ones_like(top)
     if not live.any():
         return scale.float()
     scale[live] = (top.max() / top[live]) ** strength
-    if cap is not None:
-        scale[live] = torch.minimum(scale[live], cap / top[live])
     return scale.clamp(1.0, MAX_SCALE).float()
 
 
@@ -170,13 +157,13 @@ def equalize(gm: fx.GraphModule, calib: torch.Tensor, w_bits: int, a_bits: int,
     layer's predicted rounding noise favours at these bit widths (layers in `edge` at 8 bits); returns the
     scales, to redo it on another copy."""
     pairs = find_pairs(gm)
-    ranges = channel_ranges(gm, [second for _, second, _ in pairs], calib)
+    ranges = channel_ranges(gm, [second for _, second in pairs], calib)
     scales = {}
-    for first, second, cap in pairs:
+    for first, second in pairs:
         top, power = ranges[second]
         layer = gm.get_submodule(second)
         bits = (8, 8) if second in edge else (w_bits, a_bits)
-        candidates = [scales_for(top, cap, strength) for strength in STRENGTHS]
+        candidates = [scales_for(top, strength) for strength in STRENGTHS]
         noise = [predicted_noise(layer, top, power, s, *bits) for s in candidates]
         scales[(first, second)] = candidates[min(range(len(noise)), key=noise.__getitem__)]
     apply_scales(gm, scales)
