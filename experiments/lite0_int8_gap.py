@@ -23,7 +23,6 @@ the reference row for the calibration data.
 from __future__ import annotations
 
 import argparse
-import itertools
 import platform
 import sys
 import tempfile
@@ -33,9 +32,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from gzsq.sources.saved import load_calibration, save_calibration
-from gzsq.equalize import equalize
 from gzsq.evaluation import load_eval_set
-from gzsq.fold import fold_bn
 from gzsq.export import OnnxClassifier, export_fp32_onnx
 from gzsq.export.onnx_int8 import Int8ExportConfig, depthwise_weights, export_onnx_int8
 from gzsq.models import load_model
@@ -74,9 +71,6 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="default", help="gzsq's preset (default: `default`, as the committed Lite0 "
                                                         "table; `auto`: what the main job uses)")
     p.add_argument("--variants", default=None, help="comma-separated 1-based rows of the table (default: all)")
-    p.add_argument("--equalize", action="store_true",
-                   help="also run every row on the float model equalized on the calibration images (gzsq.equalize, "
-                        "8-bit noise model), agreement still against the original FP32 model")
     args = p.parse_args(argv)
     rows = list(VARIANTS.items())
     if args.variants:
@@ -119,15 +113,9 @@ def main(argv=None) -> int:
             print(f"\n## calibration: {calib}, {len(calib_np)} images, seed {args.seed}")
             print("| export | fused top-1 | QDQ reference top-1 | fused = reference | agreement with FP32 | fused s |")
             print("| --- | --- | --- | --- | --- | --- |")
-            sources = [("", fp32_path)]
-            if args.equalize:
-                folded = fold_bn(model)
-                equalize(folded, calibration.images, 8, 8)
-                sources.append((" [equalized]", export_fp32_onnx(folded, Path(tmp) / "fp32-equalized.onnx")))
-            for (tag, source), (name, settings) in itertools.product(sources, rows):
-                name = name + tag
+            for name, settings in rows:
                 out = Path(tmp) / "int8.onnx"
-                export_onnx_int8(source, out, calib_np, settings, input_range=model.input_spec.input_range())
+                export_onnx_int8(fp32_path, out, calib_np, settings, input_range=model.input_spec.input_range())
                 session = OnnxClassifier(out)
                 t = time.perf_counter()
                 fused = session.predict(images)

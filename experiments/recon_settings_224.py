@@ -5,7 +5,7 @@ Each run changes `ReconstructConfig` (batch_size, crop, iters…) and nothing el
     python experiments/recon_settings_224.py --model mobilenet-v2 --calib real --settings batch_size=32 crop=32
     python experiments/recon_settings_224.py --model mobilenet-v2 --calib real --bits 6,6
     python experiments/recon_settings_224.py --model mobilenet-v2 --calib real --bits 4,4 --first-last-8bit
-    python experiments/recon_settings_224.py --model mobilenet-v2 --calib real --bits 6,6 --quant equalize=True
+    python experiments/recon_settings_224.py --model mobilenet-v2 --calib real --bits 6,6 --quant "weight_clip='maxabs'"
     python experiments/recon_settings_224.py --table     # rewrite results/lowbit/recon_settings_224.md
 
 Protocol, as experiments/gpu_budget_224.py: `gzsq.evaluate` (the simulator) at W4A8 (or --bits W,A) from the
@@ -68,7 +68,8 @@ def main() -> None:
     p.add_argument("--n-calib", type=int, default=64)
     p.add_argument("--bits", default="4,8", help="W,A (default 4,8)")
     p.add_argument("--first-last-8bit", action="store_true", help="the first and last layers (and inputs) at 8 bits")
-    p.add_argument("--quant", default="", help="QuantConfig overrides, k=v[,k=v] (e.g. equalize=True)")
+    p.add_argument("--quant", default="", help="QuantConfig overrides, k=v[,k=v]. The rows with "
+                   "equalize=True ran from a checkout of commit 5af3101 (QuantConfig.equalize, since removed)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table", action="store_true", help="only rewrite the table from the JSON lines")
     args = p.parse_args()

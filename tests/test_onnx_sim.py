@@ -148,8 +148,6 @@ def test_low_bits_need_an_onnx_output_and_no_onnxruntime_quantizer_flags(tmp_pat
     out = tmp_path / "r20.onnx"
     assert_one_line_error(run_cli(["quantize", "cifar10-resnet20", "--weights", needs(RESNET20), "-o", out,
                                    "--reconstruct", "adaround", "--no-bias-correction"]), "--no-bias-correction")
-    assert_one_line_error(run_cli(["quantize", "cifar10-resnet20", "--weights", needs(RESNET20), "-o", out,
-                                   "--equalize"]), "--equalize", "simulator")
     assert_nothing_at(out, encodings_path_for(out))
 
 

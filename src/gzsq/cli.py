@@ -218,12 +218,6 @@ Reconstruction keeps its progress in OUT.partial: after Ctrl-C, rerun the same c
 """
 
 
-EQUALIZE_HELP = ("before quantizing, scale each channel that passes from one conv to the next through ReLU alone "
-                 "towards the widest, and divide it out in the next conv (exact in float), so one activation grid "
-                 "serves every channel; below 8 bits. ReLU6 is left alone (results/lowbit/"
-                 "what_limits_reconstruction.md §26)")
-
-
 def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reconstruct", default="auto", choices=["auto", "none", "adaround", "block"],
                    help="learn weight rounding and activation step sizes on the calibration images against the "
@@ -269,8 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--a-bits", type=_bits, default=8, help="activation bits, 2-8 (default: 8; 4 is stored as uint4)")
     qz.add_argument("--first-last-8bit", action="store_true",
                     help="below 8 bits, keep the first and last layer (and their inputs) at 8 bits")
-    qz.add_argument("--equalize", action="store_true",
-                    help=EQUALIZE_HELP)
     qz.add_argument("--observer", choices=["minmax", "percentile", "mse"], default=None,
                     help="activation range rule. Default: minmax for the int8 ONNX Runtime export, mse below 8 "
                          "bits. percentile clips outliers (ONNX Runtime's 99.999th at int8; 0.01/99.99th in the "
@@ -307,8 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight range: max-abs or MSE-optimal clipping (helps at <= 6 bits). Default: maxabs, "
                          "or mse when reconstructing below 8 bits")
     ev.add_argument("--first-last-8bit", action="store_true", help="keep the first and last layer at 8 bit")
-    ev.add_argument("--equalize", action="store_true",
-                    help=EQUALIZE_HELP)
     _add_reconstruct_args(ev)
     _add_calib_args(ev, "256, or 64 for ImageNet-size models")
     ev.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
@@ -384,11 +374,6 @@ def cmd_quantize(args) -> int:
     if job.from_simulator and args.no_bias_correction:
         raise ConfigError("--no-bias-correction sets ONNX Runtime's int8 quantizer; below 8 bits or with "
                           "--reconstruct the model is written from gzsq's simulator, so drop it")
-    if args.equalize and not job.from_simulator:
-        raise ConfigError("--equalize is for models written from gzsq's simulator (below 8 bits or with "
-                          "--reconstruct)")
-    if args.equalize:
-        job = replace(job, quant=replace(job.quant, equalize=True))
     if args.observer and job.from_simulator:
         job = replace(job, quant=replace(job.quant, observer=args.observer))
     elif args.observer == "mse":
@@ -490,8 +475,7 @@ def cmd_evaluate(args) -> int:
     start = QuantConfig.starting_point(args.w_bits, args.a_bits) if reconstruction else QuantConfig()
     quant = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, observer=args.observer or start.observer,
                         per_channel_weights=not args.per_tensor_weights,
-                        weight_clip=args.weight_clip or start.weight_clip, first_last_8bit=args.first_last_8bit,
-                        equalize=args.equalize)
+                        weight_clip=args.weight_clip or start.weight_clip, first_last_8bit=args.first_last_8bit)
     progress = _progress(args)
     t = time.perf_counter()
     busy = _use_threads(args)

@@ -341,10 +341,6 @@ class QuantConfig:
     # 99.97 % with these grids (results/sim_export_pair_safe.txt). `gzsq quantize` turns it on for the files it
     # writes from the simulator unless --full-range-weights; `gzsq evaluate` keeps the reference scheme.
     pair_safe_8bit: bool = False
-    # Activation equalization (gzsq.equalize): before quantizing, each channel of a tensor that passes from one
-    # layer to the next through ReLU/ReLU6 alone is scaled towards the tensor's widest, and the next layer
-    # divides it out, as far as the next layer's predicted rounding noise at these bit widths favours.
-    equalize: bool = False
 
     def __post_init__(self):
         check_bits(self.w_bits, "w_bits")
@@ -356,8 +352,6 @@ class QuantConfig:
             raise ConfigError(f"placement must be 'spec' or 'runtime', got {self.placement!r}")
         if self.weight_clip not in ("maxabs", "mse"):
             raise ConfigError(f"weight_clip must be 'maxabs' or 'mse', got {self.weight_clip!r}")
-        if not isinstance(self.equalize, bool):
-            raise ConfigError(f"equalize must be True or False, got {self.equalize!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -70,7 +70,6 @@ from tqdm.auto import tqdm
 
 from . import device, distributed, interrupt
 from .config import ReconstructConfig
-from .equalize import apply_scales
 from .errors import UnsupportedModelError
 from .fold import fold_bn
 from .graph_ops import is_relu, is_residual_add
@@ -548,7 +547,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
     result.eval()
     gm = result.net
     float_gm = fold_bn(model)
-    apply_scales(float_gm, sim.equalization)  # the float network the sim's weights stand for
     generator = torch.Generator().manual_seed(seed)
     state = _State(generator, config.drop_prob)
 

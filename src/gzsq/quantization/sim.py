@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from .. import interrupt
 from ..config import QuantConfig
-from ..equalize import equalize
 from ..errors import UnsupportedModelError
 from ..fold import fold_bn
 from ..graph_ops import ADD_FUNCS, RELU_FUNCS, RELU_MODULES, is_relu, is_residual_add
@@ -113,15 +112,11 @@ def weight_layer_nodes(gm: fx.GraphModule) -> list[fx.Node]:
 class SimModel(nn.Module):
     """A quantized-simulation model: call it like the float one."""
 
-    def __init__(self, graph_module: fx.GraphModule, config: QuantConfig, weight_scales: dict,
-                 equalization: dict | None = None):
+    def __init__(self, graph_module: fx.GraphModule, config: QuantConfig, weight_scales: dict):
         super().__init__()
         self.net = graph_module
         self.config = config
         self.weight_scales = weight_scales
-        # (first layer, second layer) → the channel scales moved between them (gzsq.equalize); the float
-        # network these weights stand for is the folded model with the same scales applied.
-        self.equalization = equalization or {}
         self.bias_scales: dict[str, torch.Tensor] = {}  # set by `with_integer_biases`
         self.input_spec = getattr(graph_module, "input_spec", None)
 
@@ -213,11 +208,6 @@ def quantize(model: nn.Module, calib: torch.Tensor, config: QuantConfig | None =
         raise UnsupportedModelError(f"calibration images are {'×'.join(map(str, calib.shape[1:]))} but the model "
                                     f"takes {'×'.join(map(str, spec.shape))}")
     gm = fold_bn(model)
-    equalization = {}
-    if config.equalize:
-        layers = weight_layer_nodes(gm)
-        edge = frozenset({layers[0].target, layers[-1].target}) if config.first_last_8bit and layers else frozenset()
-        equalization = equalize(gm, calib, config.w_bits, config.a_bits, edge)
     _insert_act_quantizers(gm, config)
     quantizers = [m for m in gm.modules() if isinstance(m, ActQuantizer)]
     for i, q in enumerate(quantizers):
@@ -236,7 +226,7 @@ def quantize(model: nn.Module, calib: torch.Tensor, config: QuantConfig | None =
             q.set_range(*observer(q.collector, q.bits))
         q.collector = None
     scales = _quantize_weights(gm, config)
-    return SimModel(gm, config, scales, equalization)
+    return SimModel(gm, config, scales)
 
 
 @torch.no_grad()
