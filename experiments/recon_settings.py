@@ -8,10 +8,10 @@ simulator top-1 on all 10 000 CIFAR-10 test images.
 
     python experiments/recon_settings.py --models cifar10-resnet20 --settings drop_prob=0.5 drop_prob=0.75 --seeds 0
     python experiments/recon_settings.py --calib real --settings drop_prob=0.75   # the same on real training images
-    python experiments/recon_settings.py --models cifar10-resnet44 --quant "weight_clip='maxabs'"   # QuantConfig overrides
+    python experiments/recon_settings.py --models cifar10-resnet44 --quant "weight_clip='maxabs'"   # QuantConfig
 
-The rows with `"quant": "equalize=True"` ran from checkouts of commits cde3837 and 098b3fb (`QuantConfig.equalize`, since
-removed; results/lowbit/what_limits_reconstruction.md §26).
+`--quant` overrides fields of the MSE-clipped start. The rows with `"quant": "equalize=True"` ran from checkouts of
+commits cde3837 and 098b3fb (`QuantConfig.equalize`, since removed; results/lowbit/what_limits_reconstruction.md §26).
 
 One JSON line per run goes to results/lowbit/recon_settings.jsonl.
 """
