@@ -39,7 +39,7 @@ def _same(a: dict, b: dict) -> bool:
     (dict(method="brecq"), "method"), (dict(iters=0), "iters"), (dict(batch_size=True), "batch_size"),
     (dict(iters=2.5), "iters"), (dict(lr=0), "lr"), (dict(lr=float("nan")), "lr"), (dict(act_lr=-1e-3), "act_lr"),
     (dict(drop_prob=1.5), "drop_prob"), (dict(reg_weight=-1), "reg_weight"), (dict(warmup=1.0), "warmup"),
-    (dict(loss="l1"), "loss"), (dict(channel_floor=0), "channel_floor"), (dict(members=0), "members"),
+    (dict(loss="l1"), "loss"), (dict(channel_floor=0), "channel_floor"),
 ])
 def test_config_rejects_bad_values_in_one_line(kw, word):
     with pytest.raises(ConfigError) as err:
@@ -103,31 +103,6 @@ def test_reconstruction_lowers_the_error_against_the_float_model(method):
         ref = fold_bn(model)(x)
         err_out, err_rtn = (float((m(x) - ref).pow(2).mean()) for m in (out, sim))
     assert err_out < 0.85 * err_rtn, (err_out, err_rtn)
-
-
-def test_vote_takes_the_majority_rounding():
-    members = [torch.tensor([1.0, 0.0, 0.9, 0.2]), torch.tensor([1.0, 1.0, 0.1, 0.3]),
-               torch.tensor([0.0, 1.0, 0.0, 0.1])]
-    v = R._vote(members)
-    assert torch.equal(v >= 0, torch.tensor([True, True, False, False]))
-    layer = torch.nn.Conv2d(1, 1, 1)
-    rounded = R._RoundedLayer(layer, torch.zeros(1, 1, 1, 1), torch.tensor(1.0), 4, R._State(torch.Generator(), 0.5))
-    with torch.no_grad():
-        rounded.v.copy_(R._vote([torch.ones(1, 1, 1, 1)] * 2 + [torch.zeros(1, 1, 1, 1)]))
-    assert float(rounded.h()) == 1.0, "the voted V sits at a hard rounding"
-
-
-def test_members_one_is_the_plain_run_and_three_vote():
-    model, calib, sim = _tiny_sim(w_bits=3, a_bits=4)
-    one = reconstruct(model, sim, calib, FAST)
-    assert _same(_state(one), _state(reconstruct(model, sim, calib, ReconstructConfig(iters=40, batch_size=16,
-                                                                                         members=1))))
-    three = reconstruct(model, sim, calib, ReconstructConfig(iters=40, batch_size=16, members=3))
-    assert not _same(_state(one), _state(three))
-    for name, (bits, scale) in three.weight_scales.items():
-        w = three.net.get_submodule(name).weight
-        q = torch.round(w / scale.reshape(-1, *([1] * (w.dim() - 1))))
-        assert torch.equal(q * scale.reshape(-1, *([1] * (w.dim() - 1))), w) and (q.abs() <= 2 ** (bits - 1) - 1).all()
 
 
 def test_channel_normalized_loss_weighs_each_channel_by_its_inverse_spread():

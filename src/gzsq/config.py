@@ -515,16 +515,13 @@ class ReconstructConfig:
     # it divides the error; 0.01 weighs nearly every channel alike, while at 1 a channel far weaker than the mean
     # weighs about as under mse.
     channel_floor: float = 0.01
-    # Learn each unit this many times from the same start and keep the rounding most of them chose (the step sizes'
-    # geometric mean): a vote against what one run fitted to its own batches. Costs that many times the time.
-    members: int = 1
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
             raise ConfigError(f"reconstruction method must be one of {', '.join(RECONSTRUCT_METHODS)}, got {self.method!r}")
         if self.loss not in RECONSTRUCT_LOSSES:
             raise ConfigError(f"reconstruction loss must be one of {', '.join(RECONSTRUCT_LOSSES)}, got {self.loss!r}")
-        for name in ("iters", "batch_size", "members"):
+        for name in ("iters", "batch_size"):
             value = getattr(self, name)
             if name == "batch_size" and value is None:
                 continue

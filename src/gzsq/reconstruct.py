@@ -209,12 +209,6 @@ class _LearnedActQuant(nn.Module):
         self.q.scale, self.q.zero_point = scale, self.zero_point
 
 
-def _vote(roundings: list[torch.Tensor]) -> torch.Tensor:
-    """V that rounds each weight the way most members' h(V) did (ties up, as v ≥ 0 does): ±4 puts h(V) at 1 or 0."""
-    up = torch.stack(roundings).mean(0) >= 0.5
-    return torch.where(up, 4.0, -4.0).to(roundings[0].dtype)
-
-
 def _fetch(root: nn.Module, target: str):
     obj = root
     for part in target.split("."):
@@ -629,94 +623,69 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             if stride is not None and side > config.crop:
                 crop_stride = stride
 
-        # With config.members > 1 the unit is learned that many times from the same start, each on its own
-        # batches and QDrop masks; each weight then takes the rounding most members chose and each step size
-        # the members' geometric mean, so what one member fitted to its draws of the images is voted down.
+        opt_v = torch.optim.Adam([w.v for w in unit_weights], lr=config.lr)
+        scales = [a.log_scale for a in learn_acts]
+        opt_s = torch.optim.Adam(scales, lr=config.act_lr) if scales else None
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, config.iters, eta_min=0.0) if opt_s else None
+        warm = int(config.warmup * config.iters)
+        state.mode, state.drop = "soft", config.drop_prob > 0
+        state.reseed_masks(dev)
+        bar = tqdm(range(config.iters), desc=f"reconstruct {index + 1}/{len(units)} {unit.name}",
+                   disable=not progress, leave=False)
         t_unit = time.perf_counter()
-        v_start = [w.v.detach().clone() for w in unit_weights]
-        s_start = [a.log_scale.detach().clone() for a in learn_acts]
-        roundings = [[] for _ in unit_weights]  # each member's h(V), per layer
-        log_scales = [[] for _ in learn_acts]
-        for member in range(config.members):
-            with torch.no_grad():
-                for w, v0 in zip(unit_weights, v_start):
-                    w.v.copy_(v0)
-                for a, s0 in zip(learn_acts, s_start):
-                    a.log_scale.copy_(s0)
-            opt_v = torch.optim.Adam([w.v for w in unit_weights], lr=config.lr)
-            scales = [a.log_scale for a in learn_acts]
-            opt_s = torch.optim.Adam(scales, lr=config.act_lr) if scales else None
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, config.iters, eta_min=0.0) if opt_s else None
-            warm = int(config.warmup * config.iters)
-            state.mode, state.drop = "soft", config.drop_prob > 0
-            state.reseed_masks(dev)
-            label = f" ({member + 1}/{config.members})" if config.members > 1 else ""
-            bar = tqdm(range(config.iters), desc=f"reconstruct {index + 1}/{len(units)} {unit.name}{label}",
-                       disable=not progress, leave=False)
-            rec = reg = torch.zeros(())
-            ranks = distributed.size()
-            if ranks > 1:  # data parallel: every rank draws the whole batch and keeps its share of it
-                if config.batch_size < ranks:
-                    raise UnsupportedModelError(f"a reconstruction batch of {config.batch_size} images cannot be "
-                                                f"shared by {ranks} processes")
-                state.batch, state.rows = config.batch_size, distributed.shard(config.batch_size)
-            learned = [w.v for w in unit_weights] + scales
-            for step in bar:
-                if ranks == 1:
-                    interrupt.check("reconstruct")
-                elif distributed.any_rank(interrupt.requested("reconstruct")):  # every rank stops at the same step
-                    interrupt.check()
-                idx = torch.randint(len(calib), (config.batch_size,), generator=generator)[state.rows]
-                if crop_stride is None:
-                    inp, want = x_q[idx], target[idx]
-                    if state.drop:
-                        inp = state.mix(inp, x_fp[idx])
-                else:  # the float unit on the same window: zero padding at its borders is the same on both sides
-                    rows, cols = _window(x_q.shape[2], x_q.shape[3], config.crop, crop_stride, generator)
-                    inp, fp_in = x_q[idx, :, rows, cols], x_fp[idx, :, rows, cols]
-                    state.mode = "float"
-                    with torch.no_grad():
-                        want = module(fp_in)
-                    state.mode = "soft"
-                    if state.drop:
-                        inp = state.mix(inp, fp_in)
-                rec = _reconstruction_error(module(inp), want, channel_weights)
-                if ranks > 1:  # this rank's part of the whole batch's mean
-                    rec = rec * (len(idx) / config.batch_size)
-                loss = rec
-                if step >= warm and config.reg_weight > 0:
-                    progress_share = (step - warm) / max(1, config.iters - warm)
-                    beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress_share)
-                    reg = sum(w.regulariser(beta) for w in unit_weights)
-                    loss = loss + config.reg_weight * reg / ranks  # counted once when the ranks' gradients add up
-                opt_v.zero_grad(set_to_none=True)
-                if opt_s:
-                    opt_s.zero_grad(set_to_none=True)
-                loss.backward()
-                if ranks > 1:
-                    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in learned]
-                    summed = distributed.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
-                    for p, g in zip(learned, summed.split([g.numel() for g in grads])):
-                        p.grad = g.view_as(p)
-                    rec = distributed.all_reduce_sum(rec.detach().clone())
-                opt_v.step()
-                if opt_s:
-                    opt_s.step()
-                    sched.step()
-                if step % 10 == 0 or step == config.iters - 1:
-                    bar.set_postfix(loss=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.4g}")
-            bar.close()
-            if config.members > 1:
-                for kept, w in zip(roundings, unit_weights):
-                    kept.append(w.h().detach().clone())
-                for kept, a in zip(log_scales, learn_acts):
-                    kept.append(a.log_scale.detach().clone())
-        if config.members > 1:
-            with torch.no_grad():
-                for kept, w in zip(roundings, unit_weights):
-                    w.v.copy_(_vote(kept))
-                for kept, a in zip(log_scales, learn_acts):
-                    a.log_scale.copy_(torch.stack(kept).mean(0))
+        rec = reg = torch.zeros(())
+        ranks = distributed.size()
+        if ranks > 1:  # data parallel: every rank draws the whole batch and keeps its share of it
+            if config.batch_size < ranks:
+                raise UnsupportedModelError(f"a reconstruction batch of {config.batch_size} images cannot be "
+                                            f"shared by {ranks} processes")
+            state.batch, state.rows = config.batch_size, distributed.shard(config.batch_size)
+        learned = [w.v for w in unit_weights] + scales
+        for step in bar:
+            if ranks == 1:
+                interrupt.check("reconstruct")
+            elif distributed.any_rank(interrupt.requested("reconstruct")):  # every rank stops at the same step
+                interrupt.check()
+            idx = torch.randint(len(calib), (config.batch_size,), generator=generator)[state.rows]
+            if crop_stride is None:
+                inp, want = x_q[idx], target[idx]
+                if state.drop:
+                    inp = state.mix(inp, x_fp[idx])
+            else:  # the float unit on the same window: zero padding at its borders is the same on both sides
+                rows, cols = _window(x_q.shape[2], x_q.shape[3], config.crop, crop_stride, generator)
+                inp, fp_in = x_q[idx, :, rows, cols], x_fp[idx, :, rows, cols]
+                state.mode = "float"
+                with torch.no_grad():
+                    want = module(fp_in)
+                state.mode = "soft"
+                if state.drop:
+                    inp = state.mix(inp, fp_in)
+            rec = _reconstruction_error(module(inp), want, channel_weights)
+            if ranks > 1:  # this rank's part of the whole batch's mean
+                rec = rec * (len(idx) / config.batch_size)
+            loss = rec
+            if step >= warm and config.reg_weight > 0:
+                progress_share = (step - warm) / max(1, config.iters - warm)
+                beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress_share)
+                reg = sum(w.regulariser(beta) for w in unit_weights)
+                loss = loss + config.reg_weight * reg / ranks  # counted once when the ranks' gradients add up
+            opt_v.zero_grad(set_to_none=True)
+            if opt_s:
+                opt_s.zero_grad(set_to_none=True)
+            loss.backward()
+            if ranks > 1:
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in learned]
+                summed = distributed.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
+                for p, g in zip(learned, summed.split([g.numel() for g in grads])):
+                    p.grad = g.view_as(p)
+                rec = distributed.all_reduce_sum(rec.detach().clone())
+            opt_v.step()
+            if opt_s:
+                opt_s.step()
+                sched.step()
+            if step % 10 == 0 or step == config.iters - 1:
+                bar.set_postfix(loss=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.4g}")
+        bar.close()
         state.drop, state.batch, state.rows = False, None, slice(None)
         for w in unit_weights:
             w.learned = True
