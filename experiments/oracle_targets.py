@@ -1,0 +1,129 @@
+"""Which of gzsq's weight-derived targets cost W4A4 reconstruction: swap in the BN statistics, part by part.
+
+On the BN-trained CIFAR ResNets the folded network's conv outputs have, on the training data, per-channel mean β
+and standard deviation |γ| of the BatchNorm that was folded into them. Those are the values gzsq's propagated
+targets estimate from the weights alone. This script distils the W4A4 job's own set (`half-local`, 256 images,
+the same seed) with some of the propagated targets replaced by (β, |γ|), reconstructs at W4A4 with the defaults,
+and reports simulator top-1 on all 10 000 CIFAR-10 test images. The BN statistics only measure here: nothing in
+the product reads them in the bn-free setting.
+
+Variants (the local half is untouched in all but `oracle-only`, whose whole set uses the replaced targets):
+
+- `gzsq`: no replacement (must reproduce results/lowbit/recon_settings.jsonl's default row for the seed);
+- `oracle`: means and stds of every BN-fed conv; `oracle-mean`, `oracle-std`: only one of the two;
+- `oracle-third1|2|3`: means and stds in the first, middle or last third of the convs (forward order);
+- `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe).
+
+    python experiments/oracle_targets.py --model cifar10-resnet32 --seed 0 --variants gzsq oracle
+
+One JSON line per run goes to results/lowbit/oracle_targets.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import gzsq
+from assets import CIFAR_TEST, load_zoo_model, short_commit
+from gzsq.data import load_eval_set
+from gzsq.distillation.loop import distill_images
+from gzsq.fold import fold_bn, trace
+from gzsq.metrics import predict, top1
+from gzsq.quantization.sim import quantize
+from gzsq.reconstruct import reconstruct
+from gzsq.sources.gzsq import _split_local, objective_for, recipe_for
+from gzsq.sources.registry import input_shape
+
+OUT = Path(__file__).resolve().parent.parent / "results" / "lowbit" / "oracle_targets.jsonl"
+VARIANTS = ("gzsq", "oracle", "oracle-mean", "oracle-std", "oracle-third1", "oracle-third2", "oracle-third3",
+            "oracle-only")
+
+
+def bn_statistics(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Conv module path → (β, |γ|) of the BatchNorm that reads its output: the folded conv's output statistics."""
+    gm = trace(model.eval())
+    modules = dict(gm.named_modules())
+    found = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(modules[node.target], nn.BatchNorm2d):
+            bn, src = modules[node.target], node.args[0]
+            found[src.target] = (bn.bias.detach().clone(), bn.weight.detach().abs().clone())
+    return found
+
+
+def swapped(targets: dict, oracle: dict, variant: str, floor: float) -> dict:
+    """`targets` with the variant's entries replaced by the BN statistics (stds floored as gzsq floors its own)."""
+    names = list(targets)
+    thirds = [set(names[i * len(names) // 3:(i + 1) * len(names) // 3]) for i in range(3)]
+    out = {}
+    for name, (mean, std) in targets.items():
+        if name in oracle and variant != "gzsq":
+            o_mean, o_std = oracle[name]
+            o_std = o_std.clamp_min(floor * float(o_std.median()))
+            if variant.startswith("oracle-third") and name not in thirds[int(variant[-1]) - 1]:
+                pass
+            elif variant == "oracle-mean":
+                mean = o_mean
+            elif variant == "oracle-std":
+                std = o_std
+            else:
+                mean, std = o_mean, o_std
+        out[name] = (mean, std)
+    return out
+
+
+def distil(model: nn.Module, variant: str, seed: int, n: int = 256) -> tuple[torch.Tensor, float]:
+    """The W4A4 job's gzsq set (`half-local`), distilled with the variant's targets. → images, seconds."""
+    folded = fold_bn(model)
+    recipe = recipe_for("half-local")
+    t = recipe.targets
+    objective = objective_for(folded, t)
+    objective = replace(objective, targets=swapped(objective.targets, bn_statistics(model), variant, t.std_floor))
+    shape, distill = input_shape(model), recipe.distill
+    if variant == "oracle-only":
+        objective = replace(objective, local_rule=None)
+    else:
+        objective, distill = _split_local(objective, distill, n, shape, t.local_fraction)
+    start = time.time()
+    images, _ = distill_images(folded, objective, n, shape, distill, seed=seed,
+                               pixel_bounds=model.input_spec.pixel_bounds(),
+                               num_classes=list(objective.targets.values())[-1][0].numel(), desc=variant)
+    return images, time.time() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="cifar10-resnet32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", nargs="+", default=["gzsq", "oracle"], choices=VARIANTS)
+    p.add_argument("--bits", default="4,4")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    w_bits, a_bits = (int(b) for b in args.bits.split(","))
+    model = load_zoo_model(args.model)
+    data = load_eval_set(model, CIFAR_TEST)
+    fp32 = predict(model, data.images)
+    commit = short_commit()
+    for variant in args.variants:
+        calib, distill_s = distil(model, variant, args.seed)
+        start = time.time()
+        sim = quantize(model, calib, gzsq.QuantConfig.starting_point(w_bits, a_bits))
+        sim = reconstruct(model, sim, calib, gzsq.ReconstructConfig(), seed=args.seed)
+        pred = predict(sim, data.images)
+        line = {"model": args.model, "w_bits": w_bits, "a_bits": a_bits, "seed": args.seed, "variant": variant,
+                "top1": round(top1(pred, data.labels), 2), "agreement": round(float((pred == fp32).mean() * 100), 2),
+                "distill_s": round(distill_s, 1), "reconstruct_s": round(time.time() - start), "commit": commit}
+        print(json.dumps(line), flush=True)
+        with OUT.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    main()
