@@ -15,6 +15,7 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
 - `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe).
 
     python experiments/oracle_targets.py --model cifar10-resnet32 --seed 0 --variants gzsq oracle
+    python experiments/oracle_targets.py --variants oracle-only --distill iterations=100   # recipe settings
 
 One JSON line per run goes to results/lowbit/oracle_targets.jsonl.
 """
@@ -40,6 +41,7 @@ from gzsq.quantization.sim import quantize
 from gzsq.reconstruct import reconstruct
 from gzsq.sources.gzsq import _split_local, objective_for, recipe_for
 from gzsq.sources.registry import input_shape
+from overrides import parse_overrides
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "lowbit" / "oracle_targets.jsonl"
 VARIANTS = ("gzsq", "oracle", "oracle-mean", "oracle-std", "oracle-third1", "oracle-third2", "oracle-third3",
@@ -79,10 +81,11 @@ def swapped(targets: dict, oracle: dict, variant: str, floor: float) -> dict:
     return out
 
 
-def distil(model: nn.Module, variant: str, seed: int, n: int = 256) -> tuple[torch.Tensor, float]:
-    """The W4A4 job's gzsq set (`half-local`), distilled with the variant's targets. → images, seconds."""
+def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=()) -> tuple[torch.Tensor, float]:
+    """The W4A4 job's gzsq set (`half-local`, `overrides` replacing its settings), distilled with the variant's
+    targets. → images, seconds."""
     folded = fold_bn(model)
-    recipe = recipe_for("half-local")
+    recipe = recipe_for("half-local", overrides)
     t = recipe.targets
     objective = objective_for(folded, t)
     objective = replace(objective, targets=swapped(objective.targets, bn_statistics(model), variant, t.std_floor))
@@ -104,6 +107,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", nargs="+", default=["gzsq", "oracle"], choices=VARIANTS)
     p.add_argument("--bits", default="4,4")
+    p.add_argument("--distill", default="", help="settings of the half-local recipe to replace, k=v[,k=v]")
     args = p.parse_args()
     torch.set_num_threads(1)
     w_bits, a_bits = (int(b) for b in args.bits.split(","))
@@ -112,12 +116,13 @@ def main() -> None:
     fp32 = predict(model, data.images)
     commit = short_commit()
     for variant in args.variants:
-        calib, distill_s = distil(model, variant, args.seed)
+        calib, distill_s = distil(model, variant, args.seed, overrides=parse_overrides(args.distill))
         start = time.time()
         sim = quantize(model, calib, gzsq.QuantConfig.starting_point(w_bits, a_bits))
         sim = reconstruct(model, sim, calib, gzsq.ReconstructConfig(), seed=args.seed)
         pred = predict(sim, data.images)
         line = {"model": args.model, "w_bits": w_bits, "a_bits": a_bits, "seed": args.seed, "variant": variant,
+                **({"distill": args.distill} if args.distill else {}),
                 "top1": round(top1(pred, data.labels), 2), "agreement": round(float((pred == fp32).mean() * 100), 2),
                 "distill_s": round(distill_s, 1), "reconstruct_s": round(time.time() - start), "commit": commit}
         print(json.dumps(line), flush=True)
