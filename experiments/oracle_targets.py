@@ -12,7 +12,8 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
 - `gzsq`: no replacement (must reproduce results/lowbit/recon_settings.jsonl's default row for the seed);
 - `oracle`: means and stds of every BN-fed conv; `oracle-mean`, `oracle-std`: only one of the two;
 - `oracle-third1|2|3`: means and stds in the first, middle or last third of the convs (forward order);
-- `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe).
+- `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe); `--whole` does
+  the same for any variant.
 
     python experiments/oracle_targets.py --model cifar10-resnet32 --seed 0 --variants gzsq oracle
     python experiments/oracle_targets.py --variants oracle-only --distill iterations=100   # recipe settings
@@ -81,7 +82,8 @@ def swapped(targets: dict, oracle: dict, variant: str, floor: float) -> dict:
     return out
 
 
-def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=()) -> tuple[torch.Tensor, float]:
+def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=(),
+           whole: bool = False) -> tuple[torch.Tensor, float]:
     """The W4A4 job's gzsq set (`half-local`, `overrides` replacing its settings), distilled with the variant's
     targets. → images, seconds."""
     folded = fold_bn(model)
@@ -90,7 +92,7 @@ def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=()
     objective = objective_for(folded, t)
     objective = replace(objective, targets=swapped(objective.targets, bn_statistics(model), variant, t.std_floor))
     shape, distill = input_shape(model), recipe.distill
-    if variant == "oracle-only":
+    if whole or variant == "oracle-only":
         objective = replace(objective, local_rule=None)
     else:
         objective, distill = _split_local(objective, distill, n, shape, t.local_fraction)
@@ -107,6 +109,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", nargs="+", default=["gzsq", "oracle"], choices=VARIANTS)
     p.add_argument("--bits", default="4,4")
+    p.add_argument("--whole", action="store_true", help="the whole set on the (swapped) propagated targets")
     p.add_argument("--distill", default="", help="settings of the half-local recipe to replace, k=v[,k=v]")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -116,13 +119,14 @@ def main() -> None:
     fp32 = predict(model, data.images)
     commit = short_commit()
     for variant in args.variants:
-        calib, distill_s = distil(model, variant, args.seed, overrides=parse_overrides(args.distill))
+        calib, distill_s = distil(model, variant, args.seed, overrides=parse_overrides(args.distill),
+                                   whole=args.whole)
         start = time.time()
         sim = quantize(model, calib, gzsq.QuantConfig.starting_point(w_bits, a_bits))
         sim = reconstruct(model, sim, calib, gzsq.ReconstructConfig(), seed=args.seed)
         pred = predict(sim, data.images)
         line = {"model": args.model, "w_bits": w_bits, "a_bits": a_bits, "seed": args.seed, "variant": variant,
-                **({"distill": args.distill} if args.distill else {}),
+                **({"distill": args.distill} if args.distill else {}), **({"whole": True} if args.whole else {}),
                 "top1": round(top1(pred, data.labels), 2), "agreement": round(float((pred == fp32).mean() * 100), 2),
                 "distill_s": round(distill_s, 1), "reconstruct_s": round(time.time() - start), "commit": commit}
         print(json.dumps(line), flush=True)
