@@ -94,7 +94,7 @@ def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=()
     shape, distill = input_shape(model), recipe.distill
     if whole or variant == "oracle-only":
         objective = replace(objective, local_rule=None)
-    else:
+    elif t.local and t.local_fraction < 1.0:  # as the gzsq source splits the set
         objective, distill = _split_local(objective, distill, n, shape, t.local_fraction)
     start = time.time()
     images, _ = distill_images(folded, objective, n, shape, distill, seed=seed,
@@ -110,7 +110,7 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["gzsq", "oracle"], choices=VARIANTS)
     p.add_argument("--bits", default="4,4")
     p.add_argument("--whole", action="store_true", help="the whole set on the (swapped) propagated targets")
-    p.add_argument("--distill", default="", help="settings of the half-local recipe to replace, k=v[,k=v]")
+    p.add_argument("--distill", default="", help="settings of the half-local recipe (targets or distillation) to replace, k=v[,k=v]")
     args = p.parse_args()
     torch.set_num_threads(1)
     w_bits, a_bits = (int(b) for b in args.bits.split(","))

@@ -251,7 +251,8 @@ def layer_targets(folded: torch.nn.Module, t: TargetConfig) -> dict[str, tuple[t
 
 def objective_for(folded: torch.nn.Module, t: TargetConfig) -> Objective:
     """What distillation matches on the folded model: the propagated targets, and the local rule if `t.local`."""
-    return Objective(layer_targets(folded, t), local_rule=_local_rule(t) if t.local else None)
+    return Objective(layer_targets(folded, t), local_rule=_local_rule(t) if t.local else None,
+                     local_part=t.local_part)
 
 
 @register_source("gzsq")
