@@ -303,17 +303,11 @@ class TargetConfig:
     # propagated ones (1: all local). Local targets left the CIFAR ResNets' deep ranges wider than real images',
     # propagated ones narrower (results/fidelity/deep_width_levers.txt); a set of both shows both.
     local_fraction: float = 1.0
-    # With `local`: which part of each target the local rule sets, "both", or "std" (the mean stays the propagated
-    # one). With the BN statistics in their place, the propagated stds, not the means, are what cost reconstruction
-    # when matched closely (results/lowbit/what_limits_reconstruction.md §30).
-    local_part: str = "both"
 
     def __post_init__(self):
         f = self.local_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
             raise ConfigError(f"local_fraction must be a number in (0, 1], got {f!r}")
-        if self.local_part not in ("both", "std"):
-            raise ConfigError(f"local_part must be 'both' or 'std', got {self.local_part!r}")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,6 @@ class Objective:
     local_rule: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     # With `local_rule`: only the first `local_batches` batches use it, the rest match the listed targets (None: all).
     local_batches: int | None = None
-    local_part: str = "both"  # "std": the local rule sets the stds only, the listed means stay
 
     def local_in(self, batch_index: int) -> bool:
         """Whether batch `batch_index` is matched to local targets."""
@@ -303,8 +302,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     if local:  # the target from this step's input statistics
                         with torch.no_grad():
                             in_stats = _channel_stats(captured_inputs[name], size)
-                            local_mu, sigma = objective.local_rule(modules[name], *in_stats)
-                            mu = local_mu if objective.local_part == "both" else mu
+                            mu, sigma = objective.local_rule(modules[name], *in_stats)
                     step_targets[name] = (mu, sigma)
                     loss = loss + loss_fn(m, s, mu, sigma)
                 loss = loss / max(1, len(objective.targets))

@@ -251,8 +251,7 @@ def layer_targets(folded: torch.nn.Module, t: TargetConfig) -> dict[str, tuple[t
 
 def objective_for(folded: torch.nn.Module, t: TargetConfig) -> Objective:
     """What distillation matches on the folded model: the propagated targets, and the local rule if `t.local`."""
-    return Objective(layer_targets(folded, t), local_rule=_local_rule(t) if t.local else None,
-                     local_part=t.local_part)
+    return Objective(layer_targets(folded, t), local_rule=_local_rule(t) if t.local else None)
 
 
 @register_source("gzsq")
