@@ -13,7 +13,7 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
 - `oracle`: means and stds of every BN-fed conv; `oracle-mean`, `oracle-std`: only one of the two;
 - `oracle-third1|2|3`: means and stds in the first, middle or last third of the convs (forward order);
 - `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe); `--whole` does
-  the same for any variant.
+  the same for any variant; `--no-classifier` drops the target on the logits, which no BatchNorm gives.
 
     python experiments/oracle_targets.py --model cifar10-resnet32 --seed 0 --variants gzsq oracle
     python experiments/oracle_targets.py --variants oracle-only --distill iterations=100   # recipe settings
@@ -83,14 +83,18 @@ def swapped(targets: dict, oracle: dict, variant: str, floor: float) -> dict:
 
 
 def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=(),
-           whole: bool = False) -> tuple[torch.Tensor, float]:
+           whole: bool = False, classifier: bool = True) -> tuple[torch.Tensor, float]:
     """The W4A4 job's gzsq set (`half-local`, `overrides` replacing its settings), distilled with the variant's
     targets. → images, seconds."""
     folded = fold_bn(model)
     recipe = recipe_for("half-local", overrides)
     t = recipe.targets
     objective = objective_for(folded, t)
-    objective = replace(objective, targets=swapped(objective.targets, bn_statistics(model), variant, t.std_floor))
+    oracle = bn_statistics(model)
+    targets = swapped(objective.targets, oracle, variant, t.std_floor)
+    if not classifier:  # as ZeroQ: no target where no BatchNorm was folded
+        targets = {k: v for k, v in targets.items() if k in oracle}
+    objective = replace(objective, targets=targets)
     shape, distill = input_shape(model), recipe.distill
     if whole or variant == "oracle-only":
         objective = replace(objective, local_rule=None)
@@ -110,6 +114,7 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["gzsq", "oracle"], choices=VARIANTS)
     p.add_argument("--bits", default="4,4")
     p.add_argument("--whole", action="store_true", help="the whole set on the (swapped) propagated targets")
+    p.add_argument("--no-classifier", action="store_true", help="drop the targets no BatchNorm gives (the logits)")
     p.add_argument("--distill", default="", help="settings of the half-local recipe (targets or distillation) to replace, k=v[,k=v]")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -120,13 +125,14 @@ def main() -> None:
     commit = short_commit()
     for variant in args.variants:
         calib, distill_s = distil(model, variant, args.seed, overrides=parse_overrides(args.distill),
-                                   whole=args.whole)
+                                   whole=args.whole, classifier=not args.no_classifier)
         start = time.time()
         sim = quantize(model, calib, gzsq.QuantConfig.starting_point(w_bits, a_bits))
         sim = reconstruct(model, sim, calib, gzsq.ReconstructConfig(), seed=args.seed)
         pred = predict(sim, data.images)
         line = {"model": args.model, "w_bits": w_bits, "a_bits": a_bits, "seed": args.seed, "variant": variant,
                 **({"distill": args.distill} if args.distill else {}), **({"whole": True} if args.whole else {}),
+                **({"classifier": False} if args.no_classifier else {}),
                 "top1": round(top1(pred, data.labels), 2), "agreement": round(float((pred == fp32).mean() * 100), 2),
                 "distill_s": round(distill_s, 1), "reconstruct_s": round(time.time() - start), "commit": commit}
         print(json.dumps(line), flush=True)
