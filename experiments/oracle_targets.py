@@ -12,6 +12,8 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
 - `gzsq`: no replacement (must reproduce results/lowbit/recon_settings.jsonl's default row for the seed);
 - `oracle`: means and stds of every BN-fed conv; `oracle-mean`, `oracle-std`: only one of the two;
 - `oracle-third1|2|3`: means and stds in the first, middle or last third of the convs (forward order);
+- `zeroq`: the zeroq source's own set (bn setting: BN inputs, unfolded scale, no target on the logits), `--distill`
+  replacing settings of ZeroQ's recipe;
 - `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe); `--whole` does
   the same for any variant; `--no-classifier` drops the target on the logits, which no BatchNorm gives.
 
@@ -41,12 +43,13 @@ from gzsq.metrics import predict, top1
 from gzsq.quantization.sim import quantize
 from gzsq.reconstruct import reconstruct
 from gzsq.sources.gzsq import _split_local, objective_for, recipe_for
+from gzsq.sources.calibrate import calibrate
 from gzsq.sources.registry import input_shape
 from overrides import parse_overrides
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "lowbit" / "oracle_targets.jsonl"
 VARIANTS = ("gzsq", "oracle", "oracle-mean", "oracle-std", "oracle-third1", "oracle-third2", "oracle-third3",
-            "oracle-only")
+            "oracle-only", "zeroq")
 
 
 def bn_statistics(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -85,7 +88,11 @@ def swapped(targets: dict, oracle: dict, variant: str, floor: float) -> dict:
 def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=(),
            whole: bool = False, classifier: bool = True) -> tuple[torch.Tensor, float]:
     """The W4A4 job's gzsq set (`half-local`, `overrides` replacing its settings), distilled with the variant's
-    targets. → images, seconds."""
+    targets. → images, seconds. `zeroq`: the zeroq source itself (bn setting), `overrides` replacing its recipe."""
+    if variant == "zeroq":
+        start = time.time()
+        config = gzsq.CalibrationConfig(source="zeroq", seed=seed, setting="bn", n_images=n)
+        return calibrate(model, config, overrides=tuple(overrides)).images, time.time() - start
     folded = fold_bn(model)
     recipe = recipe_for("half-local", overrides)
     t = recipe.targets
