@@ -11,7 +11,8 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
 
 - `gzsq`: no replacement (must reproduce results/lowbit/recon_settings.jsonl's default row for the seed);
 - `oracle`: means and stds of every BN-fed conv; `oracle-mean`, `oracle-std`: only one of the two;
-- `oracle-third1|2|3`: means and stds in the first, middle or last third of the convs (forward order);
+- `oracle-third1|2|3`: means and stds in the first, middle or last third of the target layers (forward order;
+  the classifier, last, has no BatchNorm and keeps its target);
 - `zeroq`: the zeroq source's own set (bn setting: BN inputs, unfolded scale, no target on the logits), `--distill`
   replacing settings of ZeroQ's recipe;
 - `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe); `--whole` does
@@ -19,6 +20,8 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
 
     python experiments/oracle_targets.py --model cifar10-resnet32 --seed 0 --variants gzsq oracle
     python experiments/oracle_targets.py --variants oracle-only --distill iterations=100   # recipe settings
+    python experiments/oracle_targets.py --whole --variants oracle-std --distill iterations=100
+    python experiments/oracle_targets.py --model cifar10-resnet44 --variants zeroq --distill "iterations=100,lr=0.2,loss='kl'"
 
 One JSON line per run goes to results/lowbit/oracle_targets.jsonl.
 """
