@@ -21,7 +21,8 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
     python experiments/oracle_targets.py --model cifar10-resnet32 --seed 0 --variants gzsq oracle
     python experiments/oracle_targets.py --variants oracle-only --distill iterations=100   # recipe settings
     python experiments/oracle_targets.py --whole --variants oracle-std --distill iterations=100
-    python experiments/oracle_targets.py --model cifar10-resnet44 --variants zeroq --distill "iterations=100,lr=0.2,loss='kl'"
+    python experiments/oracle_targets.py --model cifar10-resnet44 --variants zeroq \\
+        --distill "iterations=100,lr=0.2,loss='kl',clamp_pixels=True,early_stop_patience=0"
 
 One JSON line per run goes to results/lowbit/oracle_targets.jsonl.
 """
@@ -125,7 +126,8 @@ def main() -> None:
     p.add_argument("--bits", default="4,4")
     p.add_argument("--whole", action="store_true", help="the whole set on the (swapped) propagated targets")
     p.add_argument("--no-classifier", action="store_true", help="drop the targets no BatchNorm gives (the logits)")
-    p.add_argument("--distill", default="", help="settings of the half-local recipe (targets or distillation) to replace, k=v[,k=v]")
+    p.add_argument("--distill", default="",
+                   help="settings of the half-local recipe (targets or distillation) to replace, k=v[,k=v]")
     args = p.parse_args()
     torch.set_num_threads(1)
     w_bits, a_bits = (int(b) for b in args.bits.split(","))
