@@ -44,6 +44,7 @@ from gzsq.data import load_eval_set
 from gzsq.distillation.loop import distill_images
 from gzsq.fold import fold_bn, trace
 from gzsq.metrics import predict, top1
+from gzsq.models.validate import model_name
 from gzsq.quantization.sim import quantize
 from gzsq.reconstruct import reconstruct
 from gzsq.sources.gzsq import _split_local, objective_for, recipe_for
@@ -102,6 +103,8 @@ def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=()
     t = recipe.targets
     objective = objective_for(folded, t)
     oracle = bn_statistics(model)
+    if not oracle:
+        raise SystemExit(f"{model_name(model)} has no BatchNorm: there are no statistics to swap in")
     targets = swapped(objective.targets, oracle, variant, t.std_floor)
     if not classifier:  # as ZeroQ: no target where no BatchNorm was folded
         targets = {k: v for k, v in targets.items() if k in oracle}
@@ -129,6 +132,9 @@ def main() -> None:
     p.add_argument("--distill", default="",
                    help="settings of the half-local recipe (targets or distillation) to replace, k=v[,k=v]")
     args = p.parse_args()
+    if "zeroq" in args.variants and (args.whole or args.no_classifier):
+        p.error("--whole and --no-classifier do not apply to the zeroq variant "
+                "(it has no local half and no logits target)")
     torch.set_num_threads(1)
     w_bits, a_bits = (int(b) for b in args.bits.split(","))
     model = load_zoo_model(args.model)
