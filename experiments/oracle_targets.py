@@ -16,11 +16,14 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
 - `zeroq`: the zeroq source's own set (bn setting: BN inputs, unfolded scale, no target on the logits), `--distill`
   replacing settings of ZeroQ's recipe;
 - `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe); `--whole` does
-  the same for any variant; `--no-classifier` drops the target on the logits, which no BatchNorm gives.
+  the same for any variant; `--no-classifier` drops the target on the logits, which no BatchNorm gives;
+  `--keep-thirds 1 2` keeps the targets of those thirds of the target layers only and drops the rest (with
+  `gzsq`, a recipe that still reads nothing but the weights).
 
     python experiments/oracle_targets.py --model cifar10-resnet32 --seed 0 --variants gzsq oracle
     python experiments/oracle_targets.py --variants oracle-only --distill iterations=100   # recipe settings
     python experiments/oracle_targets.py --whole --variants oracle-std --distill iterations=100
+    python experiments/oracle_targets.py --whole --no-classifier --keep-thirds 1 --variants gzsq --distill iterations=100
     python experiments/oracle_targets.py --model cifar10-resnet44 --variants zeroq \\
         --distill "iterations=100,lr=0.2,loss='kl',clamp_pixels=True,early_stop_patience=0"
 
@@ -90,8 +93,16 @@ def swapped(targets: dict, oracle: dict, variant: str, floor: float) -> dict:
     return out
 
 
+def kept(targets: dict, thirds: tuple[int, ...]) -> dict:
+    """Only the targets of the given thirds (1, 2, 3) of the target layers, in forward order."""
+    names = list(targets)
+    keep = {n for i in thirds for n in names[(i - 1) * len(names) // 3:i * len(names) // 3]}
+    return {k: v for k, v in targets.items() if k in keep}
+
+
 def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=(),
-           whole: bool = False, classifier: bool = True) -> tuple[torch.Tensor, float]:
+           whole: bool = False, classifier: bool = True,
+           thirds: tuple[int, ...] = (1, 2, 3)) -> tuple[torch.Tensor, float]:
     """The W4A4 job's gzsq set (`half-local`, `overrides` replacing its settings), distilled with the variant's
     targets. → images, seconds. `zeroq`: the zeroq source itself (bn setting), `overrides` replacing its recipe."""
     if variant == "zeroq":
@@ -106,8 +117,10 @@ def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=()
     if not oracle:
         raise SystemExit(f"{model_name(model)} has no BatchNorm: there are no statistics to swap in")
     targets = swapped(objective.targets, oracle, variant, t.std_floor)
+    num_classes = list(targets.values())[-1][0].numel()
     if not classifier:  # as ZeroQ: no target where no BatchNorm was folded
         targets = {k: v for k, v in targets.items() if k in oracle}
+    targets = kept(targets, thirds)
     objective = replace(objective, targets=targets)
     shape, distill = input_shape(model), recipe.distill
     if whole or variant == "oracle-only":
@@ -117,7 +130,7 @@ def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=()
     start = time.time()
     images, _ = distill_images(folded, objective, n, shape, distill, seed=seed,
                                pixel_bounds=model.input_spec.pixel_bounds(),
-                               num_classes=list(objective.targets.values())[-1][0].numel(), desc=variant)
+                               num_classes=num_classes, desc=variant)
     return images, time.time() - start
 
 
@@ -129,11 +142,14 @@ def main() -> None:
     p.add_argument("--bits", default="4,4")
     p.add_argument("--whole", action="store_true", help="the whole set on the (swapped) propagated targets")
     p.add_argument("--no-classifier", action="store_true", help="drop the targets no BatchNorm gives (the logits)")
+    p.add_argument("--keep-thirds", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3],
+                   help="keep only these thirds of the target layers' targets (forward order)")
     p.add_argument("--distill", default="",
                    help="settings of the half-local recipe (targets or distillation) to replace, k=v[,k=v]")
     args = p.parse_args()
-    if "zeroq" in args.variants and (args.whole or args.no_classifier):
-        p.error("--whole and --no-classifier do not apply to the zeroq variant "
+    thirds = tuple(sorted(set(args.keep_thirds)))
+    if "zeroq" in args.variants and (args.whole or args.no_classifier or thirds != (1, 2, 3)):
+        p.error("--whole, --no-classifier and --keep-thirds do not apply to the zeroq variant "
                 "(it has no local half and no logits target)")
     torch.set_num_threads(1)
     w_bits, a_bits = (int(b) for b in args.bits.split(","))
@@ -143,7 +159,7 @@ def main() -> None:
     commit = short_commit()
     for variant in args.variants:
         calib, distill_s = distil(model, variant, args.seed, overrides=parse_overrides(args.distill),
-                                   whole=args.whole, classifier=not args.no_classifier)
+                                   whole=args.whole, classifier=not args.no_classifier, thirds=thirds)
         start = time.time()
         sim = quantize(model, calib, gzsq.QuantConfig.starting_point(w_bits, a_bits))
         sim = reconstruct(model, sim, calib, gzsq.ReconstructConfig(), seed=args.seed)
@@ -151,6 +167,7 @@ def main() -> None:
         line = {"model": args.model, "w_bits": w_bits, "a_bits": a_bits, "seed": args.seed, "variant": variant,
                 **({"distill": args.distill} if args.distill else {}), **({"whole": True} if args.whole else {}),
                 **({"classifier": False} if args.no_classifier else {}),
+                **({"thirds": list(thirds)} if thirds != (1, 2, 3) else {}),
                 "top1": round(top1(pred, data.labels), 2), "agreement": round(float((pred == fp32).mean() * 100), 2),
                 "distill_s": round(distill_s, 1), "reconstruct_s": round(time.time() - start), "commit": commit}
         print(json.dumps(line), flush=True)
