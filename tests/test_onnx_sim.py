@@ -141,6 +141,46 @@ def test_a_file_onnxruntime_cannot_load_is_still_written_and_its_report_says_so(
     assert out.exists() and encodings_path_for(out).exists()
 
 
+def _bounded_net() -> torch.nn.Module:
+    """ReLU6 and a Hardtanh (both export as Clip) in front of quantized convs, as in MobileNet-class networks."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.Hardtanh(-1.0, 1.0), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 4)).eval()
+    net.input_spec = make_tiny().input_spec
+    return net
+
+
+@pytest.mark.parametrize("wide_grids", [False, True])
+def test_relu6_networks_at_4bit_activations_load_in_onnxruntime_and_compute_the_simulators_values(tmp_path,
+                                                                                                 wide_grids):
+    """ONNX Runtime refuses a file where a Clip feeds a 4-bit QuantizeLinear (its Clip fusion reads only 8-bit zero
+    points). Where the quantizer saturates at the Clip's bounds anyway it reads the Clip's input; where its grid
+    reaches past them (a step size learned wider than 6/15, a zero point inside the Clip's range) the Clip becomes
+    Max then Min. Either way the optimized session computes the simulator's logits."""
+    net = _bounded_net()
+    sim = with_integer_biases(quantize(net, torch.randn(16, 3, 8, 8), QuantConfig.starting_point(4, 4)))
+    quantizers = sim.act_quantizers()
+    if wide_grids:  # grids past the bounds: ReLU6's [0, 7.5], Hardtanh's [-1.6, 1.4]
+        quantizers["act_quant_1"].scale = 0.5
+        quantizers["act_quant_2"].set_range(-1.5, 1.5)
+    out = tmp_path / "bounded.onnx"
+    enc = export_sim_onnx(sim, out)
+    assert [enc["activations"][f"act_quant_{i}"]["bits"] for i in (1, 2)] == [4, 4]
+    proto = onnx.load(str(out))
+    producer = {o: n.op_type for n in proto.graph.node for o in n.output}
+    four_bit = {f"{name}/QuantizeLinear" for name, a in enc["activations"].items() if a["bits"] == 4}
+    feeding = [producer.get(n.input[0]) for n in proto.graph.node if n.name in four_bit]
+    assert "Clip" not in feeding and ("Min" in feeding) == wide_grids
+    images = torch.randn(64, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 3
+    with torch.no_grad():
+        expected = sim(images).numpy()
+    for reference in (True, False):
+        logits = OnnxClassifier(out, reference=reference).logits(images.numpy())
+        np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+
 def test_low_bits_need_an_onnx_output_and_no_onnxruntime_quantizer_flags(tmp_path):
     out = tmp_path / "r20.pt2"
     assert_one_line_error(run_cli(["quantize", "cifar10-resnet20", "--weights", needs(RESNET20), "-o", out,

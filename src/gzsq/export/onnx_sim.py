@@ -40,6 +40,7 @@ from torch import nn
 from ..atomic import atomic_path, write_text_atomic
 from ..quantization.sim import WEIGHT_LAYERS, ActQuantizer, SimModel
 from .onnx_fp32 import INPUT_NAME, OUTPUT_NAME, input_metadata
+from .onnx_int8 import clip_bounds
 
 OPSET = 21
 ENCODINGS_FORMAT = "gzsq-encodings"
@@ -246,6 +247,43 @@ def _rewrite(proto: onnx.ModelProto, marks, bias_scales: dict) -> dict:
     return {"activations": activations, "weights": weights}
 
 
+def _no_clip_into_4bit_quantize(proto: onnx.ModelProto, activations: dict) -> None:
+    """Keep a bounded activation (ReLU6 exports as Clip(0, 6)) from feeding a 4-bit QuantizeLinear directly.
+
+    ONNX Runtime fuses Clip → QuantizeLinear at load time and reads the zero point as 8-bit only: a 4-bit one
+    makes it refuse the whole file, so every ReLU6 network at 4-bit activations would be unusable there. Where the
+    quantizer's own saturation already does the Clip's work (Q(lo) and Q(hi) are the grid's ends), the quantizer
+    reads the Clip's input; otherwise the Clip becomes Max then Min, the same values with no fusion to trip on."""
+    bounds = clip_bounds(proto)
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    grids = {f"{name}/QuantizeLinear": a for name, a in activations.items() if a["bits"] == 4}
+    nodes = []
+    for node in proto.graph.node:
+        a = grids.get(node.name) if node.op_type == "QuantizeLinear" else None
+        clip = producer.get(node.input[0]) if a is not None else None
+        if clip is None or clip.op_type != "Clip" or node.input[0] not in bounds:
+            nodes.append(node)
+            continue
+        lo, hi = bounds[node.input[0]]
+        scale, zero = np.float32(a["scale"]), a["zero_point"]
+        if lo / scale + zero < 0.499 and hi / scale + zero > 2 ** a["bits"] - 1.499:
+            node.input[0] = clip.input[0]  # the Clip stays for any other reader (there is none in these files)
+        else:
+            name = node.name.rsplit("/", 1)[0]
+            proto.graph.initializer.extend([numpy_helper.from_array(np.array(lo, np.float32), f"{name}.floor"),
+                                            numpy_helper.from_array(np.array(hi, np.float32), f"{name}.ceiling")])
+            nodes += [helper.make_node("Max", [clip.input[0], f"{name}.floor"], [f"{name}.floored"],
+                                       name=f"{name}/Max"),
+                      helper.make_node("Min", [f"{name}.floored", f"{name}.ceiling"], [f"{name}.bounded"],
+                                       name=f"{name}/Min")]
+            node.input[0] = f"{name}.bounded"
+        nodes.append(node)
+    used = {i for n in nodes for i in n.input} | {o.name for o in proto.graph.output}
+    nodes = [n for n in nodes if n.op_type != "Clip" or any(o in used for o in n.output)]
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+
+
 def export_sim_onnx(sim: SimModel, out: str | Path, *, model_name: str = "", layout: str = "nchw") -> dict:
     """Write `sim` as an ONNX QDQ file at `out` and its encodings at OUT.encodings.json (both atomic).
 
@@ -264,6 +302,7 @@ def export_sim_onnx(sim: SimModel, out: str | Path, *, model_name: str = "", lay
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     proto = onnx.load_from_string(buffer.getvalue())
     tensors = _rewrite(proto, marks, sim.bias_scales)
+    _no_clip_into_4bit_quantize(proto, tensors["activations"])
     for key, value in input_metadata(spec, layout).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
