@@ -15,6 +15,8 @@ Containers (ONNX opset 21):
   `gzsq quantize` simulates 8-bit weights on pair-safe grids (`QuantConfig.pair_safe_8bit`).
 - 2, 3, 5, 6, 7 bits: the 8-bit container holding values of the narrower grid; an activation gets
   a Clip to its grid's ends in front of QuantizeLinear, so its values are exactly the narrow grid's.
+  A 4-bit activation read from a max-pool goes the same way: ONNX Runtime moves a quantizer after a
+  max-pool to before it, and has no max-pool on 4-bit tensors.
 
 The encodings file (`encodings_path_for(out)`, format "gzsq-encodings" version 1) lists, per
 tensor of the ONNX file: bits, scale(s), zero point, signedness and container; its conventions are
@@ -159,6 +161,7 @@ def _rewrite(proto: onnx.ModelProto, marks, bias_scales: dict) -> dict:
     activations, weights = {}, {}
     bias_inputs: dict[str, str] = {}  # layer → its int32 bias's DequantizeLinear output
     weight_outputs: dict[str, str] = {}  # the marker output a layer's Conv/Gemm reads → layer
+    producer = {o: n.op_type for n in graph.node for o in n.output}
     for node in graph.node:
         if node.domain != "gzsq":
             new_nodes.append(node)
@@ -169,13 +172,15 @@ def _rewrite(proto: onnx.ModelProto, marks, bias_scales: dict) -> dict:
         if kind == "activation":
             q: ActQuantizer = payload
             bits = q.bits
-            container = _container(bits, signed=False)
+            # ONNX Runtime moves the Q/DQ pair after a max-pool in front of it and has no 4-bit max-pool
+            narrow = bits not in (4, 8) or (bits == 4 and producer.get(src) == "MaxPool")
+            container = "uint8" if narrow else _container(bits, signed=False)
             zero = q.zero_point
             scale_name, zero_name, out = f"{name}.scale", f"{name}.zero_point", name
             new_inits.append(numpy_helper.from_array(np.array(q.scale, np.float32), scale_name))
             new_inits.append(_int_tensor(zero_name, zero, container))
             x = src
-            if bits not in (4, 8):  # a narrow grid in the 8-bit container: clip to its ends first
+            if narrow:  # a narrower grid in the 8-bit container: clip to its ends first
                 lo, hi = (0 - q.zero_point) * q.scale, (2 ** bits - 1 - q.zero_point) * q.scale
                 new_inits.append(numpy_helper.from_array(np.array(lo, np.float32), f"{name}.clip_min"))
                 new_inits.append(numpy_helper.from_array(np.array(hi, np.float32), f"{name}.clip_max"))
@@ -256,7 +261,7 @@ def _no_clip_into_4bit_quantize(proto: onnx.ModelProto, activations: dict) -> No
     reads the Clip's input; otherwise the Clip becomes Max then Min, the same values with no fusion to trip on."""
     bounds = clip_bounds(proto)
     producer = {o: n for n in proto.graph.node for o in n.output}
-    grids = {f"{name}/QuantizeLinear": a for name, a in activations.items() if a["bits"] == 4}
+    grids = {f"{name}/QuantizeLinear": a for name, a in activations.items() if a["container"] == "uint4"}
     nodes = []
     for node in proto.graph.node:
         a = grids.get(node.name) if node.op_type == "QuantizeLinear" else None
