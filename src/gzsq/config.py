@@ -286,7 +286,6 @@ class TargetConfig:
     per_channel: bool = True
     esa: str = "mean+min"  # the paper's best for contraction layers
     relu_aware: bool = False
-    relu_tails: str = "gaussian"  # the pre-activation's shape for ReLU-aware moments: gaussian | laplace
     order: str = "dataflow"  # dataflow | sequential (module order, the naive reading)
     coherence: float = 0.0  # moments rule only: 0 independent pixels … 1 smooth over the kernel
     depthwise_coherence: float | None = None  # the same for depthwise convs only (None: `coherence`)

@@ -86,23 +86,8 @@ def adjust(stat: Stat, channels: int, rule: str) -> Stat:
     return Stat(torch.cat([stat.mean, fill_m]), torch.cat([stat.std, fill_s]))
 
 
-def _rectify_laplace(stat: Stat, cap: float | None) -> Stat:
-    """Mean and std of max(0, X) (optionally min(·, cap)) for X Laplace with this mean and std: heavier tails than a
-    Gaussian's, as trained networks' pre-activations have."""
-    m, b = stat.mean, stat.std.clamp_min(1e-8) / math.sqrt(2)
-    e = torch.exp(-m.abs() / b)
-    mean = torch.where(m <= 0, 0.5 * b * e, m + 0.5 * b * e)
-    second = torch.where(m <= 0, b * b * e, m * m + 2 * b * b - b * b * e)
-    if cap is not None:
-        mean = mean.clamp(max=cap)
-        second = second.clamp(max=cap * cap)
-    return Stat(mean, (second - mean * mean).clamp_min(0).sqrt())
-
-
-def _rectify(stat: Stat, cap: float | None, tails: str = "gaussian") -> Stat:
+def _rectify(stat: Stat, cap: float | None) -> Stat:
     """Mean and std of max(0, X) (optionally min(·, cap)) for X ~ N(mean, std²)."""
-    if tails == "laplace":
-        return _rectify_laplace(stat, cap)
     m, s = stat.mean, stat.std.clamp_min(1e-8)
     a = m / s
     cdf = 0.5 * (1 + torch.erf(a / math.sqrt(2)))
@@ -170,8 +155,7 @@ def is_depthwise(layer: nn.Module) -> bool:
 
 def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool = True, esa: str = "mean+min",
                    relu_aware: bool = False, order: str = "dataflow", coherence: float = 0.0,
-                   depthwise_coherence: float | None = None, pixel_correlation: float | None = None,
-                   relu_tails: str = "gaussian") -> Targets:
+                   depthwise_coherence: float | None = None, pixel_correlation: float | None = None) -> Targets:
     """Targets for every Conv2d/Linear output of the (folded) model; see the module docstring.
     `depthwise_coherence`: ρ for depthwise convs (None: `coherence`, as for every other layer).
     `pixel_correlation` r (moments rule): pixels correlate as r^distance within a kernel window, which
@@ -207,7 +191,7 @@ def weight_targets(model: nn.Module, *, rule: str = "paper", per_channel: bool =
             out.layers[node.target] = s
         elif is_relu(node, modules):
             cap = 6.0 if is_relu6(node, modules) else None
-            stats[node] = _rectify(first, cap, relu_tails) if relu_aware else first
+            stats[node] = _rectify(first, cap) if relu_aware else first
         elif node.op == "call_function" and node.target in ADD_FUNCS and len(args) == 2:
             a, b = stats[args[0]], stats[args[1]]
             c = max(len(a.mean), len(b.mean))

@@ -244,7 +244,7 @@ def _split_local(objective: Objective, distill: DistillConfig, n: int, shape, fr
 def layer_targets(folded: torch.nn.Module, t: TargetConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Each Conv/Linear output's target (mean, std) under `t`, stds floored as distillation uses them."""
     targets = weight_targets(folded, rule=t.rule, per_channel=t.per_channel, esa=t.esa,
-                             relu_aware=t.relu_aware, relu_tails=t.relu_tails, order=t.order, coherence=t.coherence,
+                             relu_aware=t.relu_aware, order=t.order, coherence=t.coherence,
                              depthwise_coherence=t.depthwise_coherence, pixel_correlation=t.pixel_correlation)
     return {k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median()))) for k, v in targets.layers.items()}
 
