@@ -123,6 +123,16 @@ def test_quantize_w4a8_writes_int4_onnx_that_onnxruntime_runs_like_the_simulator
     assert "W4A8" in (tmp_path / "r20-w4.report.md").read_text()
 
 
+def _quantize_vgg_w4a4(tmp_path):
+    """`gzsq quantize cifar10-vgg7-nf` at W4A4, round to nearest on noise, 100 test images. → (output, report)."""
+    out = tmp_path / "vgg-w4a4.onnx"
+    result = run_cli(["quantize", "cifar10-vgg7-nf", "-o", out, "--w-bits", "4", "--a-bits", "4", "--reconstruct",
+                      "none", "--calib", "gaussian", "--n-calib", "16", "--eval-data", _cifar_subset(tmp_path, 100),
+                      "--threads", "1", "--json"])
+    assert result.code == 0, str(result)
+    return out, json.loads(result.out.strip().splitlines()[-1])
+
+
 def test_a_file_onnxruntime_cannot_load_is_still_written_and_its_report_says_so(tmp_path, monkeypatch):
     """Where ONNX Runtime refuses a written file (a pattern it has no kernel for), the file is still written with its
     encodings, the accuracy is the simulator's, and the command's output, the saved report and its heading all say
@@ -137,12 +147,7 @@ def test_a_file_onnxruntime_cannot_load_is_still_written_and_its_report_says_so(
         return real_loader(path, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "OnnxClassifier", refusing)
-    out = tmp_path / "vgg-w4a4.onnx"
-    result = run_cli(["quantize", "cifar10-vgg7-nf", "-o", out, "--w-bits", "4", "--a-bits", "4", "--reconstruct",
-                      "none", "--calib", "gaussian", "--n-calib", "16", "--eval-data", _cifar_subset(tmp_path, 100),
-                      "--threads", "1", "--json"])
-    assert result.code == 0, str(result)
-    report = json.loads(result.out.strip().splitlines()[-1])
+    out, report = _quantize_vgg_w4a4(tmp_path)
     saved = json.loads((tmp_path / "vgg-w4a4.report.json").read_text())
     assert "no kernel" in report["runtime_error"] and saved["runtime_error"] == report["runtime_error"]
     assert saved["evaluation"]["measured_by"].startswith("simulator")
@@ -155,12 +160,7 @@ def test_a_file_onnxruntime_cannot_load_is_still_written_and_its_report_says_so(
 def test_vgg_at_4bit_activations_runs_in_onnxruntime_as_in_the_simulator(tmp_path):
     """VGG7-nf's max-pools read 4-bit activations: ONNX Runtime moves a quantizer after a max-pool in front of it and
     has no 4-bit max-pool, so those quantizers are written in the 8-bit container (the same grid, clipped to it)."""
-    out = tmp_path / "vgg-w4a4.onnx"
-    result = run_cli(["quantize", "cifar10-vgg7-nf", "-o", out, "--w-bits", "4", "--a-bits", "4", "--reconstruct",
-                      "none", "--calib", "gaussian", "--n-calib", "16", "--eval-data", _cifar_subset(tmp_path, 100),
-                      "--threads", "1", "--json"])
-    assert result.code == 0, str(result)
-    report = json.loads(result.out.strip().splitlines()[-1])
+    out, report = _quantize_vgg_w4a4(tmp_path)
     assert "runtime_error" not in report and "measured_by" not in report["evaluation"]
     assert report["evaluation"]["runtime_matches_simulator"] >= 98.0
     containers = {a["container"] for a in json.loads(encodings_path_for(out).read_text())["activations"].values()
