@@ -181,8 +181,9 @@ def write_table() -> None:
              "256 CIFAR-10 training images). Cells: mean ± std over the seeds listed "
              "(the seed draws the calibration images and the reconstruction's batches). Seconds: wall-clock of "
              "the whole command, one thread, on a 2-core machine with another one-thread job running. `not run`: "
-             "ONNX Runtime cannot load that file (its report says why; ONNX Runtime has no MaxPool on 4-bit "
-             "tensors), and the agreement is the simulator's.", "",
+             "ONNX Runtime could not load that file when it ran (its report says why: it has no MaxPool on 4-bit "
+             "tensors), and the agreement is the simulator's. The export now writes a 4-bit activation read from a "
+             "max-pool in the 8-bit container, and ONNX Runtime runs those files (w4a4_ort.txt).", "",
              "| model | W/A | first/last 8-bit | calibration | reconstruct | FP32 top-1 | ONNX Runtime top-1 | "
              "simulator top-1 | ORT − sim (pt) | ORT == sim (% images) | agreement with FP32 | seeds | "
              "reconstruct s | total s |",
