@@ -152,7 +152,7 @@ def test_a_file_onnxruntime_cannot_load_is_still_written_and_its_report_says_so(
     assert "no kernel" in report["runtime_error"] and saved["runtime_error"] == report["runtime_error"]
     assert saved["evaluation"]["measured_by"].startswith("simulator")
     assert "runtime_matches_simulator" not in saved["evaluation"]
-    assert encodings_path_for(out).exists()
+    assert out.exists() and encodings_path_for(out).exists()
     md = (tmp_path / "vgg-w4a4.report.md").read_text()
     assert "the accuracy below is the simulator's" in md and "## Accuracy (simulator" in md
 
