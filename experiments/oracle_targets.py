@@ -23,7 +23,8 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
     python experiments/oracle_targets.py --model cifar10-resnet32 --seed 0 --variants gzsq oracle
     python experiments/oracle_targets.py --variants oracle-only --distill iterations=100   # recipe settings
     python experiments/oracle_targets.py --whole --variants oracle-std --distill iterations=100
-    python experiments/oracle_targets.py --whole --no-classifier --keep-thirds 1 --variants gzsq --distill iterations=100
+    python experiments/oracle_targets.py --whole --no-classifier --keep-thirds 1 --variants gzsq \\
+        --distill iterations=100
     python experiments/oracle_targets.py --model cifar10-resnet44 --variants zeroq \\
         --distill "iterations=100,lr=0.2,loss='kl',clamp_pixels=True,early_stop_patience=0"
 
