@@ -17,14 +17,10 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import target_error_decomposition as decomposition
 import gzsq.targets as targets
-from gzsq.data import load_dataset
-from gzsq.fold import fold_bn
-from gzsq.models import load_model
 from gzsq.targets import Stat
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +47,7 @@ def main() -> None:
     for name, weights, data_path, n in decomposition.CASES:
         if name not in MODELS:
             continue
-        model = load_model(name, str(weights) if weights else None)
-        gm = fold_bn(model)
-        data = load_dataset(data_path)
-        picked = np.sort(np.random.default_rng(0).choice(len(data), n, replace=False))
-        images = model.input_spec.to_tensor(data.images(picked))
+        gm, images = decomposition.folded_with_real_images(name, weights, data_path, n)
         for label, rule in (("Gaussian (the product)", gaussian), ("Laplace", rectify_laplace)):
             targets._rectify = decomposition._rectify = rule  # both the propagation and the one-step check
             try:

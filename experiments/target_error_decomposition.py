@@ -103,6 +103,14 @@ def decompose(gm: fx.GraphModule, images: torch.Tensor) -> list[dict]:
     return rows
 
 
+def folded_with_real_images(name: str, weights, data_path, n: int) -> tuple[fx.GraphModule, torch.Tensor]:
+    """A CASES entry → its folded network and n real images drawn with seed 0, normalized for it."""
+    model = load_model(name, str(weights) if weights else None)
+    data = load_dataset(data_path)
+    picked = np.sort(np.random.default_rng(0).choice(len(data), n, replace=False))
+    return fold_bn(model), model.input_spec.to_tensor(data.images(picked))
+
+
 def fmt(pair) -> str:
     return "– | –" if pair is None else f"{pair[0]:.2f} | {pair[1]:+.2f}"
 
@@ -133,11 +141,8 @@ def main() -> int:
     for name, weights, data_path, n in CASES:
         if name not in wanted:
             continue
-        model = load_model(name, str(weights) if weights else None)
-        gm = fold_bn(model)
-        data = load_dataset(data_path)
-        picked = np.sort(np.random.default_rng(0).choice(len(data), n, replace=False))
-        rows = decompose(gm, model.input_spec.to_tensor(data.images(picked)))
+        gm, images = folded_with_real_images(name, weights, data_path, n)
+        rows = decompose(gm, images)
         convs = [r for r in rows if r["kind"] != "relu"]
         pre = [r for r in convs if r["feeds_relu"]]
         relus = [r for r in rows if r["kind"] == "relu"]
