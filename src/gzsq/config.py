@@ -210,6 +210,11 @@ class DistillConfig:
     # 59.3; W6A6 level; int8 agreement on MobileNetV2 1.5 pt lower (results/lowbit/what_limits_reconstruction.md §10).
     # 0: off (the images as they are).
     augment_crop_scale: float = 0.0
+    # With the crops each step: rotate every view by a uniform angle in ±augment_rotation degrees, and shift and
+    # scale its colour channels at random (each by e^u, then + u'·width/2, u, u' uniform in ±augment_colour; width:
+    # the channel's pixel range), so no statistic the images match can rest on one exact angle or colour.
+    augment_rotation: float = 0.0
+    augment_colour: float = 0.0
     # Shift each colour channel of the distilled images so its mean over them is the normalization's centre (0),
     # then clamp to the pixel range. Nothing in the targets pins the images' colour: EfficientNet-Lite0's come out
     # with a strong cast (channel means +0.2 / −0.44 / +0.52; real photos' within ±0.25 of 0). False: as distilled.
@@ -268,6 +273,10 @@ class DistillConfig:
             raise ConfigError(f"expand_crop_scale must be in (0, 1], got {self.expand_crop_scale!r}")
         if not 0.0 <= self.augment_crop_scale <= 1.0:
             raise ConfigError(f"augment_crop_scale must be in [0, 1] (0: off), got {self.augment_crop_scale!r}")
+        if not 0.0 <= self.augment_rotation <= 180.0:
+            raise ConfigError(f"augment_rotation must be in [0, 180] degrees (0: off), got {self.augment_rotation!r}")
+        if not 0.0 <= self.augment_colour <= 1.0:
+            raise ConfigError(f"augment_colour must be in [0, 1] (0: off), got {self.augment_colour!r}")
         if not 0.0 <= self.channel_std_share <= 0.5:
             raise ConfigError(f"channel_std_share must be in [0, 0.5] (0: off), got {self.channel_std_share!r}")
         if not 0.0 <= self.init_colour < 1.0:
