@@ -524,12 +524,19 @@ class ReconstructConfig:
     # it divides the error; 0.01 weighs nearly every channel alike, while at 1 a channel far weaker than the mean
     # weighs about as under mse.
     channel_floor: float = 0.01
+    # After every unit: this many steps tuning all learned activation step sizes together (Adam at global_lr on
+    # their logs, cosine-annealed) so the quantized network's class probabilities match the float one's (KL), the
+    # rounding held fixed. 0: off.
+    global_iters: int = 0
+    global_lr: float = 1e-3
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
             raise ConfigError(f"reconstruction method must be one of {', '.join(RECONSTRUCT_METHODS)}, got {self.method!r}")
         if self.loss not in RECONSTRUCT_LOSSES:
             raise ConfigError(f"reconstruction loss must be one of {', '.join(RECONSTRUCT_LOSSES)}, got {self.loss!r}")
+        if isinstance(self.global_iters, bool) or not isinstance(self.global_iters, int) or self.global_iters < 0:
+            raise ConfigError(f"global_iters must be a whole number ≥ 0, got {self.global_iters!r}")
         for name in ("iters", "batch_size"):
             value = getattr(self, name)
             if name == "batch_size" and value is None:
@@ -542,7 +549,8 @@ class ReconstructConfig:
                                                ("drop_prob", 0, 1, False, False),
                                                ("reg_weight", 0, math.inf, False, True),
                                                ("warmup", 0, 1, False, True),
-                                               ("channel_floor", 0, math.inf, True, True)):
+                                               ("channel_floor", 0, math.inf, True, True),
+                                               ("global_lr", 0, math.inf, True, True)):
             value = getattr(self, name)
             if name == "lr" and value is None:
                 continue
