@@ -243,7 +243,8 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     # after measurement: run it with --code 3094171)
     "local_long_gs1_spread0.1": _LOCAL_LONG + (("grad_spectrum", 1.0), ("image_spread_weight", 0.1)),
     # the same with every distillation step's crops also turned by up to ±10° (DistillConfig.augment_rotation), or
-    # with their colour channels scaled and shifted at random (DistillConfig.augment_colour 0.5)
+    # with their colour channels scaled and shifted at random (DistillConfig.augment_colour 0.5); both removed after
+    # measurement: run these two with --code e96b616
     "local_long_gs1_rot10": _LOCAL_LONG + (("grad_spectrum", 1.0), ("augment_rotation", 10.0)),
     "local_long_gs1_colour0.5": _LOCAL_LONG + (("grad_spectrum", 1.0), ("augment_colour", 0.5)),
     # `local-long` with the images made by a small random conv decoder from a latent map each, the decoder's weights

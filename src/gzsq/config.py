@@ -210,11 +210,6 @@ class DistillConfig:
     # 59.3; W6A6 level; int8 agreement on MobileNetV2 1.5 pt lower (results/lowbit/what_limits_reconstruction.md §10).
     # 0: off (the images as they are).
     augment_crop_scale: float = 0.0
-    # With the crops each step: rotate every view by a uniform angle in ±augment_rotation degrees, and shift and
-    # scale its colour channels at random (each by e^u, then + u'·width/2, u, u' uniform in ±augment_colour; width:
-    # the channel's pixel range), so no statistic the images match can rest on one exact angle or colour.
-    augment_rotation: float = 0.0
-    augment_colour: float = 0.0
     # Shift each colour channel of the distilled images so its mean over them is the normalization's centre (0),
     # then clamp to the pixel range. Nothing in the targets pins the images' colour: EfficientNet-Lite0's come out
     # with a strong cast (channel means +0.2 / −0.44 / +0.52; real photos' within ±0.25 of 0). False: as distilled.
@@ -273,10 +268,6 @@ class DistillConfig:
             raise ConfigError(f"expand_crop_scale must be in (0, 1], got {self.expand_crop_scale!r}")
         if not 0.0 <= self.augment_crop_scale <= 1.0:
             raise ConfigError(f"augment_crop_scale must be in [0, 1] (0: off), got {self.augment_crop_scale!r}")
-        if not 0.0 <= self.augment_rotation <= 180.0:
-            raise ConfigError(f"augment_rotation must be in [0, 180] degrees (0: off), got {self.augment_rotation!r}")
-        if not 0.0 <= self.augment_colour <= 1.0:
-            raise ConfigError(f"augment_colour must be in [0, 1] (0: off), got {self.augment_colour!r}")
         if not 0.0 <= self.channel_std_share <= 0.5:
             raise ConfigError(f"channel_std_share must be in [0, 0.5] (0: off), got {self.channel_std_share!r}")
         if not 0.0 <= self.init_colour < 1.0:
@@ -524,19 +515,12 @@ class ReconstructConfig:
     # it divides the error; 0.01 weighs nearly every channel alike, while at 1 a channel far weaker than the mean
     # weighs about as under mse.
     channel_floor: float = 0.01
-    # After every unit: this many steps tuning all learned activation step sizes together (Adam at global_lr on
-    # their logs, cosine-annealed) so the quantized network's class probabilities match the float one's (KL), the
-    # rounding held fixed. 0: off.
-    global_iters: int = 0
-    global_lr: float = 1e-3
 
     def __post_init__(self):
         if self.method not in RECONSTRUCT_METHODS:
             raise ConfigError(f"reconstruction method must be one of {', '.join(RECONSTRUCT_METHODS)}, got {self.method!r}")
         if self.loss not in RECONSTRUCT_LOSSES:
             raise ConfigError(f"reconstruction loss must be one of {', '.join(RECONSTRUCT_LOSSES)}, got {self.loss!r}")
-        if isinstance(self.global_iters, bool) or not isinstance(self.global_iters, int) or self.global_iters < 0:
-            raise ConfigError(f"global_iters must be a whole number ≥ 0, got {self.global_iters!r}")
         for name in ("iters", "batch_size"):
             value = getattr(self, name)
             if name == "batch_size" and value is None:
@@ -549,8 +533,7 @@ class ReconstructConfig:
                                                ("drop_prob", 0, 1, False, False),
                                                ("reg_weight", 0, math.inf, False, True),
                                                ("warmup", 0, 1, False, True),
-                                               ("channel_floor", 0, math.inf, True, True),
-                                               ("global_lr", 0, math.inf, True, True)):
+                                               ("channel_floor", 0, math.inf, True, True)):
             value = getattr(self, name)
             if name == "lr" and value is None:
                 continue

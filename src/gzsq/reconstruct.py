@@ -518,35 +518,6 @@ def _restore(progress: dict, units: list[_Unit], weights: dict, acts: dict, gene
     return len(names), [dict(entry) for entry in progress["log"]]
 
 
-def _tune_step_sizes(work: fx.GraphModule, state: _State, calib: torch.Tensor, acts: list, config: ReconstructConfig,
-                     generator: torch.Generator, progress: bool) -> None:
-    """After every unit: the activation step sizes alone, tuned together so the quantized network's class
-    probabilities match the float network's on the calibration images (KL), the learned rounding held fixed.
-    Block by block each step size serves its unit's output; this asks what the whole network needs of them."""
-    scales = [a.log_scale for a in acts if a.learnable]
-    if not scales:
-        return
-    state.mode, state.drop = "float", False
-    with torch.no_grad():
-        want = F.log_softmax(_run(work, calib), dim=1)
-    state.mode = "hard"
-    opt = torch.optim.Adam(scales, lr=config.global_lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.global_iters, eta_min=0.0)
-    bar = tqdm(range(config.global_iters), desc="reconstruct: step sizes on the logits", disable=not progress,
-               leave=False)
-    for step in bar:
-        interrupt.check("reconstruct")
-        idx = torch.randint(len(calib), (config.batch_size,), generator=generator)
-        loss = F.kl_div(F.log_softmax(work(calib[idx]), dim=1), want[idx], log_target=True, reduction="batchmean")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 10 == 0:
-            bar.set_postfix(kl=f"{loss.item():.4g}")
-    bar.close()
-
-
 def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: ReconstructConfig | None = None, *,
                 seed: int = 0, progress: bool = False, resume: dict | None = None,
                 on_unit: Callable[[dict], None] | None = None) -> SimModel:
@@ -730,8 +701,6 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
         if on_unit is not None:
             on_unit(_progress_state(units[:index + 1], len(units), weights, acts, generator, log))
 
-    if config.global_iters:
-        _tune_step_sizes(work, state, calib, [a for a in acts.values() if a.learned], config, generator, progress)
     with torch.no_grad():
         for w in weights.values():
             if w.learned:

@@ -194,11 +194,6 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
         if pixel_bounds is None:
             raise ConfigError("tv_on_pixels needs the model's pixel range")
         tv_scale = 1.0 / torch.as_tensor(pixel_bounds[1] - pixel_bounds[0], dtype=torch.float32).to(dev)
-    pixel_width = None  # each channel's pixel range, for the colour shifts of the augmented views
-    if config.augment_colour:
-        if pixel_bounds is None:
-            raise ConfigError("augment_colour needs the model's pixel range")
-        pixel_width = torch.as_tensor(pixel_bounds[1] - pixel_bounds[0], dtype=torch.float32).to(dev)
     for p in model.parameters():
         p.requires_grad_(False)
     # Images in channels-last order: oneDNN's convolutions (forward and input-gradient) run faster
@@ -295,8 +290,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                     interrupt.check()
                 opt.zero_grad(set_to_none=True)
                 if config.augment_crop_scale and x.dim() == 4:
-                    logits = model(_augmented_view(x, config.augment_crop_scale, size, (seed, bi, it),
-                                                   config.augment_rotation, config.augment_colour, pixel_width))
+                    logits = model(_augmented_view(x, config.augment_crop_scale, size, (seed, bi, it)))
                 else:
                     logits = model(x)
                 # Every term is a whole-batch quantity built from per-image sums (`_ChannelMoments`,
@@ -384,11 +378,8 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     return images, log
 
 
-def _augmented_view(x: torch.Tensor, min_area: float, n_batch: int, step: tuple[int, int, int],
-                    rotation: float = 0.0, colour: float = 0.0, pixel_width=None) -> torch.Tensor:
-    """Every image of x as one random flipped crop (area share in [min_area, 1], aspect 3:4 to 4:3), resized back;
-    turned by up to ±rotation degrees, and each colour channel scaled by e^u and shifted by u'·pixel_width/2
-    (u, u' uniform in ±colour) where those are set.
+def _augmented_view(x: torch.Tensor, min_area: float, n_batch: int, step: tuple[int, int, int]) -> torch.Tensor:
+    """Every image of x as one random flipped crop (area share in [min_area, 1], aspect 3:4 to 4:3), resized back.
 
     Differentiable (bilinear resampling), so the pixels learn to match their targets through it. The draws depend
     only on (seed, batch, iteration) and are made for the whole batch of n_batch, so a resumed run and every torchrun
@@ -405,28 +396,12 @@ def _augmented_view(x: torch.Tensor, min_area: float, n_batch: int, step: tuple[
     tx = (2 * torch.rand(n_batch, generator=gen) - 1) * (1 - width)
     ty = (2 * torch.rand(n_batch, generator=gen) - 1) * (1 - height)
     zero = torch.zeros(n_batch)
-    if rotation:  # the crop's axes turned: (flip·width, height) scaling after a rotation of the sampling grid
-        angle = torch.deg2rad((2 * torch.rand(n_batch, generator=gen) - 1) * rotation)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        theta = torch.stack([torch.stack([flip * width * cos, -flip * width * sin, tx], 1),
-                             torch.stack([height * sin, height * cos, ty], 1)], 1)
-    else:
-        theta = torch.stack([torch.stack([flip * width, zero, tx], 1), torch.stack([zero, height, ty], 1)], 1)
-    gain = shift = None
-    if colour:
-        gain = torch.exp((2 * torch.rand(n_batch, x.shape[1], 1, 1, generator=gen) - 1) * colour)
-        shift = (2 * torch.rand(n_batch, x.shape[1], 1, 1, generator=gen) - 1) * colour / 2
+    theta = torch.stack([torch.stack([flip * width, zero, tx], 1), torch.stack([zero, height, ty], 1)], 1)
     if distributed.active():
         theta = theta[distributed.shard(n_batch)]
-        if colour:
-            gain, shift = gain[distributed.shard(n_batch)], shift[distributed.shard(n_batch)]
     theta = theta.to(device=x.device, dtype=x.dtype)
     grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    view = nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    if colour:
-        width = pixel_width.to(device=x.device, dtype=x.dtype).reshape(1, -1, 1, 1)
-        view = view * gain.to(device=x.device, dtype=x.dtype) + shift.to(device=x.device, dtype=x.dtype) * width
-    return view
+    return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def _set_colour(images: torch.Tensor, centre: bool, std_share: float, pixel_bounds=None) -> torch.Tensor:
