@@ -31,13 +31,15 @@ from gzsq.models import load_model
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-RECONSTRUCT_SETTINGS = dict(n_images=128, quant=QuantConfig.starting_point(4, 4), reconstruction=ReconstructConfig(iters=80))
+RECONSTRUCT_SETTINGS = dict(n_images=128, quant=QuantConfig.starting_point(4, 4))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reconstruct", action="store_true", help="the reconstruction claim's measurement")
     p.add_argument("--model", default="cifar10-resnet32", choices=["cifar10-resnet20", "cifar10-resnet32"])
+    p.add_argument("--n-images", type=int, help="calibration images (default: 256, or 128 with --reconstruct)")
+    p.add_argument("--iters", type=int, default=80, help="reconstruction steps per block (with --reconstruct)")
     args = p.parse_args()
     torch.set_num_threads(1)
     net = args.model.removeprefix("cifar10-")
@@ -46,11 +48,17 @@ def main() -> None:
     subset = EvalSet(full.path, full.images[::10].clone(), full.labels[::10])
     quant, n_images, reconstruction = QuantConfig(w_bits=4, a_bits=4), 256, None
     if args.reconstruct:
-        quant, n_images, reconstruction = (RECONSTRUCT_SETTINGS[k] for k in ("quant", "n_images", "reconstruction"))
-        print(f"# python experiments/claims_margin.py --reconstruct --model {args.model}   (bn-free, W4A4, MSE-clipped "
-              "start, block reconstruction 80 steps, default loss, 128 images, 1000 test images, 1 thread)")
+        quant, n_images = RECONSTRUCT_SETTINGS["quant"], RECONSTRUCT_SETTINGS["n_images"]
+        reconstruction = ReconstructConfig(iters=args.iters)
+    n_images = args.n_images or n_images
+    options = f"--model {args.model}" + (f" --n-images {args.n_images}" if args.n_images else "")
+    if args.reconstruct:
+        options += f" --iters {args.iters}" if args.iters != 80 else ""
+        print(f"# python experiments/claims_margin.py --reconstruct {options}   (bn-free, W4A4, MSE-clipped "
+              f"start, block reconstruction {args.iters} steps, default loss, {n_images} images, 1000 test images, "
+              "1 thread)")
     else:
-        print(f"# python experiments/claims_margin.py --model {args.model}   (bn-free, W4A4, min/max, 256 images, "
+        print(f"# python experiments/claims_margin.py {options}   (bn-free, W4A4, min/max, {n_images} images, "
               "1000 test images, 1 thread)")
     top1 = {}
     for source in ("gzsq", "gaussian"):
