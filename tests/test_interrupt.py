@@ -88,13 +88,23 @@ def test_ctrl_c_during_int8_calibration(tmp_path):
     assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("stage,command", [
-    ("evaluate", ["evaluate", "--model", "cifar10-resnet20", "--data", CIFAR_TEST, "--calib", "gaussian"]),
-    ("sim-calibration", ["evaluate", "--model", "cifar10-resnet20", "--data", CIFAR_TEST, "--calib", "gaussian"]),
-    ("reconstruct", ["evaluate", "--model", "cifar10-resnet20", "--data", CIFAR_TEST, "--calib", "gaussian",
-                     "--w-bits", "4", "--a-bits", "4", "--reconstruct", "block"]),
+@pytest.fixture(scope="module")
+def test_images(tmp_path_factory) -> Path:
+    """Every 10th CIFAR-10 test image: the stages under test start after the FP32 evaluation, which on all
+    10 000 images took most of each test's time."""
+    data = np.load(needs(CIFAR_TEST))
+    path = tmp_path_factory.mktemp("data") / "test1000.npz"
+    np.savez(path, images=data["images"][::10], labels=data["labels"][::10])
+    return path
+
+
+@pytest.mark.parametrize("stage,extra", [
+    ("evaluate", []),
+    ("sim-calibration", []),
+    ("reconstruct", ["--w-bits", "4", "--a-bits", "4", "--reconstruct", "block"]),
 ])
-def test_ctrl_c_during_evaluation_and_reconstruction(stage, command):
+def test_ctrl_c_during_evaluation_and_reconstruction(stage, extra, test_images):
+    command = ["evaluate", "--model", "cifar10-resnet20", "--data", test_images, "--calib", "gaussian", *extra]
     result, seconds = signal_at(stage, [*command, *_r20("--n-calib", "256")])
     assert_one_line_error(result, "interrupted (Ctrl-C)", code=130)
     assert seconds < MAX_SECONDS_TO_STOP, seconds
