@@ -13,6 +13,9 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
 - `oracle`: means and stds of every BN-fed conv; `oracle-mean`, `oracle-std`: only one of the two;
 - `oracle-third1|2|3`: means and stds in the first, middle or last third of the target layers (forward order;
   the classifier, last, has no BatchNorm and keeps its target);
+- `gzsq-scale`: gzsq's means, and gzsq's stds times one number per layer, the median BN std over gzsq's median
+  std: whether one scale per layer is all gzsq's stds miss (their log correlates with the BN stds' at 0.9–0.98
+  per layer, results/fidelity/std_dispersion.txt); `oracle-scale`: the same stds beside the BN means;
 - `zeroq`: the zeroq source's own set (bn setting: BN inputs, unfolded scale, no target on the logits), `--distill`
   replacing settings of ZeroQ's recipe;
 - `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe); `--whole` does
@@ -58,7 +61,7 @@ from overrides import parse_overrides
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "lowbit" / "oracle_targets.jsonl"
 VARIANTS = ("gzsq", "oracle", "oracle-mean", "oracle-std", "oracle-third1", "oracle-third2", "oracle-third3",
-            "oracle-only", "zeroq")
+            "oracle-only", "zeroq", "gzsq-scale", "oracle-scale")
 
 
 def bn_statistics(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -88,6 +91,9 @@ def swapped(targets: dict, oracle: dict, variant: str, floor: float) -> dict:
                 mean = o_mean
             elif variant == "oracle-std":
                 std = o_std
+            elif variant in ("gzsq-scale", "oracle-scale"):
+                std = std * (o_std.median() / std.median())
+                mean = o_mean if variant == "oracle-scale" else mean
             else:
                 mean, std = o_mean, o_std
         out[name] = (mean, std)
