@@ -16,6 +16,9 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
 - `gzsq-scale`: gzsq's means, and gzsq's stds times one number per layer, the median BN std over gzsq's median
   std: whether one scale per layer is all gzsq's stds miss (their log correlates with the BN stds' at 0.9–0.98
   per layer, results/fidelity/std_dispersion.txt); `oracle-scale`: the same stds beside the BN means;
+- `local-scale`: weights only: gzsq's propagated means, and its propagated stds times one number per layer and
+  step, the median of the local rule's stds (the rule on the images' input statistics at that step) over the
+  median of the propagated stds; `local-scale-mean`: the same with the local rule's means;
 - `zeroq`: the zeroq source's own set (bn setting: BN inputs, unfolded scale, no target on the logits), `--distill`
   replacing settings of ZeroQ's recipe;
 - `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe); `--whole` does
@@ -54,14 +57,14 @@ from gzsq.metrics import predict, top1
 from gzsq.models.validate import model_name
 from gzsq.quantization.sim import quantize
 from gzsq.reconstruct import reconstruct
-from gzsq.sources.gzsq import _split_local, objective_for, recipe_for
+from gzsq.sources.gzsq import _local_rule as local_rule, _split_local, objective_for, recipe_for
 from gzsq.sources.calibrate import calibrate
 from gzsq.sources.registry import input_shape
 from overrides import parse_overrides
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "lowbit" / "oracle_targets.jsonl"
 VARIANTS = ("gzsq", "oracle", "oracle-mean", "oracle-std", "oracle-third1", "oracle-third2", "oracle-third3",
-            "oracle-only", "zeroq", "gzsq-scale", "oracle-scale")
+            "oracle-only", "zeroq", "gzsq-scale", "oracle-scale", "local-scale", "local-scale-mean")
 
 
 def bn_statistics(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -100,6 +103,17 @@ def swapped(targets: dict, oracle: dict, variant: str, floor: float) -> dict:
     return out
 
 
+def _scaled_by_local(folded: nn.Module, targets: dict, rule, local_means: bool):
+    """A local rule that returns the propagated target's pattern at the local rule's scale for the layer."""
+    by_layer = {id(m): k for k, m in folded.named_modules()}
+
+    def scaled(layer, mean, std):
+        mu, sigma = targets[by_layer[id(layer)]]
+        l_mean, l_std = rule(layer, mean, std)
+        return (l_mean if local_means else mu), sigma * (l_std.median() / sigma.median())
+    return scaled
+
+
 def kept(targets: dict, thirds: tuple[int, ...]) -> dict:
     """Only the targets of the given thirds (1, 2, 3) of the target layers, in forward order."""
     names = list(targets)
@@ -130,7 +144,10 @@ def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=()
     targets = kept(targets, thirds)
     objective = replace(objective, targets=targets)
     shape, distill = input_shape(model), recipe.distill
-    if whole or variant == "oracle-only":
+    if variant.startswith("local-scale"):  # the whole set on the propagated pattern, scaled by the local rule
+        objective = replace(objective, local_rule=_scaled_by_local(folded, targets, local_rule(t),
+                                                                   variant == "local-scale-mean"), local_batches=None)
+    elif whole or variant == "oracle-only":
         objective = replace(objective, local_rule=None)
     elif t.local and t.local_fraction < 1.0:  # as the gzsq source splits the set
         objective, distill = _split_local(objective, distill, n, shape, t.local_fraction)
