@@ -18,7 +18,8 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
   per layer, results/fidelity/std_dispersion.txt); `oracle-scale`: the same stds beside the BN means;
 - `local-scale`: weights only: gzsq's propagated means, and its propagated stds times one number per layer and
   step, the median of the local rule's stds (the rule on the images' input statistics at that step) over the
-  median of the propagated stds; `local-scale-mean`: the same with the local rule's means;
+  median of the propagated stds; `local-scale-mean`: the same with the local rule's means; `--beside-local` makes
+  half the set (128 images) with the variant's targets and the other half with the `local` preset's;
 - `zeroq`: the zeroq source's own set (bn setting: BN inputs, unfolded scale, no target on the logits), `--distill`
   replacing settings of ZeroQ's recipe;
 - `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe); `--whole` does
@@ -170,6 +171,9 @@ def main() -> None:
                    help="keep only these thirds of the target layers' targets (forward order)")
     p.add_argument("--distill", default="",
                    help="settings of the half-local recipe (targets or distillation) to replace, k=v[,k=v]")
+    p.add_argument("--beside-local", action="store_true",
+                   help="half the set from the variant (as with --whole; --distill applies to this half only), "
+                        "the other half the `local` preset's images (local targets, 20 steps)")
     args = p.parse_args()
     thirds = tuple(sorted(set(args.keep_thirds)))
     if "zeroq" in args.variants and (args.whole or args.no_classifier or thirds != (1, 2, 3)):
@@ -182,8 +186,15 @@ def main() -> None:
     fp32 = predict(model, data.images)
     commit = short_commit()
     for variant in args.variants:
-        calib, distill_s = distil(model, variant, args.seed, overrides=parse_overrides(args.distill),
-                                   whole=args.whole, classifier=not args.no_classifier, thirds=thirds)
+        n = 128 if args.beside_local else 256
+        calib, distill_s = distil(model, variant, args.seed, n=n, overrides=parse_overrides(args.distill),
+                                   whole=args.whole or args.beside_local, classifier=not args.no_classifier,
+                                   thirds=thirds)
+        if args.beside_local:
+            start = time.time()
+            local = calibrate(model, gzsq.CalibrationConfig(source="gzsq", preset="local", n_images=128,
+                                                            seed=args.seed, setting="bn-free")).images
+            calib, distill_s = torch.cat([local, calib]), distill_s + time.time() - start
         start = time.time()
         sim = quantize(model, calib, gzsq.QuantConfig.starting_point(w_bits, a_bits))
         sim = reconstruct(model, sim, calib, gzsq.ReconstructConfig(), seed=args.seed)
@@ -191,6 +202,7 @@ def main() -> None:
         line = {"model": args.model, "w_bits": w_bits, "a_bits": a_bits, "seed": args.seed, "variant": variant,
                 **({"distill": args.distill} if args.distill else {}), **({"whole": True} if args.whole else {}),
                 **({"classifier": False} if args.no_classifier else {}),
+                **({"beside_local": True} if args.beside_local else {}),
                 **({"thirds": list(thirds)} if thirds != (1, 2, 3) else {}),
                 "top1": round(top1(pred, data.labels), 2), "agreement": round(float((pred == fp32).mean() * 100), 2),
                 "distill_s": round(distill_s, 1), "reconstruct_s": round(time.time() - start), "commit": commit}
