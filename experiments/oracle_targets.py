@@ -136,12 +136,12 @@ def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=()
     t = recipe.targets
     objective = objective_for(folded, t)
     oracle = bn_statistics(model)
-    if not oracle:
+    if not oracle and variant not in ("gzsq", "local-scale", "local-scale-mean"):
         raise SystemExit(f"{model_name(model)} has no BatchNorm: there are no statistics to swap in")
     targets = swapped(objective.targets, oracle, variant, t.std_floor)
     num_classes = list(targets.values())[-1][0].numel()
-    if not classifier:  # as ZeroQ: no target where no BatchNorm was folded
-        targets = {k: v for k, v in targets.items() if k in oracle}
+    if not classifier:  # as ZeroQ: no target where no BatchNorm was folded (without BN: on the logits)
+        targets = {k: v for k, v in targets.items() if k in oracle} if oracle else dict(list(targets.items())[:-1])
     targets = kept(targets, thirds)
     objective = replace(objective, targets=targets)
     shape, distill = input_shape(model), recipe.distill
