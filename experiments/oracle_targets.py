@@ -111,7 +111,8 @@ def _scaled_by_local(folded: nn.Module, targets: dict, rule, local_means: bool):
     def scaled(layer, mean, std):
         mu, sigma = targets[by_layer[id(layer)]]
         l_mean, l_std = rule(layer, mean, std)
-        return (l_mean if local_means else mu), sigma * (l_std.median() / sigma.median())
+        live = sigma > 0  # a never-normalized net can have layers where most channels are predicted constant
+        return (l_mean if local_means else mu), sigma * (l_std[live].median() / sigma[live].median())
     return scaled
 
 
