@@ -89,7 +89,7 @@ def test_ctrl_c_during_int8_calibration(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def test_images(tmp_path_factory) -> Path:
+def every_10th_test_image(tmp_path_factory) -> Path:
     """Every 10th CIFAR-10 test image: the stages under test start after the FP32 evaluation, which on all
     10 000 images took most of each test's time."""
     data = np.load(needs(CIFAR_TEST))
@@ -103,8 +103,9 @@ def test_images(tmp_path_factory) -> Path:
     ("sim-calibration", []),
     ("reconstruct", ["--w-bits", "4", "--a-bits", "4", "--reconstruct", "block"]),
 ])
-def test_ctrl_c_during_evaluation_and_reconstruction(stage, extra, test_images):
-    command = ["evaluate", "--model", "cifar10-resnet20", "--data", test_images, "--calib", "gaussian", *extra]
+def test_ctrl_c_during_evaluation_and_reconstruction(stage, extra, every_10th_test_image):
+    command = ["evaluate", "--model", "cifar10-resnet20", "--data", every_10th_test_image, "--calib", "gaussian",
+               *extra]
     result, seconds = signal_at(stage, [*command, *_r20("--n-calib", "256")])
     assert_one_line_error(result, "interrupted (Ctrl-C)", code=130)
     assert seconds < MAX_SECONDS_TO_STOP, seconds
