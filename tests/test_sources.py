@@ -164,7 +164,7 @@ def test_gzsq_objective_floors_target_stds_and_carries_the_local_rule(tiny):
 def test_rescaled_propagated_targets_keep_their_pattern_at_the_local_rules_scale(tiny):
     """rescale_propagated: the propagated part's targets are the propagated means, and the propagated stds times one
     number per layer, the local rule's median std over theirs on the same input statistics; without
-    propagated_logits that part leaves the last layer unmatched. Both need a propagated part beside local targets."""
+    propagated_logits that part leaves the last layer unmatched. Both need a part on propagated targets."""
     from gzsq.config import TargetConfig
     from gzsq.sources.gzsq import PRESETS, objective_for
 
@@ -191,8 +191,11 @@ def test_rescaled_propagated_targets_keep_their_pattern_at_the_local_rules_scale
         assert float(twice.median()) > float(r_std.median())
     plain = objective_for(folded, replace(t, rescale_propagated=False, propagated_logits=True))
     assert plain.rest_rule is None and plain.rest_skip == frozenset()
-    for bad in ({"local_fraction": 1.0}, {"local": False, "local_fraction": 1.0}):
-        with pytest.raises(ConfigError, match="propagated part"):
+    whole = objective_for(folded, PRESETS["rescaled"].targets)  # no local part: every batch rescaled
+    assert whole.local_rule is None and whole.rest_rule is not None and whole.rest_skip == frozenset(names[-1:])
+    assert not whole.local_in(0) and whole.rule_for(0) is whole.rest_rule and whole.layers_for(0) == names[:-1]
+    for bad in ({"local_fraction": 1.0}, {"local_fraction": 1.0, "rescale_propagated": False}):
+        with pytest.raises(ConfigError, match="part on propagated targets"):
             TargetConfig(**{**t.__dict__, **bad})
     with pytest.raises(ConfigError, match="true or false"):
         TargetConfig(**{**t.__dict__, "rescale_propagated": 1})

@@ -303,8 +303,9 @@ class TargetConfig:
     # propagated ones (1: all local). Local targets left the CIFAR ResNets' deep ranges wider than real images',
     # propagated ones narrower (results/fidelity/deep_width_levers.txt); a set of both shows both.
     local_fraction: float = 1.0
-    # With `local_fraction` < 1: the propagated part's stds rescaled at every step, layer by layer, so that their
-    # median over live channels is the local rule's on the same batch. The propagated stds' per-channel pattern is
+    # The part matched to propagated targets (all of the set without `local`, the rest with `local_fraction` < 1):
+    # its stds rescaled at every step, layer by layer, so that their median over live channels is the local rule's
+    # (moments rule) on the same batch. The propagated stds' per-channel pattern is
     # nearly right but their scale drifts with depth; the local rule reads the scale off the images themselves
     # (results/fidelity/std_dispersion.txt, results/lowbit/what_limits_reconstruction.md §35).
     rescale_propagated: bool = False
@@ -318,9 +319,9 @@ class TargetConfig:
         for name in ("rescale_propagated", "propagated_logits"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if (self.rescale_propagated or not self.propagated_logits) and not (self.local and f < 1.0):
-            raise ConfigError("rescale_propagated and propagated_logits need a propagated part beside local targets "
-                              "(local=true, local_fraction < 1)")
+        if (self.rescale_propagated or not self.propagated_logits) and self.local and f == 1.0:
+            raise ConfigError("rescale_propagated and propagated_logits need a part on propagated targets "
+                              "(local=false, or local_fraction < 1)")
 
 
 @dataclass(frozen=True)

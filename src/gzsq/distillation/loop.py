@@ -39,8 +39,8 @@ class Objective:
     local_rule: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     # With `local_rule`: only the first `local_batches` batches use it, the rest match the listed targets (None: all).
     local_batches: int | None = None
-    # The batches after the local ones: a rule of the same form to use instead of the listed targets as they are
-    # (None: as they are), and listed layers they leave unmatched.
+    # The batches not matched to local targets (all of them without `local_rule`): a rule of the same form to use
+    # instead of the listed targets as they are (None: as they are), and listed layers they leave unmatched.
     rest_rule: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     rest_skip: frozenset[str] = frozenset()
 
