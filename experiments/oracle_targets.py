@@ -16,10 +16,15 @@ Variants (the local half is untouched in all but `oracle-only`, whose whole set 
 - `gzsq-scale`: gzsq's means, and gzsq's stds times one number per layer, the median BN std over gzsq's median
   std: whether one scale per layer is all gzsq's stds miss (their log correlates with the BN stds' at 0.9–0.98
   per layer, results/fidelity/std_dispersion.txt); `oracle-scale`: the same stds beside the BN means;
-- `local-scale`: weights only: gzsq's propagated means, and its propagated stds times one number per layer and
-  step, the median of the local rule's stds (the rule on the images' input statistics at that step) over the
-  median of the propagated stds; `local-scale-mean`: the same with the local rule's means; `--beside-local` makes
-  half the set (128 images) with the variant's targets and the other half with the `local` preset's;
+- `local-scale`: the BN statistics of every BN-fed conv (gzsq's propagated targets where there is none: every
+  layer of a never-normalized net, and the logits), their stds times one number per layer and step, the median
+  of the local rule's stds (the rule on the images' input statistics at that step) over the median of theirs; on
+  a BN-trained net this is an oracle (BN means and the BN stds' pattern), not weights only.
+  `gzsq-local-scale`: the same on gzsq's propagated targets everywhere, weights only (what presets
+  `rescaled` and `half-rescaled` did, measured through the command at commit 386931c and removed,
+  what_limits_reconstruction.md §36); `local-scale-mean`: `local-scale` with the local rule's means;
+  `--beside-local` makes half the set (128 images) with the variant's targets and the other half with the
+  `local` preset's;
 - `zeroq`: the zeroq source's own set (bn setting: BN inputs, unfolded scale, no target on the logits), `--distill`
   replacing settings of ZeroQ's recipe;
 - `oracle-only`: `oracle` on the whole set, no local half (ZeroQ's statistics with gzsq's recipe); `--whole` does
@@ -65,7 +70,8 @@ from overrides import parse_overrides
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "lowbit" / "oracle_targets.jsonl"
 VARIANTS = ("gzsq", "oracle", "oracle-mean", "oracle-std", "oracle-third1", "oracle-third2", "oracle-third3",
-            "oracle-only", "zeroq", "gzsq-scale", "oracle-scale", "local-scale", "local-scale-mean")
+            "oracle-only", "zeroq", "gzsq-scale", "oracle-scale", "local-scale", "local-scale-mean",
+            "gzsq-local-scale")
 
 
 def bn_statistics(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -86,7 +92,7 @@ def swapped(targets: dict, oracle: dict, variant: str, floor: float) -> dict:
     thirds = [set(names[i * len(names) // 3:(i + 1) * len(names) // 3]) for i in range(3)]
     out = {}
     for name, (mean, std) in targets.items():
-        if name in oracle and variant != "gzsq":
+        if name in oracle and variant not in ("gzsq", "gzsq-local-scale"):
             o_mean, o_std = oracle[name]
             o_std = o_std.clamp_min(floor * float(o_std.median()))
             if variant.startswith("oracle-third") and name not in thirds[int(variant[-1]) - 1]:
@@ -98,7 +104,7 @@ def swapped(targets: dict, oracle: dict, variant: str, floor: float) -> dict:
             elif variant in ("gzsq-scale", "oracle-scale"):
                 std = std * (o_std.median() / std.median())
                 mean = o_mean if variant == "oracle-scale" else mean
-            else:
+            else:  # oracle, oracle-only, oracle-third*, local-scale, local-scale-mean: the BN statistics
                 mean, std = o_mean, o_std
         out[name] = (mean, std)
     return out
@@ -137,7 +143,7 @@ def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=()
     t = recipe.targets
     objective = objective_for(folded, t)
     oracle = bn_statistics(model)
-    if not oracle and variant not in ("gzsq", "local-scale", "local-scale-mean"):
+    if not oracle and variant not in ("gzsq", "local-scale", "local-scale-mean", "gzsq-local-scale"):
         raise SystemExit(f"{model_name(model)} has no BatchNorm: there are no statistics to swap in")
     targets = swapped(objective.targets, oracle, variant, t.std_floor)
     num_classes = list(targets.values())[-1][0].numel()
@@ -146,7 +152,7 @@ def distil(model: nn.Module, variant: str, seed: int, n: int = 256, overrides=()
     targets = kept(targets, thirds)
     objective = replace(objective, targets=targets)
     shape, distill = input_shape(model), recipe.distill
-    if variant.startswith("local-scale"):  # the whole set on the propagated pattern, scaled by the local rule
+    if "local-scale" in variant:  # the whole set on the (swapped) targets' pattern, scaled by the local rule
         objective = replace(objective, local_rule=_scaled_by_local(folded, targets, local_rule(t),
                                                                    variant == "local-scale-mean"), local_batches=None)
     elif whole or variant == "oracle-only":

@@ -217,10 +217,6 @@ RECIPES: dict[str, tuple[tuple[str, object], ...]] = {
     "local_long_natural": _LOCAL_LONG + (("init_spectrum", 1.0), ("init_colour", 0.85)),
     # every step's pixel gradient filtered to a 1/f^α amplitude spectrum (DistillConfig.grad_spectrum)
     "local_long_gs1": _LOCAL_LONG + (("grad_spectrum", 1.0),),
-    # local-long (with the 1/f gradient) on half the set; the other half on the propagated targets at the local
-    # rule's scale, without a target on the logits, as preset half-rescaled splits a CIFAR set
-    "local_long_gs1_half_rescaled": _LOCAL_LONG + (("grad_spectrum", 1.0), ("local_fraction", 0.5),
-                                                   ("rescale_propagated", True), ("propagated_logits", False)),
     # the optimized images start from dead-leaves pictures (`DistillConfig.init_leaves`, removed after measurement:
     # run these three with --code cdbebf4); `_it1`: one step at a negligible rate, so the set is the pictures
     # themselves with the recipe's crops and colour centring

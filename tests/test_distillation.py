@@ -410,39 +410,6 @@ def test_local_targets_only_in_the_first_local_batches(tiny):
     assert torch.equal(split[4:], plain[4:]) and not torch.equal(split[:4], plain[:4])
 
 
-def test_rest_rule_sets_the_later_batches_targets_and_skips_their_listed_layers(tiny):
-    """rest_rule: asked during the batches after the local ones only, on the same input statistics; rest_skip: the
-    later batches leave those layers unmatched (the first batch still matches them); the key tells the runs apart."""
-    from gzsq.distillation.checkpoint import run_key
-
-    net = fold_bn(tiny)
-    obj = _objective(net)
-    last = list(obj.targets)[-1]
-    modules = dict(net.named_modules())
-    local_seen, rest_seen = [], []
-
-    def rule(seen):
-        def fn(layer, mean, std):
-            seen.append(layer)
-            return torch.zeros(layer.weight.shape[0]), torch.ones(layer.weight.shape[0])
-        return fn
-
-    cfg = DistillConfig(iterations=2, batch_size=4, lr=0.1)
-    both = Objective(obj.targets, local_rule=rule(local_seen), local_batches=1, rest_rule=rule(rest_seen),
-                     rest_skip=frozenset([last]))
-    images, _ = distill_images(net, both, 8, (3, 8, 8), cfg, seed=0)
-    assert len(local_seen) == 2 * len(obj.targets) and modules[last] in local_seen
-    assert len(rest_seen) == 2 * (len(obj.targets) - 1) and modules[last] not in rest_seen
-    split, _ = distill_images(net, Objective(obj.targets, local_rule=rule([]), local_batches=1), 8, (3, 8, 8), cfg,
-                              seed=0)
-    assert torch.equal(images[:4], split[:4]) and not torch.equal(images[4:], split[4:])
-    ckpt = Checkpoint("unused.pt")
-    keys = {run_key(ckpt, o, 8, (3, 8, 8), cfg, 0, 10) for o in (
-        both, Objective(obj.targets, local_rule=both.local_rule, local_batches=1),
-        Objective(obj.targets, local_rule=both.local_rule, local_batches=1, rest_rule=both.rest_rule))}
-    assert len(keys) == 3
-
-
 def test_channel_correlation_measures_channels_moving_together():
     from gzsq.distillation.losses import channel_correlation
 

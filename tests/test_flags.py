@@ -303,16 +303,6 @@ def test_preset_half_local_long_distils_the_propagated_half_five_times_longer(ti
     assert info["log"]["local_batches"] == 1
 
 
-def test_preset_half_rescaled_distils_half_locals_batches_with_rescaled_propagated_targets(tiny64, tmp_path):
-    """half-rescaled: half-local's two batches and steps, the propagated half rescaled, with no logits target."""
-    info = _distill_log(tiny64, tmp_path / "set.npz", "--preset", "half-rescaled")
-    assert info["meta"]["preset"] == "half-rescaled"
-    assert info["log"]["optimized_images"] == 64 and info["log"]["iterations"] == [20, 20]
-    assert info["log"]["local_batches"] == 1
-    targets = info["log"]["recipe"]["targets"]
-    assert targets["rescale_propagated"] is True and targets["propagated_logits"] is False
-
-
 def test_preset_local_long_distils_local_targets_for_100_steps(tiny64, tmp_path):
     """local-long: one batch of local targets, 100 steps."""
     info = _distill_log(tiny64, tmp_path / "set.npz", "--preset", "local-long")

@@ -1,7 +1,5 @@
 """Contract test for every registered calibration source: shape, dtype, finite, seeded."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
@@ -159,56 +157,6 @@ def test_gzsq_objective_floors_target_stds_and_carries_the_local_rule(tiny):
     assert objective_for(folded, t).local_rule is None
     local = objective_for(folded, TargetConfig(rule="moments", relu_aware=True, coherence=1.0, local=True))
     assert local.local_rule is not None and set(local.targets) == set(targets)
-
-
-def test_rescaled_propagated_targets_keep_their_pattern_at_the_local_rules_scale(tiny):
-    """rescale_propagated: the propagated part's targets are the propagated means, and the propagated stds times one
-    number per layer, the local rule's median std over theirs on the same input statistics; without
-    propagated_logits that part leaves the last layer unmatched. Both need a part on propagated targets."""
-    from gzsq.config import TargetConfig
-    from gzsq.sources.gzsq import PRESETS, objective_for
-
-    folded = fold_bn(tiny)
-    t = PRESETS["half-rescaled"].targets
-    assert t.rescale_propagated and not t.propagated_logits and t.local and t.local_fraction == 0.5
-    objective = objective_for(folded, t)
-    modules = dict(folded.named_modules())
-    names = list(objective.targets)
-    assert objective.rest_skip == frozenset(names[-1:])
-    gen = torch.Generator().manual_seed(0)
-    for name in names:
-        layer = modules[name]
-        c_in = layer.weight.shape[1] * getattr(layer, "groups", 1)
-        in_mean, in_std = torch.randn(c_in, generator=gen), torch.rand(c_in, generator=gen) + 0.5
-        mu, sigma = objective.targets[name]
-        r_mean, r_std = objective.rest_rule(layer, in_mean, in_std)
-        l_std = objective.local_rule(layer, in_mean, in_std)[1]
-        assert torch.equal(r_mean, mu)
-        ratio = r_std / sigma
-        assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-5)
-        assert float(r_std.median()) == pytest.approx(float(l_std.median()), rel=1e-5)
-        twice = objective.rest_rule(layer, in_mean, 2 * in_std)[1]  # a wider input: a wider rescaled target
-        assert float(twice.median()) > float(r_std.median())
-    plain = objective_for(folded, replace(t, rescale_propagated=False, propagated_logits=True))
-    assert plain.rest_rule is None and plain.rest_skip == frozenset()
-    whole = objective_for(folded, PRESETS["rescaled"].targets)  # no local part: every batch rescaled
-    assert whole.local_rule is None and whole.rest_rule is not None and whole.rest_skip == frozenset(names[-1:])
-    assert not whole.local_in(0) and whole.rule_for(0) is whole.rest_rule and whole.layers_for(0) == names[:-1]
-    for bad in ({"local_fraction": 1.0}, {"local_fraction": 1.0, "rescale_propagated": False}):
-        with pytest.raises(ConfigError, match="part on propagated targets"):
-            TargetConfig(**{**t.__dict__, **bad})
-    with pytest.raises(ConfigError, match="true or false"):
-        TargetConfig(**{**t.__dict__, "rescale_propagated": 1})
-
-
-def test_half_rescaled_distils_its_local_half_as_half_local_does(tiny):
-    """The preset's first half is half-local's first half (same local targets, same draw); the second differs."""
-    folded = fold_bn(tiny)
-    opts = {"setting": "bn-free", "overrides": FAST}
-    rescaled = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(preset="half-rescaled", **opts))
-    half = make_calibration("gzsq", folded, 8, seed=3, options=SourceOptions(preset="half-local", **opts))
-    assert rescaled.log["preset"] == "half-rescaled" and rescaled.log["local_batches"] == 1
-    assert torch.equal(rescaled.images[:4], half.images[:4]) and not torch.equal(rescaled.images[4:], half.images[4:])
 
 
 def test_experiment_overrides_parse_literals_and_refuse_junk():

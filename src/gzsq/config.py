@@ -303,25 +303,11 @@ class TargetConfig:
     # propagated ones (1: all local). Local targets left the CIFAR ResNets' deep ranges wider than real images',
     # propagated ones narrower (results/fidelity/deep_width_levers.txt); a set of both shows both.
     local_fraction: float = 1.0
-    # The part matched to propagated targets (all of the set without `local`, the rest with `local_fraction` < 1):
-    # its stds rescaled at every step, layer by layer, so that their median over live channels is the local rule's
-    # (moments rule) on the same batch. The propagated stds' per-channel pattern is
-    # nearly right but their scale drifts with depth; the local rule reads the scale off the images themselves
-    # (results/fidelity/std_dispersion.txt, results/lowbit/what_limits_reconstruction.md §35).
-    rescale_propagated: bool = False
-    # Whether the propagated part also matches a target at the last layer (the logits).
-    propagated_logits: bool = True
 
     def __post_init__(self):
         f = self.local_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
             raise ConfigError(f"local_fraction must be a number in (0, 1], got {f!r}")
-        for name in ("rescale_propagated", "propagated_logits"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if (self.rescale_propagated or not self.propagated_logits) and self.local and f == 1.0:
-            raise ConfigError("rescale_propagated and propagated_logits need a part on propagated targets "
-                              "(local=false, or local_fraction < 1)")
 
 
 @dataclass(frozen=True)

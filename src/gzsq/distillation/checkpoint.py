@@ -53,8 +53,6 @@ def run_key(checkpoint: Checkpoint, objective, n: int, shape, config, seed: int,
     h.update(repr((checkpoint.key, n, tuple(shape), config, seed, num_classes, objective.read_input)).encode())
     if objective.local_rule is not None:  # local targets: the same listed targets, another objective
         h.update(b"local targets" if objective.local_batches is None else f"local targets in {objective.local_batches} batches".encode())
-    if objective.rest_rule is not None or objective.rest_skip:  # the later batches' targets: another objective
-        h.update(repr(("rest rule", objective.rest_rule is not None, sorted(objective.rest_skip))).encode())
     for name, (mu, sigma) in objective.targets.items():
         h.update(name.encode())
         h.update(mu.detach().float().contiguous().numpy().tobytes())

@@ -39,24 +39,10 @@ class Objective:
     local_rule: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     # With `local_rule`: only the first `local_batches` batches use it, the rest match the listed targets (None: all).
     local_batches: int | None = None
-    # The batches not matched to local targets (all of them without `local_rule`): a rule of the same form to use
-    # instead of the listed targets as they are (None: as they are), and listed layers they leave unmatched.
-    rest_rule: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
-    rest_skip: frozenset[str] = frozenset()
 
     def local_in(self, batch_index: int) -> bool:
         """Whether batch `batch_index` is matched to local targets."""
         return self.local_rule is not None and (self.local_batches is None or batch_index < self.local_batches)
-
-    def rule_for(self, batch_index: int):
-        """The rule that sets batch `batch_index`'s targets from its input statistics (None: the listed ones)."""
-        return self.local_rule if self.local_in(batch_index) else self.rest_rule
-
-    def layers_for(self, batch_index: int) -> list[str]:
-        """The listed layers whose outputs batch `batch_index` matches."""
-        if self.local_in(batch_index) or not self.rest_skip:
-            return list(self.targets)
-        return [k for k in self.targets if k not in self.rest_skip]
 
 
 class _ChannelMoments(torch.autograd.Function):
@@ -227,7 +213,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
     def hook(name):
         def fn(module, inputs, output):
             captured[name] = inputs[0] if objective.read_input else output
-            if objective.local_rule is not None or objective.rest_rule is not None:
+            if objective.local_rule is not None:
                 captured_inputs[name] = inputs[0]
         return fn
 
@@ -268,7 +254,7 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
             if size < 2:  # statistics need at least two images; borrow one more
                 size = 2
             resuming = saved is not None and bi == saved["batch"] and saved["x"] is not None
-            rule, layers = objective.rule_for(bi), objective.layers_for(bi)
+            local = objective.local_in(bi)
             if resuming:
                 # a fresh tensor of its own, as an uninterrupted run's is (not the one read from the file)
                 x = saved["x"].to(dev).clone().contiguous(memory_format=layout).requires_grad_(True)
@@ -311,16 +297,15 @@ def distill_images(model: nn.Module, objective: Objective, n: int, shape: tuple[
                 # `_batch_mean`): one process and any number of torchrun ranks compute the same bits.
                 loss = torch.zeros((), device=dev)
                 step_targets = {}
-                for name in layers:
-                    mu, sigma = objective.targets[name]
+                for name, (mu, sigma) in objective.targets.items():
                     m, s = _channel_stats(captured[name], size)
-                    if rule is not None:  # the target from this step's input statistics
+                    if local:  # the target from this step's input statistics
                         with torch.no_grad():
                             in_stats = _channel_stats(captured_inputs[name], size)
-                            mu, sigma = rule(modules[name], *in_stats)
+                            mu, sigma = objective.local_rule(modules[name], *in_stats)
                     step_targets[name] = (mu, sigma)
                     loss = loss + loss_fn(m, s, mu, sigma)
-                loss = loss / max(1, len(layers))
+                loss = loss / max(1, len(objective.targets))
                 if config.decorrelation_weight:  # this process's images: refused under torchrun
                     together = sum(channel_correlation(captured[name]) for name in objective.targets)
                     loss = loss + config.decorrelation_weight * together / max(1, len(objective.targets))

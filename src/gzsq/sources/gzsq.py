@@ -11,8 +11,7 @@ every image for longer; `longer` is the default with twice the steps (results/ab
 `mixed` is the default with half the set left as noise (results/ablation_bnfree.md); `local` the default
 with local targets (results/recon_images/), `local-classes` the same with each image pushed towards a class of its
 own, `local-long` that for 100 steps; `half-local` half of each;
-`half-local-long` the same with the propagated half distilled for 100 steps; `rescaled` the default with each layer's
-propagated stds at the local rule's scale, `half-rescaled` half-local with its propagated half so. `auto`, what the command line and the
+`half-local-long` the same with the propagated half distilled for 100 steps. `auto`, what the command line and the
 API use unless told otherwise, picks one from the architecture and the job (`resolve_preset`).
 """
 
@@ -163,19 +162,6 @@ PRESETS["half-local"] = GzsqRecipe(replace(_MOMENT_TARGETS, local=True, local_fr
 PRESETS["half-local-long"] = GzsqRecipe(PRESETS["half-local"].targets,
                                         replace(PRESETS["default"].distill, iterations=100, local_iterations=20))
 
-# `half-local` with the propagated half's stds rescaled at every step to the local rule's scale, layer by layer, and
-# no target on that half's logits: the propagated stds' per-channel pattern follows real images' (log correlation
-# 0.90–0.98 per layer on the BN-trained ResNets) but their scale falls to 0.5–0.7 of real images' in the last third
-# (results/fidelity/std_dispersion.txt). W4A4 block reconstruction in the simulator, the two halves distilled apart
-# (results/lowbit/what_limits_reconstruction.md §35): ResNet-20 78.87 / 79.26 at seeds 0 / 1 (half-local 78.13 /
-# 77.93), ResNet-32 80.40 (79.28), ResNet-44 80.57 (79.05) at seed 0.
-# The whole set that way (`rescaled`): in the same experiment (§35, whole set, 3 seeds) ResNet-32 81.15 and ResNet-44
-# 80.88 against the job's 79.46 and 78.95, ResNet-20 77.57 over 2 seeds against 78.03.
-PRESETS["rescaled"] = GzsqRecipe(replace(_MOMENT_TARGETS, rescale_propagated=True, propagated_logits=False),
-                                 PRESETS["default"].distill)
-PRESETS["half-rescaled"] = GzsqRecipe(replace(PRESETS["half-local"].targets, rescale_propagated=True,
-                                              propagated_logits=False), PRESETS["default"].distill)
-
 
 # `auto`, the default, picks a preset from the architecture and the job: local targets for depthwise-separable
 # networks (MobileNet / EfficientNet class), where the propagated targets of depthwise convs fall far below real
@@ -263,30 +249,9 @@ def layer_targets(folded: torch.nn.Module, t: TargetConfig) -> dict[str, tuple[t
     return {k: (v.mean, v.std.clamp_min(t.std_floor * float(v.std.median()))) for k, v in targets.layers.items()}
 
 
-def _rescaled_rule(folded: torch.nn.Module, targets: dict, local_rule):
-    """The propagated targets, each layer's stds times the local rule's median std over theirs on the same input
-    statistics. Channels the propagation predicts constant are left out of the medians: a never-normalized net can
-    have layers where most are."""
-    names = {id(m): k for k, m in folded.named_modules()}
-
-    def rule(layer, mean, std):
-        mu, sigma = targets[names[id(layer)]]
-        live = sigma > 0
-        if not bool(live.any()):
-            return mu, sigma
-        local_std = local_rule(layer, mean, std)[1]
-        return mu, sigma * (local_std[live].median() / sigma[live].median())
-    return rule
-
-
 def objective_for(folded: torch.nn.Module, t: TargetConfig) -> Objective:
-    """What distillation matches on the folded model: the propagated targets, and the local rule if `t.local`
-    (with `t.rescale_propagated`, the propagated part's stds at the local rule's scale)."""
-    targets = layer_targets(folded, t)
-    local_rule = _local_rule(t) if t.local else None
-    rest_rule = _rescaled_rule(folded, targets, _local_rule(t)) if t.rescale_propagated else None
-    rest_skip = frozenset() if t.propagated_logits else frozenset(list(targets)[-1:])
-    return Objective(targets, local_rule=local_rule, rest_rule=rest_rule, rest_skip=rest_skip)
+    """What distillation matches on the folded model: the propagated targets, and the local rule if `t.local`."""
+    return Objective(layer_targets(folded, t), local_rule=_local_rule(t) if t.local else None)
 
 
 @register_source("gzsq")
