@@ -159,6 +159,29 @@ def test_gzsq_objective_floors_target_stds_and_carries_the_local_rule(tiny):
     assert local.local_rule is not None and set(local.targets) == set(targets)
 
 
+def test_oracle_experiment_swaps_bn_statistics_only_into_the_variants_that_name_them(tiny):
+    """experiments/oracle_targets.py: the weights-only variants keep gzsq's targets as they are; the oracle ones
+    (including `local-scale`, which rescales the BN statistics) put (β, |γ|) in place of every BN-fed conv's."""
+    import sys
+    from pathlib import Path
+
+    from gzsq.sources.gzsq import objective_for, recipe_for
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    from oracle_targets import bn_statistics, swapped
+
+    t = recipe_for("half-local").targets
+    targets = objective_for(fold_bn(tiny), t).targets
+    oracle = bn_statistics(tiny)
+    assert oracle and set(oracle) < set(targets)
+    for variant in ("gzsq", "gzsq-local-scale"):
+        got = swapped(targets, oracle, variant, t.std_floor)
+        assert all(torch.equal(got[k][0], targets[k][0]) and torch.equal(got[k][1], targets[k][1]) for k in targets)
+    for variant in ("oracle", "local-scale"):
+        got = swapped(targets, oracle, variant, t.std_floor)
+        assert all(torch.equal(got[k][0], oracle[k][0]) for k in oracle)
+
+
 def test_experiment_overrides_parse_literals_and_refuse_junk():
     import sys
     from pathlib import Path
