@@ -21,39 +21,13 @@ import sys
 import numpy as np
 import torch
 
-from assets import CIFAR_TEST, SHARED
-from gzsq.data import load_eval_set
-from gzsq.fold import fold_bn
-from gzsq.models import load_model
-from gzsq.targets import Stat, one_step, weight_targets
-from oracle_targets import bn_statistics
-
-
-def _channel_stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    flat = t.transpose(0, 1).flatten(1)
-    return flat.mean(1), flat.std(1)
+from gzsq.targets import Stat, one_step
+from std_dispersion import real_layer_moments
 
 
 def layer_rows(name: str) -> list[dict]:
-    weights = SHARED / f"models/cifar10/{name.removeprefix('cifar10-')}.th"
-    model = load_model(name, str(weights)) if weights.exists() else load_model(name)
-    oracle = bn_statistics(model)
-    net = fold_bn(model).eval()
-    real = load_eval_set(model, CIFAR_TEST).images[:256].float()
-    targets = weight_targets(net, rule="moments", relu_aware=True, coherence=1.0)
+    net, targets, oracle, seen = real_layer_moments(name)
     modules = dict(net.named_modules())
-    seen = {}
-
-    def hook(k):
-        def fn(m, i, o):
-            seen[k] = (_channel_stats(i[0]), _channel_stats(o))
-        return fn
-
-    hooks = [modules[k].register_forward_hook(hook(k)) for k in targets.layers]
-    with torch.no_grad():
-        net(real)
-    for h in hooks:
-        h.remove()
     rows = []
     for k, stat in targets.layers.items():
         (in_mean, in_std), (mean, std) = seen[k]

@@ -24,20 +24,35 @@ from gzsq.models import load_model
 from gzsq.targets import weight_targets
 
 
-def layer_rows(name: str) -> list[tuple]:
+def _channel_stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = t.transpose(0, 1).flatten(1)
+    return flat.mean(1), flat.std(1)
+
+
+def real_layer_moments(name: str):
+    """The folded net, its default propagated targets, the BN statistics of the unfolded model, and each target
+    layer's per-channel ((input mean, std), (output mean, std)) on the first 256 CIFAR-10 test images."""
+    from oracle_targets import bn_statistics
+
     weights = SHARED / f"models/cifar10/{name.removeprefix('cifar10-')}.th"
     model = load_model(name, str(weights)) if weights.exists() else load_model(name)
     net = fold_bn(model).eval()
     real = load_eval_set(model, CIFAR_TEST).images[:256].float()
     targets = weight_targets(net, rule="moments", relu_aware=True, coherence=1.0)
     modules = dict(net.named_modules())
-    stds = {}
-    hooks = [modules[k].register_forward_hook(lambda m, i, o, k=k: stds.__setitem__(k, o.transpose(0, 1).flatten(1).std(1)))
-             for k in targets.layers]
+    seen = {}
+    hooks = [modules[k].register_forward_hook(
+        lambda m, i, o, k=k: seen.__setitem__(k, (_channel_stats(i[0]), _channel_stats(o)))) for k in targets.layers]
     with torch.no_grad():
         net(real)
     for h in hooks:
         h.remove()
+    return net, targets, bn_statistics(model), seen
+
+
+def layer_rows(name: str) -> list[tuple]:
+    _, targets, _, seen = real_layer_moments(name)
+    stds = {k: out[1] for k, (_, out) in seen.items()}
     rows = []
     for k, stat in targets.layers.items():
         r, p = stds[k], stat.std
