@@ -22,11 +22,13 @@ import numpy as np
 import torch
 
 from gzsq.targets import Stat, one_step
+from oracle_targets import bn_statistics
 from std_dispersion import real_layer_moments
 
 
 def layer_rows(name: str) -> list[dict]:
-    net, targets, oracle, seen = real_layer_moments(name)
+    model, net, targets, seen = real_layer_moments(name)
+    oracle = bn_statistics(model)
     modules = dict(net.named_modules())
     rows = []
     for k, stat in targets.layers.items():

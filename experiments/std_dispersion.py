@@ -30,10 +30,8 @@ def _channel_stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def real_layer_moments(name: str):
-    """The folded net, its default propagated targets, the BN statistics of the unfolded model, and each target
-    layer's per-channel ((input mean, std), (output mean, std)) on the first 256 CIFAR-10 test images."""
-    from oracle_targets import bn_statistics
-
+    """The model, its folded net and default propagated targets, and each target layer's per-channel
+    ((input mean, std), (output mean, std)) on the first 256 CIFAR-10 test images."""
     weights = SHARED / f"models/cifar10/{name.removeprefix('cifar10-')}.th"
     model = load_model(name, str(weights)) if weights.exists() else load_model(name)
     net = fold_bn(model).eval()
@@ -47,11 +45,11 @@ def real_layer_moments(name: str):
         net(real)
     for h in hooks:
         h.remove()
-    return net, targets, bn_statistics(model), seen
+    return model, net, targets, seen
 
 
 def layer_rows(name: str) -> list[tuple]:
-    _, targets, _, seen = real_layer_moments(name)
+    _, _, targets, seen = real_layer_moments(name)
     stds = {k: out[1] for k, (_, out) in seen.items()}
     rows = []
     for k, stat in targets.layers.items():
