@@ -36,6 +36,27 @@ def test_fp32_export_matches_torch(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # the temp file was renamed, not left behind
 
 
+def test_threads_reach_every_session_the_int8_export_opens(tmp_path, monkeypatch):
+    """`--threads` must hold inside ONNX Runtime's own calibrator and the bias correction too, which build their
+    sessions from a plain SessionOptions(); the patch is undone afterwards, and the file is the same."""
+    import onnxruntime as ort
+
+    net = make_tiny()
+    fp32 = export_fp32_onnx(net, tmp_path / "fp32.onnx")
+    plain = export_onnx_int8(fp32, tmp_path / "plain.onnx", _calib().numpy())
+    seen, original = [], ort.InferenceSession
+
+    def spy(path, sess_options=None, *args, **kwargs):
+        seen.append(sess_options.intra_op_num_threads if sess_options is not None else None)
+        return original(path, sess_options, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    threaded = export_onnx_int8(fp32, tmp_path / "threads1.onnx", _calib().numpy(), threads=1)
+    assert len(seen) >= 3 and set(seen) == {1}, seen  # pre-processing, calibration (twice), bias correction
+    assert ort.SessionOptions().intra_op_num_threads == 0  # ONNX Runtime's default again
+    assert threaded.read_bytes() == plain.read_bytes()
+
+
 def test_int8_model_is_qdq_and_uses_the_injected_input_range(tmp_path):
     net = make_tiny()
     fp32 = export_fp32_onnx(net, tmp_path / "fp32.onnx")

@@ -187,9 +187,9 @@ def _add_calib_args(p: argparse.ArgumentParser, default_n: str) -> None:
                    help=f"number of calibration images, 1 to {MAX_CALIBRATION_IMAGES} (default: {default_n})")
     p.add_argument("--seed", type=_seed, default=0, help="seed for every random choice (default: 0)")
     p.add_argument("--threads", type=_threads, default=0, metavar="N",
-                   help="CPU threads for distillation and evaluation (default 0: torch's default, one per core or "
-                        "OMP_NUM_THREADS). The thread count changes float rounding, so pass --threads 1 for "
-                        "byte-identical sets on any machine. When another job "
+                   help="CPU threads for distillation, the int8 export and evaluation (default 0: torch's default, "
+                        "one per core or OMP_NUM_THREADS). The thread count changes float rounding, so pass --threads 1 "
+                        "for byte-identical sets on any machine. When another job "
                         "shares the cores, fewer threads than cores is much faster than oversubscribing them")
     p.add_argument("--setting", choices=["bn", "bn-free"],
                    help="what the calibration source may read: bn (BatchNorm statistics) or bn-free "

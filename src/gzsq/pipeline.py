@@ -186,7 +186,7 @@ def _quantize_int8(model, out: Path, job: QuantizeJob, calibration, calibration_
 
         t = time.perf_counter()
         export_onnx_int8(fp32_path, out, calibration.images.numpy(), job.export, layout=layout,
-                         input_range=model.input_spec.input_range())
+                         input_range=model.input_spec.input_range(), threads=job.evaluation.threads)
         seconds["quantize_int8"] = time.perf_counter() - t
 
         evaluation = None

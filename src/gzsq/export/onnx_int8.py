@@ -50,6 +50,7 @@ from ..config import Int8ExportConfig
 from ..errors import ConfigError, UnsupportedModelError
 from ..quantization.primitives import same_sign_pair_sums
 from .bias_correction import correct_conv_biases
+from .runtime import session_threads
 
 
 class ImageReader:
@@ -175,11 +176,12 @@ def pair_safe_weight_ranges(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.ndarray,
                      config: Int8ExportConfig = Int8ExportConfig(), *, layout: str = "nchw",
-                     input_range: tuple[float, float] | None = None) -> Path:
+                     input_range: tuple[float, float] | None = None, threads: int = 0) -> Path:
     """Quantize `fp32_path` with ONNX Runtime, calibrating on `calib_images` (NCHW, normalized); atomic write.
 
     `layout` is the graph input's layout ("nchw" or "nhwc"); `input_range`, the network input's
-    valid range, replaces its calibrated range. With bias correction the graph is quantized
+    valid range, replaces its calibrated range. `threads`: ONNX Runtime's intra-op threads for every session the
+    export opens (0: its default). With bias correction the graph is quantized
     twice: once (on a single batch) to learn each Conv's rounded weights, then again with the
     biases corrected for the mean shift that rounding causes.
     """
@@ -197,7 +199,8 @@ def export_onnx_int8(fp32_path: str | Path, out_path: str | Path, calib_images: 
     if input_range is not None:
         overrides[input_name] = [{"rmin": np.float32(input_range[0]), "rmax": np.float32(input_range[1])}]
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
-    with tempfile.TemporaryDirectory(dir=out_path.parent if out_path.parent.exists() else None) as work:
+    with session_threads(threads), tempfile.TemporaryDirectory(
+            dir=out_path.parent if out_path.parent.exists() else None) as work:
         prepared = Path(work) / "prepared.onnx"
         try:
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)

@@ -8,12 +8,38 @@ time (padding the last batch), which many exported files have.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
 from .. import interrupt
 from ..errors import ModelLoadError
+
+
+@contextlib.contextmanager
+def session_threads(threads: int):
+    """Inside the block, every `onnxruntime.SessionOptions()` starts with `threads` intra-op threads (0: ONNX
+    Runtime's default, one per core). ONNX Runtime's own tools (quantize_static's calibrator, its pre-processing)
+    build their sessions from plain `SessionOptions()` and take no thread count, so `--threads` reaches them only
+    this way; a job that shares the cores would otherwise oversubscribe them during the int8 export."""
+    if not threads:
+        yield
+        return
+    original = ort.SessionOptions
+
+    class Threaded(original):
+        def __init__(self):
+            super().__init__()
+            self.intra_op_num_threads = threads
+            self.inter_op_num_threads = 1
+
+    ort.SessionOptions = Threaded
+    try:
+        yield
+    finally:
+        ort.SessionOptions = original
 
 
 def _session(path: str, threads: int, reference: bool = False) -> ort.InferenceSession:
