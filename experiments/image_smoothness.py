@@ -1,12 +1,12 @@
 """How smooth and how coloured are distilled images, against real ones?
 
-For each (model, overrides) this distills the set a preset makes (one thread, seed S; `overrides` replace the
-preset's DistillConfig fields, as the recipes of recon_images.py and lite_int8_levers.py do) and prints, for the
-optimized images only (not their copies) and for the first 64 (224×224) or 256 (32×32) real images of the
-evaluation set: the total variation (mean |difference| of neighbouring pixels, both directions added), the same
-over the colour channels' mean std (white noise ≈ 2.3), the slope of the amplitude spectrum (`spectral_slope`),
-each colour channel's mean and std, and the mean correlation between colour channels, all in the model's
-normalized input space. One line per set, appended to OUT.
+For each (model, overrides) this distills the set a preset makes (one thread, seed S; `overrides` replace the preset's
+DistillConfig fields, as the recipes of recon_images.py and lite_int8_levers.py do) and prints, for the optimized images
+only (not their copies) and for 64 real images (224×224: the sample's first, 64 classes) or 256 (32×32: CIFAR-10's test
+set at an even stride, every class) of the evaluation set: the total variation (mean |difference| of neighbouring
+pixels, both directions added), the same over the colour channels' mean std (white noise ≈ 2.3), the slope of the
+amplitude spectrum (`spectral_slope`), each colour channel's mean and std, and the mean correlation between colour
+channels, all in the model's normalized input space. One line per set, appended to OUT.
 
     python experiments/image_smoothness.py --model efficientnet-lite0 --preset local-long \\
         --variants tv_weight=0,centre_colour=False - --out results/fidelity/image_smoothness.txt
@@ -72,11 +72,17 @@ def parse(variant: str) -> tuple:
     return tuple(out)
 
 
+def real_images(images: torch.Tensor, n: int, imagenet: bool) -> torch.Tensor:
+    """The sample's first `n` (one class each); CIFAR-10's test set is stored class by class, so an even stride."""
+    return images[:n] if imagenet else images[::len(images) // n][:n]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--preset", default="local-long")
-    ap.add_argument("--variants", nargs="+", default=["-"], help="k=v[,k=v] overrides per set; '-': none")
+    ap.add_argument("--variants", nargs="*", default=["-"],
+                    help="k=v[,k=v] overrides per set; '-': none; the flag with no value: the real row alone")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -87,7 +93,7 @@ def main() -> None:
     data = SHARED / "data" / ("imagenet-sample" if imagenet else "cifar10/test.npz")
     n = 64 if imagenet else 256
     lines = [{"model": args.model, "set": "real", "data": str(data.relative_to(SHARED.parent)),
-              **describe(load_eval_set(model, data).images[:n])}]
+              **describe(real_images(load_eval_set(model, data).images, n, imagenet))}]
     for variant in args.variants:
         start = time.perf_counter()
         calib = calibrate(model, CalibrationConfig(n_images=n, seed=args.seed, preset=args.preset),

@@ -3,8 +3,8 @@
     python experiments/mean_dispersion.py cifar10-resnet20 cifar10-resnet32 cifar10-resnet44 \
         cifar10-resnet20-nf cifar10-resnet32-nf > results/fidelity/mean_dispersion.txt
 
-For every Conv2d/Linear output of the folded network, on the first 256 CIFAR-10 test images: the per-channel mean
-and std of the real output against three estimates of them,
+For every Conv2d/Linear output of the folded network, on 256 CIFAR-10 test images (every 39th: every class): the
+per-channel mean and std of the real output against three estimates of them,
 - `prop`: the propagated targets (moments rule, ReLU-aware, ρ = 1: the default presets' targets), which carry
   every earlier layer's error;
 - `local`: the same rule applied once, to the real input's own per-channel statistics at that layer (what local

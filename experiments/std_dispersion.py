@@ -1,13 +1,13 @@
 """How gzsq's propagated target stds differ from real images' per channel: a scale per layer, or a pattern?
 
     python experiments/std_dispersion.py cifar10-resnet20 cifar10-resnet32 cifar10-resnet44 \
-        > results/fidelity/std_dispersion.txt
+        cifar10-resnet20-nf cifar10-resnet32-nf > results/fidelity/std_dispersion.txt
 
-For every Conv2d/Linear output of the folded network, the default propagated targets (moments, ReLU-aware, ρ = 1)
-are set against the per-channel stds of the first 256 CIFAR-10 test images. Per layer, over the channels: the
-median of target / real, the correlation of their logs, the slope of log real on log target, and the spread
-(std) of log(target / real). Each is then the median over the layers of the first, middle and last third.
-A correlation near 1 with a slope near 1 means the channels' pattern is right and only the layer's scale is off.
+For every Conv2d/Linear output of the folded network, the default propagated targets (moments, ReLU-aware, ρ = 1) are
+set against the per-channel stds of 256 CIFAR-10 test images, every 39th (every class). Per layer, over the channels:
+the median of target / real, the correlation of their logs, the slope of log real on log target, and the spread (std) of
+log(target / real). Each is then the median over the layers of the first, middle and last third. A correlation near 1
+with a slope near 1 means the channels' pattern is right and only the layer's scale is off.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import torch
 
-from assets import CIFAR_TEST, SHARED
+from assets import CIFAR_TEST, SHARED, every_class
 from gzsq.data import load_eval_set
 from gzsq.fold import fold_bn
 from gzsq.models import load_model
@@ -31,11 +31,11 @@ def _channel_stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def real_layer_moments(name: str):
     """The model, its folded net and default propagated targets, and each target layer's per-channel
-    ((input mean, std), (output mean, std)) on the first 256 CIFAR-10 test images."""
+    ((input mean, std), (output mean, std)) on 256 CIFAR-10 test images of every class (every 39th)."""
     weights = SHARED / f"models/cifar10/{name.removeprefix('cifar10-')}.th"
     model = load_model(name, str(weights)) if weights.exists() else load_model(name)
     net = fold_bn(model).eval()
-    real = load_eval_set(model, CIFAR_TEST).images[:256].float()
+    real = every_class(load_eval_set(model, CIFAR_TEST).images, 256).float()
     targets = weight_targets(net, rule="moments", relu_aware=True, coherence=1.0)
     modules = dict(net.named_modules())
     seen = {}
