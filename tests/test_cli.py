@@ -270,13 +270,13 @@ def test_a_successful_run_prints_only_gzsq_on_stderr(tmp_path):
 
 
 def test_evaluate_reconstructs_below_8_bits(small_test_set, capsys):
-    """`--reconstruct` auto picks block reconstruction at W4A4 and leaves W8A8 alone; a short run (20 steps per
+    """`--reconstruct` auto picks block reconstruction at W4A4 and leaves W8A8 alone; a short run (10 steps per
     block, 32 gaussian images) must not end below round-to-nearest's agreement by more than a few images."""
     rows = {}
     for method in ("none", "auto"):
         code, out, err = _evaluate(["--data", str(small_test_set), "--calib", "gaussian", "--n-calib", "32",
                                     "--w-bits", "4", "--a-bits", "4", "--reconstruct", method,
-                                    "--reconstruct-iters", "20", "--json"], capsys)
+                                    "--reconstruct-iters", "10", "--json"], capsys)
         assert code == 0, err
         rows[method] = json.loads(out.strip().splitlines()[-1])
     assert rows["none"]["reconstruct"] == "none" and rows["auto"]["reconstruct"] == "block"
