@@ -123,7 +123,7 @@ def test_default_int8_kernels_match_the_qdq_reference_on_lite0(tmp_path):
     model = load_model("efficientnet-lite0")
     data = load_eval_set(model, needs(IMAGENET))
     images = data.images[:100].numpy()
-    calib = make_calibration("gaussian", model, 32, seed=0, options=SourceOptions()).images
+    calib = make_calibration("gaussian", model, 8, seed=0, options=SourceOptions()).images
     fp32 = export_fp32_onnx(model, tmp_path / "lite0.onnx")
     int8 = export_onnx_int8(fp32, tmp_path / "lite0-int8.onnx", calib.numpy())
     fused = OnnxClassifier(int8).predict(images)
