@@ -21,8 +21,8 @@ with one of:
   (`gzsq.distillation.loop.natural_noise`) instead of white noise.
 
 It prints, per source, the median over the leaf modules of (output range width / real images' width) in the
-first, middle and last third of the modules in order (real: the first 16 sample images, 16 classes / 128 CIFAR-10 test
-images at an even stride, every class). 1 is right; the deep third is the one that costs agreement.
+first, middle and last third of the modules in order (real: the first 16 sample images, 16 classes / 128
+CIFAR-10 test images at an even stride, every class). 1 is right; the deep third is the one that costs agreement.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def run(name: str, steps_list: list[int], variants: list[str]) -> None:
     cifar = name.startswith("cifar10")
     evals = D.load_eval_set(net, CIFAR_TEST if cifar else IMAGENET_SAMPLE)
     n = 128 if cifar else 16
-    real = every_class(evals.images, n).float()  # the sample holds one image per class
+    real = (every_class(evals.images, n) if cifar else evals.images[:n]).float()  # the sample: one per class
     low, high = model.input_spec.pixel_bounds()
     t = weight_targets(net, rule="moments", relu_aware=True, coherence=1.0)
     targets = {k: (v.mean, v.std.clamp_min(0.1 * float(v.std.median()))) for k, v in t.layers.items()}

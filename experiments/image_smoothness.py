@@ -28,6 +28,8 @@ from gzsq.distillation.losses import total_variation
 from gzsq.models import load_model
 from gzsq.sources.calibrate import calibrate
 
+from assets import every_class
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 WEIGHTS = {"mobilenet-v2": SHARED / "models" / "imagenet" / "mobilenet_v2-b0353104.pth",
@@ -74,7 +76,7 @@ def parse(variant: str) -> tuple:
 
 def real_images(images: torch.Tensor, n: int, imagenet: bool) -> torch.Tensor:
     """The sample's first `n` (one class each); CIFAR-10's test set is stored class by class, so an even stride."""
-    return images[:n] if imagenet else images[::len(images) // n][:n]
+    return images[:n] if imagenet else every_class(images, n)
 
 
 def main() -> None:
