@@ -11,9 +11,10 @@ runs the main job on a ResNet-56 with BatchNorm trained by a committed command (
 
 Every cell is the real command line in a subprocess on one thread (`gzsq quantize cifar10-resnet56 --weights …
 --eval-data test.npz --json`, bn-free, ONNX Runtime on the written file, all 10 000 test images): `int8` is the main
-job (ONNX Runtime's int8 export), `w4a4` is `--w-bits 4 --a-bits 4` with the command's default reconstruction. `real`
-is 256 CIFAR-10 training images (`--calib-data`). Rows go to results/deeper_resnet/runs.jsonl (with the command and
-commit); a cell already there is skipped.
+job (ONNX Runtime's int8 export), `w4a4` is `--w-bits 4 --a-bits 4` with the command's default reconstruction
+(`w4a4-fl8`: the first and last layers at 8 bits, `--first-last-8bit`). `real` is 256 CIFAR-10 training images
+(`--calib-data`). Rows go to results/deeper_resnet/runs.jsonl (with the command and commit); a cell already there
+is skipped.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ MODEL = "cifar10-resnet56"
 CHECKPOINT = ROOT / "runs" / "cifar10-resnet56-bn.pt"
 OUT = ROOT / "results" / "deeper_resnet"
 RUNS = OUT / "runs.jsonl"
-JOBS = {"int8": [], "w4a4": ["--w-bits", "4", "--a-bits", "4"]}
+JOBS = {"int8": [], "w4a4": ["--w-bits", "4", "--a-bits", "4"],
+        "w4a4-fl8": ["--w-bits", "4", "--a-bits", "4", "--first-last-8bit"]}
 
 
 def read_runs() -> list[dict]:
