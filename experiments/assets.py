@@ -32,6 +32,15 @@ def load_zoo_model(name: str):
     return gzsq.load_model(name, str(WEIGHTS[name]) if name in WEIGHTS else None)
 
 
+def write_table_readme(path: Path, table: str) -> None:
+    """A results README made of a generated table and hand-written findings: the table replaces the part above
+    the "## Findings" heading, the findings are kept."""
+    from gzsq.atomic import atomic_write_text
+    text = path.read_text() if path.exists() else ""
+    findings = text[text.index("## Findings"):] if "## Findings" in text else ""
+    atomic_write_text(path, table + ("\n" + findings if findings else ""))
+
+
 def short_commit() -> str:
     """The checkout's commit, recorded beside each result."""
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from assets import CIFAR_TEST, CIFAR_TRAIN, ROOT, SHARED, short_commit  # noqa: E402
+from assets import CIFAR_TEST, CIFAR_TRAIN, ROOT, SHARED, short_commit, write_table_readme  # noqa: E402
 
 MODEL = "cifar10-resnet56"
 CHECKPOINT = ROOT / "runs" / "cifar10-resnet56-bn.pt"
@@ -90,14 +90,6 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(runs: list[dict]) -> None:
-    """The table replaces the part of README.md above its "## Findings" heading; the findings are kept."""
-    path = OUT / "README.md"
-    text = path.read_text() if path.exists() else ""
-    findings = text[text.index("## Findings"):] if "## Findings" in text else ""
-    path.write_text(table(runs) + ("\n" + findings if findings else ""))
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--jobs", nargs="+", choices=sorted(JOBS), default=["int8"])
@@ -119,8 +111,8 @@ def main() -> int:
                     print(json.dumps(row), flush=True)
                     with RUNS.open("a") as f:
                         f.write(json.dumps(row) + "\n")
-                    write_readme(read_runs())
-    write_readme(read_runs())
+                    write_table_readme(OUT / "README.md", table(read_runs()))
+    write_table_readme(OUT / "README.md", table(read_runs()))
     return 0
 
 

@@ -34,11 +34,10 @@ import time
 from pathlib import Path
 
 import gzsq
-from gzsq.atomic import atomic_write_text
 from gzsq.config import CalibrationConfig, Int8ExportConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from assets import CIFAR_TEST, IMAGENET_SAMPLE, WEIGHTS  # noqa: E402
+from assets import CIFAR_TEST, IMAGENET_SAMPLE, WEIGHTS, write_table_readme  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "range_margin"
 RUNS = OUT / "runs.jsonl"
@@ -70,14 +69,6 @@ def table(runs: list[dict]) -> str:
                      f"{' / '.join(f'{v:g}' for v in top1)} | {cell(agree)} | {' / '.join(f'{v:g}' for v in agree)} | "
                      f"{','.join(str(r['seed']) for r in rows)} |")
     return "\n".join(lines) + "\n"
-
-
-def write_readme(runs: list[dict]) -> None:
-    """The table replaces the part of README.md above its "## Findings" heading; the findings are kept."""
-    path = OUT / "README.md"
-    text = path.read_text() if path.exists() else ""
-    findings = text[text.index("## Findings"):] if "## Findings" in text else ""
-    atomic_write_text(path, table(runs) + ("\n" + findings if findings else ""))
 
 
 def main() -> int:
@@ -130,8 +121,8 @@ def main() -> int:
                         print(json.dumps(row), flush=True)
                         with RUNS.open("a") as f:
                             f.write(json.dumps(row) + "\n")
-                        write_readme(read_runs())
-    write_readme(read_runs())
+                        write_table_readme(OUT / "README.md", table(read_runs()))
+    write_table_readme(OUT / "README.md", table(read_runs()))
     return 0
 
 
