@@ -12,6 +12,7 @@ How to run (from the repository root):
     .venv/bin/python experiments/train_bnfree_resnet.py --epochs 8 --seed 0 --threads 1               # ResNet-20
     .venv/bin/python experiments/train_bnfree_resnet.py --depth 32 --epochs 12 --seed 0 --threads 1   # ResNet-32
     .venv/bin/python experiments/train_bnfree_resnet.py --depth 32 --bn --epochs 12 --seed 0 --threads 1  # its BN twin
+    .venv/bin/python experiments/train_bnfree_resnet.py --depth 56 --bn --epochs 8 --seed 0 --threads 2   # deeper_resnet.py's
 
 `--depth` picks the graph (this text describes ResNet-20; ResNet-32 is the same with L = 15 branches);
 `--bn` trains the BatchNorm twin with the same recipe (standard He init), recorded but not shipped.
