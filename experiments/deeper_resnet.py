@@ -7,6 +7,7 @@ runs the main job on a ResNet-56 with BatchNorm trained by a committed command (
     python experiments/train_bnfree_resnet.py --depth 56 --bn --epochs 8 --seed 0 --threads 2
     python experiments/deeper_resnet.py --jobs int8 --calib gzsq gaussian real --seeds 0 1 2
     python experiments/deeper_resnet.py --jobs w4a4 --calib gzsq gaussian --seeds 0
+    python experiments/deeper_resnet.py --jobs w4a4 --calib gzsq --preset local --seeds 0   # another preset
     python experiments/deeper_resnet.py --table          # only rewrite README.md from runs.jsonl
 
 Every cell is the real command line in a subprocess on one thread (`gzsq quantize cifar10-resnet56 --weights …
@@ -44,7 +45,7 @@ def read_runs() -> list[dict]:
     return [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()] if RUNS.exists() else []
 
 
-def run_cell(job: str, calib: str, seed: int) -> dict:
+def run_cell(job: str, calib: str, seed: int, preset: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as work:
         out = Path(work) / "m.onnx"
         cmd = ["gzsq", "quantize", MODEL, "--weights", str(CHECKPOINT), "-o", str(out), *JOBS[job],
@@ -52,6 +53,8 @@ def run_cell(job: str, calib: str, seed: int) -> dict:
                "--threads", "1", "--json"]
         if calib == "real":
             cmd += ["--calib-data", str(CIFAR_TRAIN)]
+        if preset is not None and calib == "gzsq":
+            cmd += ["--preset", preset]
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "gzsq.cli", *cmd[1:]], capture_output=True, text=True, cwd=ROOT)
         seconds = time.perf_counter() - t
@@ -61,7 +64,7 @@ def run_cell(job: str, calib: str, seed: int) -> dict:
         shown = shown.replace(str(out), "OUT.onnx").replace(str(ROOT) + "/", "")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     e = report["evaluation"]
-    return {"job": job, "calib": report["calib"], "seed": seed, "fp32_top1": e["fp32_top1"],
+    return {"job": job, "calib": report["calib"], "preset": preset, "seed": seed, "fp32_top1": e["fp32_top1"],
             "top1": e["int8_top1"], "agreement": e["agreement"], "seconds": round(seconds, 1),
             "command": shown, "commit": short_commit()}
 
@@ -95,19 +98,21 @@ def main() -> int:
     p.add_argument("--jobs", nargs="+", choices=sorted(JOBS), default=["int8"])
     p.add_argument("--calib", nargs="+", default=["gzsq"], help="gzsq, gaussian, real")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--preset", help="gzsq's preset (default: none, so `auto` picks)")
     p.add_argument("--table", action="store_true", help="only rewrite README.md from runs.jsonl")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if not args.table:
         if not CHECKPOINT.exists():
             raise SystemExit(f"{CHECKPOINT} is missing: train it first (see this script's docstring)")
-        done = {(r["job"], r["calib"].split("-")[0], r["seed"]) for r in read_runs()}
+        done = {(r["job"], r["calib"].split("-")[0], r.get("preset"), r["seed"]) for r in read_runs()}
         for job in args.jobs:
             for seed in args.seeds:
                 for calib in args.calib:
-                    if (job, calib, seed) in done:
+                    preset = args.preset if calib == "gzsq" else None
+                    if (job, calib, preset, seed) in done:
                         continue
-                    row = run_cell(job, calib, seed)
+                    row = run_cell(job, calib, seed, preset)
                     print(json.dumps(row), flush=True)
                     with RUNS.open("a") as f:
                         f.write(json.dumps(row) + "\n")
