@@ -6,8 +6,8 @@ runs the main job on a ResNet-56 with BatchNorm trained by a committed command (
 
     python experiments/train_bnfree_resnet.py --depth 56 --bn --epochs 8 --seed 0 --threads 2
     python experiments/deeper_resnet.py --jobs int8 --calib gzsq gaussian real --seeds 0 1 2
-    python experiments/deeper_resnet.py --jobs w4a4 --calib gzsq gaussian --seeds 0
-    python experiments/deeper_resnet.py --jobs w4a4 --calib gzsq --preset local --seeds 0   # another preset
+    python experiments/deeper_resnet.py --jobs w4a4 --calib gzsq gaussian real --seeds 0
+    python experiments/deeper_resnet.py --jobs w4a4 --calib gzsq --preset local --seeds 0     # then --preset default
     python experiments/deeper_resnet.py --table          # only rewrite README.md from runs.jsonl
 
 Every cell is the real command line in a subprocess on one thread (`gzsq quantize cifar10-resnet56 --weights …
