@@ -18,6 +18,14 @@ IMAGENET_SAMPLE = SHARED / "data/imagenet-sample"
 CIFAR_RESNETS = {f"cifar10-resnet{d}": SHARED / f"models/cifar10/resnet{d}.th" for d in (20, 32, 44)}
 MOBILENET_V2 = SHARED / "models/imagenet/mobilenet_v2-b0353104.pth"
 WEIGHTS = {**CIFAR_RESNETS, "mobilenet-v2": MOBILENET_V2}
+# nets trained by committed scripts and not shipped (experiments/deeper_resnet.py has the command)
+TRAINED_HERE = {"cifar10-resnet56": ROOT / "runs" / "cifar10-resnet56-bn.pt"}
+
+
+def cifar_checkpoint(name: str) -> str | None:
+    """Where a CIFAR net's weights are when the zoo does not ship them: ../shared or runs/ (None: the zoo's)."""
+    path = {**CIFAR_RESNETS, **TRAINED_HERE}.get(name)
+    return str(path) if path is not None else None
 
 
 def every_class(images, n: int):

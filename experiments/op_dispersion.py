@@ -2,6 +2,7 @@
 
     python experiments/op_dispersion.py cifar10-resnet20 cifar10-resnet32 cifar10-resnet44 \
         cifar10-resnet20-nf cifar10-resnet32-nf > results/fidelity/op_dispersion.txt
+    python experiments/op_dispersion.py cifar10-resnet56 > results/deeper_resnet/op_dispersion.txt   # runs/ checkpoint
 
 On 256 CIFAR-10 test images (every 39th: every class), every node of the folded net's fx graph gets its real per-channel mean and
 std (an fx Interpreter). For every conv/linear, ReLU and residual add (and the ops weight_targets passes through:
@@ -31,7 +32,7 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from assets import CIFAR_TEST, SHARED, every_class
+from assets import CIFAR_TEST, cifar_checkpoint, every_class
 from torch import fx, nn
 
 from gzsq.data import load_eval_set
@@ -47,8 +48,7 @@ ONLY.update({f"all-{k}": tuple(x for x in KINDS if x not in ONLY[k]) for k in ("
 
 
 def load(name: str):
-    weights = SHARED / f"models/cifar10/{name.removeprefix('cifar10-')}.th"
-    model = load_model(name, str(weights)) if weights.exists() else load_model(name)
+    model = load_model(name, cifar_checkpoint(name))
     net = fold_bn(model).eval()
     return net, every_class(load_eval_set(model, CIFAR_TEST).images, 256).float()
 

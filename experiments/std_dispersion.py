@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import torch
 
-from assets import CIFAR_TEST, SHARED, every_class
+from assets import CIFAR_TEST, cifar_checkpoint, every_class
 from gzsq.data import load_eval_set
 from gzsq.fold import fold_bn
 from gzsq.models import load_model
@@ -32,8 +32,7 @@ def _channel_stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def real_layer_moments(name: str):
     """The model, its folded net and default propagated targets, and each target layer's per-channel
     ((input mean, std), (output mean, std)) on 256 CIFAR-10 test images of every class (every 39th)."""
-    weights = SHARED / f"models/cifar10/{name.removeprefix('cifar10-')}.th"
-    model = load_model(name, str(weights)) if weights.exists() else load_model(name)
+    model = load_model(name, cifar_checkpoint(name))
     net = fold_bn(model).eval()
     real = every_class(load_eval_set(model, CIFAR_TEST).images, 256).float()
     targets = weight_targets(net, rule="moments", relu_aware=True, coherence=1.0)
