@@ -5,9 +5,9 @@
 For ResNet-20/-32/-44 (../shared checkpoints) and the ResNet-56 of deeper_resnet.py (runs/, not shipped), the sets a
 W4A4 job would reconstruct on: gzsq's `half-local` (what `auto` picks there; its local and propagated halves shown
 apart), Gaussian noise, and 256 CIFAR-10 test images of every class (every 39th; only ever measured). Per source:
-- the per-channel std of every Conv output (and of the propagated targets) against real images' (median over channels of the log ratio, as a ratio;
-  median over the first, middle and last third of the convs) and the share of each Conv's input channels that are zero
-  on every image (dead ReLUs);
+- the per-channel std of every Conv output (and of the propagated targets) against real images' (median over
+  channels of the log ratio, as a ratio; median over the first, middle and last third of the convs) and the share of
+  each Conv's input channels that are zero on every image (dead ReLUs);
 - the pooled feature the classifier reads: participation ratio of its covariance's eigenvalues (how many directions
   the set spreads over) and the mean cosine between two images' features;
 - the classes FP32 predicts for the set: how many distinct, and the entropy of their histogram (bits; 3.32 = even).

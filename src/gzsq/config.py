@@ -493,6 +493,10 @@ class ReconstructConfig:
     # 1.1 (results/lowbit/what_limits_reconstruction.md §6), where CIFAR ResNets on full maps lose 0.8–1.5 pt (§3).
     lr: float | None = None
     act_lr: float = 1e-2  # Adam on log(step size), cosine-annealed; 0 keeps the calibrated ranges
+    # The smallest a learned activation step size may get, as a share of its calibrated start (0: no bound; 1: step
+    # sizes may grow, never shrink). Distilled images' deep activations can be narrower than real images' (on a
+    # ResNet-56 about half as wide), and step sizes learned on them then clip real activations.
+    act_scale_floor: float = 0.0
     drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
     reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
     warmup: float = 0.2  # share of the steps before the regulariser starts
@@ -531,6 +535,7 @@ class ReconstructConfig:
             raise ConfigError(f"crop must be a whole number ≥ 0 (0: full maps) or None, got {self.crop!r}")
         for name, lo, hi, lo_open, hi_open in (("lr", 0, math.inf, True, True), ("act_lr", 0, math.inf, False, True),
                                                ("drop_prob", 0, 1, False, False),
+                                               ("act_scale_floor", 0, math.inf, False, True),
                                                ("reg_weight", 0, math.inf, False, True),
                                                ("warmup", 0, 1, False, True),
                                                ("channel_floor", 0, math.inf, True, True)):

@@ -191,6 +191,7 @@ class _LearnedActQuant(nn.Module):
         self.q, self.state, self.qmax = q, state, 2 ** q.bits - 1
         self.zero_point = q.zero_point
         self.log_scale = nn.Parameter(torch.tensor(math.log(q.scale)), requires_grad=learnable)
+        self.log_start = math.log(q.scale)  # the calibrated step size, which act_scale_floor bounds from below
         self.learnable = learnable
         self.learned = False
 
@@ -683,6 +684,10 @@ def reconstruct(model: nn.Module, sim: SimModel, calib: torch.Tensor, config: Re
             if opt_s:
                 opt_s.step()
                 sched.step()
+                if config.act_scale_floor > 0:
+                    with torch.no_grad():
+                        for a in learn_acts:
+                            a.log_scale.clamp_(min=a.log_start + math.log(config.act_scale_floor))
             if step % 10 == 0 or step == config.iters - 1:
                 bar.set_postfix(loss=f"{rec.item():.4g}", reg=f"{float(reg.detach()):.4g}")
         bar.close()
