@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gzsq.cli import main
+from gzsq.config import ReconstructConfig
 from gzsq.data import load_dataset
 
 from .conftest import CIFAR_TEST, CIFAR_TRAIN, RESNET20, needs
@@ -301,6 +302,21 @@ def test_reconstruct_loss_reaches_the_reconstruction(small_test_set, capsys):
         assert code == 0, err
         losses[tuple(flag)] = json.loads(out.strip().splitlines()[-1])["reconstruction"]["loss"]
     assert list(losses.values()) == ["residual-normalized", "channel-normalized", "mse"]
+
+
+def test_reconstruct_act_floor_reaches_the_reconstruction(small_test_set, capsys):
+    """`--reconstruct-act-floor` is the step-size floor the job's reconstruction runs with; a negative one is a
+    one-line usage error."""
+    floors = []
+    for flag in ([], ["--reconstruct-act-floor", "0.75"]):
+        code, out, err = _evaluate(["--data", str(small_test_set), "--calib", "gaussian", "--n-calib", "8",
+                                    "--w-bits", "4", "--a-bits", "4", "--reconstruct-iters", "2", *flag, "--json"],
+                                   capsys)
+        assert code == 0, err
+        floors.append(json.loads(out.strip().splitlines()[-1])["reconstruction"]["act_scale_floor"])
+    assert floors == [ReconstructConfig.act_scale_floor, 0.75]
+    code, _, err = _evaluate(["--data", str(small_test_set), "--reconstruct-act-floor", "-1"], capsys)
+    assert code == 2 and "--reconstruct-act-floor" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_evaluate_picks_the_images_quantize_picks_for_a_reconstruction_job(small_test_set, capsys):

@@ -39,7 +39,8 @@ def _same(a: dict, b: dict) -> bool:
     (dict(method="brecq"), "method"), (dict(iters=0), "iters"), (dict(batch_size=True), "batch_size"),
     (dict(iters=2.5), "iters"), (dict(lr=0), "lr"), (dict(lr=float("nan")), "lr"), (dict(act_lr=-1e-3), "act_lr"),
     (dict(drop_prob=1.5), "drop_prob"), (dict(reg_weight=-1), "reg_weight"), (dict(warmup=1.0), "warmup"),
-    (dict(loss="l1"), "loss"), (dict(channel_floor=0), "channel_floor"),
+    (dict(loss="l1"), "loss"), (dict(channel_floor=0), "channel_floor"), (dict(act_scale_floor=-0.5), "act_scale_floor"),
+    (dict(act_scale_floor=float("inf")), "act_scale_floor"),
 ])
 def test_config_rejects_bad_values_in_one_line(kw, word):
     with pytest.raises(ConfigError) as err:
@@ -228,6 +229,27 @@ def test_act_lr_zero_keeps_the_calibrated_ranges():
     model, calib, sim = _tiny_sim()
     out = reconstruct(model, sim, calib, ReconstructConfig(iters=20, act_lr=0.0))
     assert out.encodings()["activations"] == sim.encodings()["activations"]
+
+
+def test_act_scale_floor_keeps_learned_step_sizes_at_or_above_a_share_of_the_calibrated_ones():
+    """Unbounded, some step sizes shrink below their calibrated start on these images; with the floor at 1 none
+    does, at 0.9 none falls below 0.9 of its start. Started from ranges calibrated on narrower images, the floored
+    step sizes still grow."""
+    model, calib, sim = _tiny_sim()
+    narrow = quantize(model, 0.3 * calib, QuantConfig(w_bits=4, a_bits=4))
+
+    def ratios(start_sim, floor):
+        start = {k: v["scale"] for k, v in start_sim.encodings()["activations"].items()}
+        out = reconstruct(model, start_sim, calib, ReconstructConfig(iters=40, batch_size=16, act_scale_floor=floor),
+                          seed=0)
+        return [v["scale"] / start[k] for k, v in out.encodings()["activations"].items()]
+
+    free, floored, partial = ratios(sim, 0.0), ratios(sim, 1.0), ratios(sim, 0.9)
+    assert min(free) < 0.99, free
+    assert min(floored) >= 1 - 1e-6, floored
+    assert min(partial) >= 0.9 - 1e-6 and min(partial) < 0.99, partial
+    grown = ratios(narrow, 1.0)
+    assert min(grown) >= 1 - 1e-6 and max(grown) > 1.05, grown
 
 
 def test_units_one_per_block_or_layer_and_interrupt_checked_each_step(monkeypatch):

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -51,6 +52,17 @@ _bits = _whole_number("a bit-width from 2 to 8", 2, 8)
 _seed = _whole_number(f"a seed from 0 to {MAX_SEED}", 0, MAX_SEED)
 _threads = _whole_number("a number of threads >= 0 (0: torch's default)", 0)
 _positive = _whole_number("a positive integer", 1)
+
+
+def _non_negative(text: str) -> float:
+    """An argparse type: a finite number ≥ 0, refused in one line otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
 
 
 def _n_calib(text: str) -> int:
@@ -230,6 +242,11 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
                         "variance over the calibration images on residual blocks and keeps plain squared error "
                         "elsewhere; channel-normalized does so everywhere; mse nowhere "
                         "(results/lowbit/what_limits_reconstruction.md measures them)")
+    p.add_argument("--reconstruct-act-floor", type=_non_negative, default=ReconstructConfig.act_scale_floor,
+                   metavar="F", help="the smallest a learned activation step size may get, as a share of its "
+                        "calibrated one (0: no bound; 1: step sizes may widen, never narrow): distilled images' deep "
+                        "activations can be narrower than real ones, and step sizes that shrink to fit them clip "
+                        "real inputs (results/deeper_resnet/; default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -513,7 +530,8 @@ def _reconstruction(args):
         method = "block" if min(args.w_bits, args.a_bits) < 8 else "none"
     if method == "none":
         return None
-    return ReconstructConfig(method=method, iters=args.reconstruct_iters, loss=args.reconstruct_loss)
+    return ReconstructConfig(method=method, iters=args.reconstruct_iters, loss=args.reconstruct_loss,
+                             act_scale_floor=args.reconstruct_act_floor)
 
 
 def cmd_bench(args) -> int:
