@@ -8,12 +8,15 @@ runs the main job on a ResNet-56 with BatchNorm trained by a committed command (
     python experiments/deeper_resnet.py --jobs int8 --calib gzsq gaussian real --seeds 0 1 2
     python experiments/deeper_resnet.py --jobs w4a4 --calib gzsq gaussian real --seeds 0
     python experiments/deeper_resnet.py --jobs w4a4 --calib gzsq --preset local --seeds 0     # then --preset default
+    python experiments/deeper_resnet.py --jobs w4a4-rtn --calib gzsq gaussian --seeds 0
     python experiments/deeper_resnet.py --table          # only rewrite README.md from runs.jsonl
 
 Every cell is the real command line in a subprocess on one thread (`gzsq quantize cifar10-resnet56 --weights …
 --eval-data test.npz --json`, bn-free, ONNX Runtime on the written file, all 10 000 test images): `int8` is the main
 job (ONNX Runtime's int8 export), `w4a4` is `--w-bits 4 --a-bits 4` with the command's default reconstruction
-(`w4a4-fl8`: the first and last layers at 8 bits, `--first-last-8bit`). `real` is 256 CIFAR-10 training images
+(`w4a4-fl8`: the first and last layers at 8 bits, `--first-last-8bit`; `w4a4-floor1`: learned activation step
+sizes kept at or above their calibrated ones, `--reconstruct-act-floor 1`; `w4a4-rtn`: round to nearest,
+`--reconstruct none`). `real` is 256 CIFAR-10 training images
 (`--calib-data`). Rows go to results/deeper_resnet/runs.jsonl (with the command and commit); a cell already there
 is skipped.
 """
@@ -38,7 +41,9 @@ CHECKPOINT = ROOT / "runs" / "cifar10-resnet56-bn.pt"
 OUT = ROOT / "results" / "deeper_resnet"
 RUNS = OUT / "runs.jsonl"
 JOBS = {"int8": [], "w4a4": ["--w-bits", "4", "--a-bits", "4"],
-        "w4a4-fl8": ["--w-bits", "4", "--a-bits", "4", "--first-last-8bit"]}
+        "w4a4-fl8": ["--w-bits", "4", "--a-bits", "4", "--first-last-8bit"],
+        "w4a4-floor1": ["--w-bits", "4", "--a-bits", "4", "--reconstruct-act-floor", "1"],
+        "w4a4-rtn": ["--w-bits", "4", "--a-bits", "4", "--reconstruct", "none"]}
 
 
 def read_runs() -> list[dict]:
