@@ -496,8 +496,9 @@ class ReconstructConfig:
     # The smallest a learned activation step size may get, as a share of its calibrated start (0: no bound; 1: step
     # sizes may grow, never shrink). Distilled images' deep activations can be narrower than real images' (on a
     # ResNet-56 about half as wide), and the step sizes learned on them narrow with them. W4A4 on gzsq's images
-    # (results/deeper_resnet/): at 1, ResNet-56 77.57 / 78.07 (seeds 0, 1) against 64.94 unbounded; ResNet-32 0.75 pt
-    # lower (3 seeds), ResNet-44 1.4 (seed 0), where the set is about as wide as real images: off by default.
+    # (results/deeper_resnet/): at 1, ResNet-56 77.57 / 78.07 (seeds 0, 1) against 64.94 unbounded; ResNet-20 and
+    # -32 1.1 and 0.75 pt lower (3 seeds), ResNet-44 1.4 (seed 0), where the set is about as wide as real images:
+    # off by default.
     act_scale_floor: float = 0.0
     drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
     reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
