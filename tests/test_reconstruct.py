@@ -39,8 +39,8 @@ def _same(a: dict, b: dict) -> bool:
     (dict(method="brecq"), "method"), (dict(iters=0), "iters"), (dict(batch_size=True), "batch_size"),
     (dict(iters=2.5), "iters"), (dict(lr=0), "lr"), (dict(lr=float("nan")), "lr"), (dict(act_lr=-1e-3), "act_lr"),
     (dict(drop_prob=1.5), "drop_prob"), (dict(reg_weight=-1), "reg_weight"), (dict(warmup=1.0), "warmup"),
-    (dict(loss="l1"), "loss"), (dict(channel_floor=0), "channel_floor"), (dict(act_scale_floor=-0.5), "act_scale_floor"),
-    (dict(act_scale_floor=float("inf")), "act_scale_floor"),
+    (dict(loss="l1"), "loss"), (dict(channel_floor=0), "channel_floor"),
+    (dict(act_scale_floor=-0.5), "act_scale_floor"), (dict(act_scale_floor=float("inf")), "act_scale_floor"),
 ])
 def test_config_rejects_bad_values_in_one_line(kw, word):
     with pytest.raises(ConfigError) as err:

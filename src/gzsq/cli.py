@@ -245,8 +245,8 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reconstruct-act-floor", type=_non_negative, default=ReconstructConfig.act_scale_floor,
                    metavar="F", help="the smallest a learned activation step size may get, as a share of its "
                         "calibrated one (0: no bound; 1: step sizes may widen, never narrow): distilled images' deep "
-                        "activations can be narrower than real ones, and step sizes that shrink to fit them clip "
-                        "real inputs (results/deeper_resnet/; default: %(default)s)")
+                        "activations can be narrower than real ones, and the step sizes learned on them narrow with "
+                        "them (results/deeper_resnet/; default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
