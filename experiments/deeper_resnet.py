@@ -34,10 +34,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from assets import CIFAR_TEST, CIFAR_TRAIN, ROOT, SHARED, short_commit, write_table_readme  # noqa: E402
+from assets import (CIFAR_TEST, CIFAR_TRAIN, ROOT, SHARED, TRAINED_HERE, short_commit,  # noqa: E402
+                    write_table_readme)
 
 MODEL = "cifar10-resnet56"
-CHECKPOINT = ROOT / "runs" / "cifar10-resnet56-bn.pt"
+CHECKPOINT = TRAINED_HERE[MODEL]
 OUT = ROOT / "results" / "deeper_resnet"
 RUNS = OUT / "runs.jsonl"
 JOBS = {"int8": [], "w4a4": ["--w-bits", "4", "--a-bits", "4"],
