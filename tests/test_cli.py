@@ -291,30 +291,21 @@ def test_evaluate_reconstructs_below_8_bits(small_test_set, capsys):
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["reconstruct"] == "none"
 
 
-def test_reconstruct_loss_reaches_the_reconstruction(small_test_set, capsys):
-    """`--reconstruct-loss` is the loss the job's reconstruction runs with (the report's `reconstruction` holds
-    the whole config); residual-normalized is the default."""
-    losses = {}
-    for flag in ([], ["--reconstruct-loss", "channel-normalized"], ["--reconstruct-loss", "mse"]):
+def test_reconstruct_loss_and_act_floor_reach_the_reconstruction(small_test_set, capsys):
+    """`--reconstruct-loss` and `--reconstruct-act-floor` are what the job's reconstruction runs with (the report's
+    `reconstruction` holds the whole config); residual-normalized and no floor are the defaults. A negative floor is
+    a one-line usage error."""
+    losses, floors = {}, []
+    for flag in ([], ["--reconstruct-loss", "channel-normalized"],
+                 ["--reconstruct-loss", "mse", "--reconstruct-act-floor", "0.75"]):
         code, out, err = _evaluate(["--data", str(small_test_set), "--calib", "gaussian", "--n-calib", "8",
                                     "--w-bits", "4", "--a-bits", "4", "--reconstruct-iters", "2", *flag, "--json"],
                                    capsys)
         assert code == 0, err
-        losses[tuple(flag)] = json.loads(out.strip().splitlines()[-1])["reconstruction"]["loss"]
+        config = json.loads(out.strip().splitlines()[-1])["reconstruction"]
+        losses[tuple(flag)], floors = config["loss"], floors + [config["act_scale_floor"]]
     assert list(losses.values()) == ["residual-normalized", "channel-normalized", "mse"]
-
-
-def test_reconstruct_act_floor_reaches_the_reconstruction(small_test_set, capsys):
-    """`--reconstruct-act-floor` is the step-size floor the job's reconstruction runs with; a negative one is a
-    one-line usage error."""
-    floors = []
-    for flag in ([], ["--reconstruct-act-floor", "0.75"]):
-        code, out, err = _evaluate(["--data", str(small_test_set), "--calib", "gaussian", "--n-calib", "8",
-                                    "--w-bits", "4", "--a-bits", "4", "--reconstruct-iters", "2", *flag, "--json"],
-                                   capsys)
-        assert code == 0, err
-        floors.append(json.loads(out.strip().splitlines()[-1])["reconstruction"]["act_scale_floor"])
-    assert floors == [ReconstructConfig.act_scale_floor, 0.75]
+    assert floors == [ReconstructConfig.act_scale_floor, ReconstructConfig.act_scale_floor, 0.75]
     code, _, err = _evaluate(["--data", str(small_test_set), "--reconstruct-act-floor", "-1"], capsys)
     assert code == 2 and "--reconstruct-act-floor" in err and len(err.strip().splitlines()) == 1, err
 

@@ -240,7 +240,7 @@ def test_act_scale_floor_keeps_learned_step_sizes_at_or_above_a_share_of_the_cal
 
     def ratios(start_sim, floor):
         start = {k: v["scale"] for k, v in start_sim.encodings()["activations"].items()}
-        out = reconstruct(model, start_sim, calib, ReconstructConfig(iters=40, batch_size=16, act_scale_floor=floor),
+        out = reconstruct(model, start_sim, calib, ReconstructConfig(iters=20, batch_size=16, act_scale_floor=floor),
                           seed=0)
         return [v["scale"] / start[k] for k, v in out.encodings()["activations"].items()]
 
