@@ -4,9 +4,10 @@ On the ResNet-56 the W4A4 default falls below noise because the learned step siz
 narrow deep activations (results/deeper_resnet/README.md); a floor at the calibrated step fixes it there but costs
 the shallower nets about a point. Whether a lower floor can tell the two apart depends on how far the step sizes
 move on each net. This script builds the W4A4 job's calibration set (preset auto, 256 images, MSE-clipped start),
-reconstructs with the default `ReconstructConfig` and prints, per activation quantizer in graph order, the ratio
-learned / calibrated step size, then its quantiles per third of the net and the simulator top-1 on all 10 000 test
-images.
+reconstructs with the default `ReconstructConfig` and prints, per activation quantizer, the ratio learned / calibrated
+step size, then its quantiles per third of the net and the simulator top-1 on all 10 000 test images. Quantizers come
+in the order the simulation model holds them: graph order, but for the last two (the classifier's input before the
+last block's output).
 
     python experiments/step_size_drift.py --models cifar10-resnet20 cifar10-resnet56 --seed 0
 
@@ -65,7 +66,7 @@ def main() -> None:
         after = {n: q.scale for n, q in sim.act_quantizers().items() if q.role != "input"}
         roles = {n: q.role for n, q in sim.act_quantizers().items()}
         acc = top1(predict(sim, data.images), data.labels)
-        names = list(before)  # graph order
+        names = list(before)  # the simulation model's order
         ratios = [after[n] / before[n] for n in names]
         label = f"gzsq-{config.preset}" if args.calib == "gzsq" else args.calib
         with (OUT / "step_size_drift.jsonl").open("a") as f:
