@@ -498,8 +498,8 @@ class ReconstructConfig:
     # ResNet-56 about half as wide), and the step sizes learned on them narrow with them. W4A4 on gzsq's images
     # (results/deeper_resnet/): at 1, ResNet-56 77.57 / 78.07 (seeds 0, 1) against 64.94 unbounded; ResNet-20 and
     # -32 1.1 and 0.75 pt lower (3 seeds), ResNet-44 1.4 (seed 0), where the set is about as wide as real images:
-    # off by default. At 0.9: ResNet-56 77.56 / 77.44, ResNet-32 level, ResNet-20 −0.74, ResNet-20-nf +0.58,
-    # ResNet-32-nf −3.0: nothing in the weights says which way a net goes.
+    # off by default. At 0.9: ResNet-56 77.56 / 77.44, ResNet-32 level, ResNet-20 −0.74, ResNet-44 −0.71,
+    # ResNet-20-nf +0.58, ResNet-32-nf −3.0: nothing in the weights says which way a net goes.
     act_scale_floor: float = 0.0
     drop_prob: float = 0.5  # QDrop: chance that an activation element stays float while training
     reg_weight: float = 0.01  # weight of the rounding regulariser (pushes h(V) to 0 or 1)
