@@ -247,8 +247,7 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
                         "calibrated one (0: no bound; 1: step sizes may widen, never narrow): distilled images' deep "
                         "activations can be narrower than real ones, and the step sizes learned on them narrow with "
                         "them; 0.9 rescued a W4A4 ResNet-56, cost a ResNet-20 0.7 pt and a never-normalized "
-                        "ResNet-32 3 pt (results/deeper_resnet/; "
-                        "default: %(default)s)")
+                        "ResNet-32 3 pt (results/deeper_resnet/; default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
